@@ -1,0 +1,90 @@
+"""Metrics shared by the three systems, as plain functions on tensors (torchmetrics where one exists).
+
+One home for every metric: discovery (graph and delta errors), causal fine-tuning (interventional
+errors) and DML (coverage) all report through here, so a number means the same thing everywhere.
+Each room adds its functions under its own heading.
+"""
+
+from __future__ import annotations
+
+# --- discovery (helper "pfn"): graph and delta metrics, masked for padding nodes ---------------------------
+# Conventions: adjacency[b, i, j] = 1 iff i -> j; node_mask [B, d] bool marks real nodes; the diagonal is
+# never an edge. Pooled metrics (AUROC, AUPRC, F1, RMSE, R²) pool every valid entry of the batch.
+import torch
+from torch import Tensor
+
+
+def valid_edge_mask(node_mask: Tensor) -> Tensor:
+    """Off-diagonal pairs between real nodes, [B, d, d] bool."""
+    d = node_mask.shape[-1]
+    eye = torch.eye(d, dtype=torch.bool, device=node_mask.device)
+    return node_mask[:, :, None] & node_mask[:, None, :] & ~eye
+
+
+def shd(pred: Tensor, true: Tensor, node_mask: Tensor) -> Tensor:
+    """Structural Hamming distance per graph, [B]: node pairs {i, j} whose edge state differs.
+
+    The state of a pair is none, i -> j, j -> i or both; a missing, an extra and a reversed edge each count 1.
+    """
+    valid = valid_edge_mask(node_mask)
+    p, t = pred.bool() & valid, true.bool() & valid
+    differs = (p != t) | (p.transpose(1, 2) != t.transpose(1, 2))  # [B, d, d], symmetric
+    return torch.triu(differs, diagonal=1).sum((1, 2)).float()
+
+
+def is_cyclic(pred: Tensor, node_mask: Tensor) -> Tensor:
+    """Whether each predicted graph has a directed cycle, [B] bool (reachability by repeated squaring)."""
+    reach = (pred.bool() & valid_edge_mask(node_mask)).float()
+    for _ in range(max(1, (pred.shape[-1] - 1).bit_length())):
+        reach = ((reach + reach @ reach) > 0).float()
+    return reach.diagonal(dim1=1, dim2=2).sum(-1) > 0
+
+
+def masked_edges(probs: Tensor, true: Tensor, node_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Flatten the valid off-diagonal entries: (scores [n], targets [n] long) for torchmetrics."""
+    valid = valid_edge_mask(node_mask)
+    return probs[valid], true[valid].long()
+
+
+def delta_rmse(pred: Tensor, true: Tensor, mask: Tensor) -> Tensor:
+    """Root mean squared error over the entries where `mask` is True."""
+    return ((pred - true)[mask] ** 2).mean().sqrt()
+
+
+def delta_r2(pred: Tensor, true: Tensor, mask: Tensor) -> Tensor:
+    """Coefficient of determination 1 - SS_res / SS_tot over the entries where `mask` is True."""
+    p, t = pred[mask], true[mask]
+    return 1 - ((t - p) ** 2).sum() / ((t - t.mean()) ** 2).sum().clamp_min(1e-12)
+
+
+# --- jepa-dml (helper "jepa-dml"): representation probes and interval coverage ------------------------------
+import numpy as np  # noqa: E402
+
+
+def linear_probe_r2(z_train: np.ndarray, u_train: np.ndarray, z_test: np.ndarray, u_test: np.ndarray,
+                    ridge: float = 1e-3) -> float:
+    """Mean held-out R² over the columns of U of a ridge regression U ~ Z (with intercept).
+
+    Says how linearly decodable the true confounders are from a representation: fit on (z_train,
+    u_train), score on (z_test, u_test); features are standardised with the training statistics.
+    """
+    mu, sd = z_train.mean(0), z_train.std(0) + 1e-8
+    a = np.c_[np.ones(len(z_train)), (z_train - mu) / sd]  # [n, 1 + D]
+    b = np.c_[np.ones(len(z_test)), (z_test - mu) / sd]
+    penalty = ridge * len(a) * np.eye(a.shape[1])
+    penalty[0, 0] = 0.0  # do not shrink the intercept
+    coef = np.linalg.solve(a.T @ a + penalty, a.T @ u_train)  # [1 + D, k]
+    resid = ((u_test - b @ coef) ** 2).sum(0)
+    total = ((u_test - u_test.mean(0)) ** 2).sum(0)
+    return float(np.mean(1.0 - resid / np.maximum(total, 1e-12)))
+
+
+def interval_summary(estimates: np.ndarray, ci_low: np.ndarray, ci_high: np.ndarray, truth: float) -> dict[str, float]:
+    """Bias, RMSE, coverage and mean width of replicated interval estimates of one true value."""
+    estimates, ci_low, ci_high = (np.asarray(a, dtype=np.float64) for a in (estimates, ci_low, ci_high))
+    return {
+        "bias": float(np.mean(estimates - truth)),
+        "rmse": float(np.sqrt(np.mean((estimates - truth) ** 2))),
+        "coverage": float(np.mean((ci_low <= truth) & (truth <= ci_high))),
+        "ci_width": float(np.mean(ci_high - ci_low)),
+    }

@@ -1,0 +1,113 @@
+"""The Lightning wiring shared by every system: trainer, callbacks and loggers from config; fit and evaluate.
+
+Tasks that fit several models in one run (one per cross-fitting fold, say) call `build_trainer` with a
+`subdir`, so each fit keeps its own TensorBoard run and checkpoints under the run directory.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+from causal_engine.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def _instantiate_group(node: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a dict-of-configs group (callbacks, logger); null entries are skipped."""
+    if not node:
+        return []
+    return [instantiate(item) for item in node.values() if item is not None and "_target_" in item]
+
+
+def with_output_dir(cfg: DictConfig, output_dir: str | Path) -> DictConfig:
+    """A copy of `cfg` whose `paths.output_dir` (and every path interpolated from it) is `output_dir`."""
+    sub = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    OmegaConf.update(sub, "paths.output_dir", str(output_dir), force_add=True)
+    return sub
+
+
+def build_trainer(cfg: DictConfig, *, subdir: str | None = None, **overrides: Any) -> L.Trainer:
+    """A Trainer with the config's callbacks and loggers; outputs under `paths.output_dir[/subdir]`.
+
+    `overrides` replace trainer arguments (e.g. `max_epochs=` for a nuisance fit inside a fold loop).
+    """
+    if subdir is not None:
+        cfg = with_output_dir(cfg, Path(cfg.paths.output_dir) / subdir)
+    callbacks: list[Callback] = _instantiate_group(cfg.get("callbacks"))
+    loggers: list[Logger] = _instantiate_group(cfg.get("logger"))
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **overrides)
+
+
+def collect_metrics(trainer: L.Trainer) -> dict[str, float]:
+    """Scalar metrics the trainer holds (`callback_metrics`) as plain floats."""
+    return {
+        name: float(value)
+        for name, value in trainer.callback_metrics.items()
+        if isinstance(value, torch.Tensor | float | int) and torch.as_tensor(value).numel() == 1
+    }
+
+
+def register_hp_metrics(module: L.LightningModule, names: Sequence[str]) -> None:
+    """Announce `hp/...` metrics to TensorBoard's HParams tab (call from `on_train_start`).
+
+    The HParams tab shows only metrics declared together with the hyperparameters; the values are
+    filled in later by `self.log("hp/...", ...)`.
+    """
+    for logger in module.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(module.hparams, dict.fromkeys(names, float("nan")))
+
+
+def _best_checkpoint(trainer: L.Trainer) -> str | None:
+    callback = trainer.checkpoint_callback
+    if isinstance(callback, ModelCheckpoint) and callback.best_model_path:
+        return callback.best_model_path
+    return None
+
+
+def fit(cfg: DictConfig, test: bool = True) -> dict[str, float]:
+    """Fit `cfg.model` on `cfg.data`; then, when `test`, test the best checkpoint (in-memory weights if none).
+
+    `ckpt_path` resumes a killed run (optimizer, epoch and step included), e.g. `ckpt_path=last` with
+    `hydra.run.dir=` set to the killed run's directory.
+    """
+    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    model: L.LightningModule = instantiate(cfg.model)
+    trainer = build_trainer(cfg)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = collect_metrics(trainer)
+    if test and not trainer.interrupted:
+        best = _best_checkpoint(trainer)
+        log.info("Testing %s", best or "the in-memory weights (no checkpoint was written)")
+        trainer.test(model, datamodule=datamodule, ckpt_path=best)
+        metrics.update(collect_metrics(trainer))
+    return metrics
+
+
+def evaluate(cfg: DictConfig, predict: bool = False) -> dict[str, float]:
+    """Load `ckpt_path` into `cfg.model` and run the test loop (and predict, when asked)."""
+    ckpt = cfg.get("ckpt_path")
+    if not ckpt or not Path(str(ckpt)).is_file():
+        raise UserError(
+            f"task=evaluate needs an existing checkpoint: ckpt_path={ckpt!r}. Give one, e.g. "
+            f"ckpt_path=outputs/runs/<date>/<time>/checkpoints/last.ckpt."
+        )
+    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    model: L.LightningModule = instantiate(cfg.model)
+    trainer = build_trainer(cfg)
+    trainer.test(model, datamodule=datamodule, ckpt_path=str(ckpt))
+    metrics = collect_metrics(trainer)
+    if predict:
+        trainer.predict(model, datamodule=datamodule, ckpt_path=str(ckpt))
+    return metrics
