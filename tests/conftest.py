@@ -15,9 +15,6 @@ from omegaconf import DictConfig, open_dict
 
 from causal_engine.run import CONFIG_DIR, run
 
-REPO = Path(__file__).resolve().parents[1]
-EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
-
 
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
     """Compose `conf/config.yaml` with `overrides` as the command line would, writing into `output_dir`."""

@@ -26,6 +26,17 @@ def save_figure(fig: Figure, path: str | Path, *, close: bool = True) -> Path:
     return out
 
 
+def figure_dir(trainer: Any) -> Path | None:
+    """Where a LightningModule saves PNGs: `<run dir>/figures`; None under fast_dev_run (nothing is logged).
+
+    Uses `trainer.default_root_dir`, not `trainer.log_dir`: the latter is a DDP broadcast, which deadlocks
+    when called from rank-zero-only code.
+    """
+    if trainer.fast_dev_run:
+        return None
+    return Path(trainer.default_root_dir) / "figures"
+
+
 def log_figure(loggers: Any, tag: str, fig: Figure, step: int = 0, *, close: bool = True) -> None:
     """Add `fig` to every TensorBoard logger among `loggers` (a Lightning logger or a list of them)."""
     from lightning.pytorch.loggers import TensorBoardLogger
@@ -73,4 +84,136 @@ def delta_scatter_figure(true: Any, pred: Any, title: str = "counterfactual delt
     ax.set_ylabel("predicted delta")
     ax.set_title(title)
     fig.tight_layout()
+    return fig
+
+
+# --- causal fine-tuning (helper "intervene"): do-response, error vs N, phase-1 summary ----------------------
+
+
+def do_response_figure(
+    grid: Any, truth: Any, curves: dict[str, Any], xlabel: str = "v", ylabel: str = "E[Y | do(X = v)]",
+    title: str = "do-response",
+) -> Figure:
+    """The true do-response curve (black) and each model's estimate over the treatment grid."""
+    fig, ax = plt.subplots(figsize=(5.0, 3.8))
+    ax.plot(grid, truth, color="black", lw=2, marker="o", ms=3, label="truth")
+    for name, curve in curves.items():
+        ax.plot(grid, curve, marker=".", lw=1.2, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def error_vs_n_figure(
+    series: dict[str, tuple[Any, Any, Any, Any]], target: float | None = None, title: str = "error vs N",
+    ylabel: str = "interventional RMSE",
+) -> Figure:
+    """Error against training size per model: series[name] = (N, mean, low, high), with a band for the
+    seed interval and an optional horizontal target line. Log-log axes."""
+    fig, ax = plt.subplots(figsize=(5.0, 3.8))
+    for name, (ns, mean, low, high) in series.items():
+        (line,) = ax.plot(ns, mean, marker="o", ms=3, label=name)
+        ax.fill_between(ns, low, high, color=line.get_color(), alpha=0.2)
+    if target is not None:
+        ax.axhline(target, color="black", ls="--", lw=0.8, label="target")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training rows N")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def training_summary_figure(
+    histories: dict[str, dict[str, list[float]]], coefficients: dict[str, Any], true_coefficients: Any,
+    names: list[str], do_answers: dict[str, float], do_truth: float, do_label: str,
+) -> Figure:
+    """Phase-1 summary: loss curves per model, recovered vs true coefficients, and one do-query answer."""
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 3, figsize=(13.0, 3.8))
+    for model, history in histories.items():
+        for key, values in history.items():
+            axes[0].plot(range(1, len(values) + 1), values, label=f"{model} {key}")
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("epoch")
+    axes[0].set_ylabel("loss (standardised MSE)")
+    axes[0].set_title("training")
+    axes[0].legend(fontsize=7)
+    width = 0.8 / (len(coefficients) + 1)
+    positions = np.arange(len(names))
+    axes[1].bar(positions, true_coefficients, width, color="black", label="truth")
+    for k, (model, coef) in enumerate(coefficients.items(), start=1):
+        axes[1].bar(positions + k * width, coef, width, label=model)
+    axes[1].set_xticks(positions + width * len(coefficients) / 2, names)
+    axes[1].set_title("coefficient recovery  dE[y|do(x_i)]/dx_i")
+    axes[1].legend(fontsize=7)
+    labels = ["truth", *do_answers]
+    axes[2].bar(labels, [do_truth, *do_answers.values()], color=["black", *[f"C{i}" for i in range(len(do_answers))]])
+    axes[2].set_title(do_label)
+    fig.tight_layout()
+    return fig
+
+
+# --- jepa-dml (helper "jepa-dml"): propensity overlap and interval comparison --------------------------------
+def propensity_overlap_figure(propensity: Any, treatment: Any, *, trim: float = 0.0) -> Figure:
+    """Histograms of the estimated propensity by arm; the clipping thresholds as dashed lines.
+
+    Mass piled against 0 or 1 in one arm means the arms barely overlap and the AIPW weights explode.
+    """
+    import numpy as np
+
+    m, d = np.asarray(propensity, dtype=float), np.asarray(treatment, dtype=float)
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    bins = np.linspace(0, 1, 41)
+    ax.hist(m[d == 0], bins=bins, alpha=0.6, density=True, label=f"control (n={int((d == 0).sum())})")
+    ax.hist(m[d == 1], bins=bins, alpha=0.6, density=True, label=f"treated (n={int((d == 1).sum())})")
+    if trim > 0:
+        for x in (trim, 1 - trim):
+            ax.axvline(x, color="k", ls="--", lw=0.8)
+    ax.set_xlabel("estimated propensity P(T=1 | X)")
+    ax.set_ylabel("density")
+    ax.set_title("propensity overlap by arm (out-of-fold)")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def ci_figure(intervals: dict[str, tuple[float, float, float]], *, truth: float | None = None) -> Figure:
+    """Point estimates with confidence intervals, one row per estimator, and the true value when known."""
+    fig, ax = plt.subplots(figsize=(5, 0.6 + 0.5 * len(intervals)))
+    for i, (name, (est, low, high)) in enumerate(intervals.items()):
+        ax.errorbar(est, i, xerr=[[est - low], [high - est]], fmt="o", capsize=4)
+        ax.text(high, i + 0.15, f" {est:.3f} [{low:.3f}, {high:.3f}]", fontsize=8, va="bottom")
+    ax.set_yticks(range(len(intervals)), list(intervals))
+    ax.set_ylim(-0.6, len(intervals) - 0.4)
+    if truth is not None:
+        ax.axvline(truth, color="k", ls="--", lw=1, label=f"truth = {truth:g}")
+        ax.legend(fontsize=8, loc="lower right")
+    ax.set_xlabel("effect estimate (95% CI)")
+    return fig
+
+
+# --- scm (helper "scm"): simulator throughput --------------------------------------------------------------
+
+
+def throughput_figure(
+    series: dict[str, tuple[list[int], list[float]]], *, ylabel: str = "graphs / s", title: str = ""
+) -> Figure:
+    """One line per implementation: throughput (log scale) against the number of nodes d."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for name, (nodes, rates) in series.items():
+        ax.plot(nodes, rates, marker="o", label=name)
+        for d, rate in zip(nodes, rates, strict=True):
+            ax.annotate(f"{rate:,.3g}", (d, rate), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_yscale("log")
+    ax.set_xlabel("nodes d")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
     return fig
