@@ -88,3 +88,45 @@ def interval_summary(estimates: np.ndarray, ci_low: np.ndarray, ci_high: np.ndar
         "coverage": float(np.mean((ci_low <= truth) & (truth <= ci_high))),
         "ci_width": float(np.mean(ci_high - ci_low)),
     }
+
+
+# --- causal fine-tuning (helper "intervene"): interventional and counterfactual errors ---------------------
+
+
+def rmse(pred: Tensor, true: Tensor) -> Tensor:
+    """Root mean squared error over all entries."""
+    return ((pred - true) ** 2).mean().sqrt()
+
+
+def do_response_errors(pred: Tensor, true: Tensor) -> dict[str, Tensor]:
+    """Errors of a do-response curve E[Y | do(X = v)] over a grid of v (pred, true [V], grid ascending).
+
+    rmse: over the grid; rel_rmse: rmse / SD of the true curve (inf for a flat truth); ate_error: error of
+    E[Y|do(X=v_last)] − E[Y|do(X=v_first)], the effect across the grid (5 % → 95 % quantile of X).
+    """
+    err = rmse(pred, true)
+    spread = true.std() if true.numel() > 1 else true.new_tensor(0.0)
+    return {
+        "rmse": err,
+        "rel_rmse": err / spread if spread > 0 else torch.full_like(err, float("inf")),
+        "ate_error": ((pred[-1] - pred[0]) - (true[-1] - true[0])).abs(),
+    }
+
+
+def mmd_rbf(x: Tensor, y: Tensor, bandwidth: float | None = None) -> Tensor:
+    """Unbiased squared MMD between samples x [n, d] and y [m, d] with a Gaussian kernel.
+
+    bandwidth: the kernel's length scale; None = the median pairwise distance of the pooled sample.
+    """
+    x, y = x.reshape(len(x), -1).double(), y.reshape(len(y), -1).double()
+    pooled = torch.cat([x, y])
+    dist = torch.cdist(pooled, pooled) ** 2  # [n+m, n+m]
+    if bandwidth is None:
+        off = dist[~torch.eye(len(pooled), dtype=torch.bool)]
+        bandwidth = float(off.median().sqrt().clamp_min(1e-12))
+    kernel = torch.exp(-dist / (2 * bandwidth**2))
+    n, m = len(x), len(y)
+    kxx, kyy, kxy = kernel[:n, :n], kernel[n:, n:], kernel[:n, n:]
+    term_x = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
+    term_y = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
+    return term_x + term_y - 2 * kxy.mean()

@@ -1,0 +1,255 @@
+"""Does causal fine-tuning need less data? N* per model and SCM, with seed intervals.
+
+    python scripts/bench_intervene.py                       # the reduced CPU grid (see docs/intervene.md)
+    python scripts/bench_intervene.py --ns 100 300 1000 3000 10000 --seeds 5   # the full grid
+
+N* = the smallest training size N at which a model's interventional RMSE (E[Y | do(X = v)] over the 9
+quantiles 5–95 % of X) reaches the target; computed per seed, so each model gets an interval of N*s.
+Two targets are reported: the absolute 0.25 and 10 % of the SD of the true do-response curve. The claim
+"causal fine-tuning needs less data" holds on an SCM only where the best of M4/M5 has
+N* ≤ N*(M2)/2 and ≤ N*(M3)/2 with non-overlapping seed intervals; M1 (the seed's substitution MLP)
+must stay floored (RMSE ≥ 0.5 on nonlin_simpson), or the SCM is not discriminative.
+
+Every model is the same config the CLI runs (`experiment=intervene_compare model=...`), trained with a
+lean Trainer (no logger, checkpoint or progress bar; early stopping on the observational validation
+loss; the final weights are scored). Results are appended to results.jsonl as they finish, so an
+interrupted run resumes. Writes README.md (the tables), error_vs_n_<scm>.png and do_response_<scm>.png
+into --out and prints the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import EarlyStopping
+
+from causal_engine import plots
+from causal_engine.intervene.baselines import DoWhyGCM
+from causal_engine.intervene.module import score_answers
+from causal_engine.run import CONFIG_DIR
+
+# arm -> (model config, interventional share, counterfactual-label share)
+ARMS = {
+    "M1": ("mlp", 0.0, 0.0),
+    "M2": ("mlp_nondesc", 0.0, 0.0),
+    "M3": ("causal_mlp", 0.0, 0.0),
+    "M4-5": ("causal_mlp", 0.05, 0.0),
+    "M4-20": ("causal_mlp", 0.2, 0.0),
+    "M4-50": ("causal_mlp", 0.5, 0.0),
+    "M5-20": ("causal_mlp_losses", 0.2, 0.2),
+    "M6": ("dowhy_gcm", 0.0, 0.0),
+}
+DEFAULT_SCMS = [
+    "nonlin_simpson",
+    "symprod_simpson",
+    "mediator_nonlin",
+    "chain3_nonlin",
+    "large_backdoor_nonlin",
+    "collider3_nonlin",
+    "toy",
+]
+
+
+def _config(arm: str, scm: str, n: int, seed: int, n_test: int):
+    model, share, cf_share = ARMS[arm]
+    overrides = [
+        "experiment=intervene_compare",
+        f"model={'causal_mlp' if model == 'dowhy_gcm' else model}",
+        f"data.scm={scm}",
+        f"data.n_train={n}",
+        f"data.interventional_fraction={share}",
+        f"data.counterfactual_fraction={cf_share}",
+        f"data.n_test={n_test}",
+        f"seed={seed}",
+    ]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def run_one(arm: str, scm: str, n: int, seed: int, max_steps: int, patience_steps: int, n_test: int) -> dict:
+    """Train one arm on one (SCM, N, seed) and score it; returns a JSON-able record."""
+    cfg = _config(arm, scm, n, seed, n_test)
+    L.seed_everything(seed, workers=True, verbose=False)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    start = time.time()
+    if ARMS[arm][0] == "dowhy_gcm":
+        graph = datamodule.graph
+        net = DoWhyGCM(graph.names, graph.adjacency, seed=seed).fit(datamodule.train_x)
+        found = score_answers(net, graph, datamodule.test_x, datamodule.truth, datamodule.cf_shift)
+        steps = 0
+    else:
+        module = instantiate(cfg.model)
+        module.attach(datamodule)
+        steps_per_epoch = math.ceil(n / datamodule.batch_size)
+        every = max(1, 25 // steps_per_epoch)  # validate about every 25 optimiser steps
+        trainer = L.Trainer(
+            max_steps=max_steps,
+            max_epochs=-1,
+            check_val_every_n_epoch=every,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            callbacks=[EarlyStopping("val/loss", patience=max(1, patience_steps // (every * steps_per_epoch)))],
+        )
+        trainer.fit(module, datamodule=datamodule)
+        found = module.answers(datamodule.test_x, datamodule.truth)
+        steps = int(trainer.global_step)
+    truth = datamodule.truth
+    return {
+        "arm": arm,
+        "scm": scm,
+        "n": n,
+        "seed": seed,
+        "steps": steps,
+        "seconds": round(time.time() - start, 2),
+        **{k: float(v) for k, v in found.items() if k != "curve"},
+        "curve": found["curve"].tolist(),
+        "grid": truth.grid.tolist(),
+        "truth": truth.do_mean.tolist(),
+    }
+
+
+def n_star(records: list[dict], target: float, ns: list[int]) -> float:
+    """Smallest N whose RMSE is <= target (inf when none) for one arm and seed."""
+    by_n = {r["n"]: r["do_rmse"] for r in records}
+    return next((float(n) for n in sorted(ns) if n in by_n and by_n[n] <= target), math.inf)
+
+
+def _fmt_interval(values: list[float]) -> str:
+    finite = sorted(values)
+    med = float(np.median(finite))
+
+    def show(v: float) -> str:
+        return "∞" if math.isinf(v) else f"{v:g}"
+
+    return f"{show(med)} [{show(finite[0])}, {show(finite[-1])}]"
+
+
+def summarise(results: list[dict], arms: list[str], ns: list[int], seeds: list[int], out: Path) -> str:
+    """Markdown tables (RMSE by N; N* with seed intervals; the claim per SCM) and the figures."""
+    lines = ["# bench_intervene", ""]
+    claim_rows = []
+    for scm in dict.fromkeys(r["scm"] for r in results):
+        rows = [r for r in results if r["scm"] == scm]
+        truth_sd = float(np.std(rows[0]["truth"], ddof=1))
+        targets = {"abs 0.25": 0.25, "10% SD": 0.1 * truth_sd if truth_sd > 0 else 0.25}
+        lines += [f"## {scm}", "", f"SD of the true do-response over the grid: {truth_sd:.3f}", ""]
+        lines += ["| arm | " + " | ".join(f"N={n}" for n in ns) + " |", "|---|" + "---|" * len(ns)]
+        series = {}
+        for arm in arms:
+            cells, means, lows, highs, n_done = [], [], [], [], []
+            for n in ns:
+                vals = [r["do_rmse"] for r in rows if r["arm"] == arm and r["n"] == n]
+                if not vals:
+                    cells.append("–")
+                    continue
+                cells.append(f"{np.mean(vals):.3f} [{min(vals):.3f}, {max(vals):.3f}]")
+                n_done.append(n)
+                means.append(np.mean(vals))
+                lows.append(min(vals))
+                highs.append(max(vals))
+            lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+            if n_done:
+                series[arm] = (n_done, means, lows, highs)
+        lines += ["", "interventional RMSE, mean [min, max] over seeds", ""]
+        fig = plots.error_vs_n_figure(series, target=0.25, title=f"{scm}: E[Y|do(X=v)] RMSE")
+        plots.save_figure(fig, out / f"error_vs_n_{scm}.png")
+        largest = max(r["n"] for r in rows)
+        first = [r for r in rows if r["n"] == largest and r["seed"] == min(seeds)]
+        if first:
+            fig = plots.do_response_figure(
+                first[0]["grid"],
+                first[0]["truth"],
+                {r["arm"]: r["curve"] for r in first},
+                title=f"{scm}, N={largest}, seed {min(seeds)}",
+            )
+            plots.save_figure(fig, out / f"do_response_{scm}.png")
+        for label, target in targets.items():
+            stars = {
+                arm: [n_star([r for r in rows if r["arm"] == arm and r["seed"] == s], target, ns) for s in seeds]
+                for arm in arms
+                if any(r["arm"] == arm for r in rows)
+            }
+            lines.append(
+                f"N* (target {label} = {target:.3f}), median [min, max] over seeds: "
+                + "; ".join(f"{arm} {_fmt_interval(v)}" for arm, v in stars.items())
+            )
+            lines.append("")
+            causal = [a for a in stars if a.startswith(("M4", "M5"))]
+            verdict = "n/a"
+            if causal and "M2" in stars and "M3" in stars:
+                best = min(causal, key=lambda a: (np.median(stars[a]), max(stars[a])))
+                hi_best = max(stars[best])
+                holds = all(
+                    np.median(stars[best]) <= np.median(stars[base]) / 2 and hi_best < min(stars[base])
+                    for base in ("M2", "M3")
+                )
+                verdict = f"{'holds' if holds else 'fails'} (best causal arm {best})"
+            m1 = [r["do_rmse"] for r in rows if r["arm"] == "M1" and r["n"] == largest]
+            floor = f"{np.mean(m1):.3f}" if m1 else "–"
+            claim_rows.append(f"| {scm} | {label} ({target:.3f}) | {verdict} | {floor} |")
+    lines += [
+        "## The claim: N*(M4 or M5) ≤ N*(M2)/2 and N*(M3)/2, seed intervals disjoint",
+        "",
+        "| SCM | target | claim | M1 RMSE at the largest N |",
+        "|---|---|---|---|",
+        *claim_rows,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scms", nargs="+", default=DEFAULT_SCMS)
+    parser.add_argument("--arms", nargs="+", default=["M1", "M2", "M3", "M4-20", "M5-20", "M6"], choices=list(ARMS))
+    parser.add_argument("--ns", nargs="+", type=int, default=[100, 300, 1000, 3000])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--max-steps", type=int, default=1000)
+    parser.add_argument("--patience-steps", type=int, default=150)
+    parser.add_argument("--n-test", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=Path("outputs/bench_intervene"))
+    parser.add_argument("--summary-only", action="store_true", help="re-write the tables from results.jsonl")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    from dowhy import gcm
+
+    gcm.config.disable_progress_bars()
+    args.out.mkdir(parents=True, exist_ok=True)
+    store = args.out / "results.jsonl"
+    results = [json.loads(line) for line in store.read_text().splitlines()] if store.exists() else []
+    done = {(r["arm"], r["scm"], r["n"], r["seed"]) for r in results}
+    seeds = list(range(args.seeds))
+    jobs = [(a, s, n, sd) for s in args.scms for n in args.ns for sd in seeds for a in args.arms]
+    todo = [] if args.summary_only else [j for j in jobs if j not in done]
+    from rich.progress import track
+
+    for arm, scm, n, seed in track(todo, description="bench_intervene"):
+        record = run_one(arm, scm, n, seed, args.max_steps, args.patience_steps, args.n_test)
+        results.append(record)
+        with store.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+    wanted = set(jobs)
+    table = summarise(
+        [r for r in results if (r["arm"], r["scm"], r["n"], r["seed"]) in wanted], args.arms, args.ns, seeds, args.out
+    )
+    (args.out / "README.md").write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

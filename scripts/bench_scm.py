@@ -1,0 +1,197 @@
+"""Throughput of ``causal_engine.scm`` against the seed notebook's pandas ``SCMGenerator``, in the same run.
+
+    python scripts/bench_scm.py                # d = 20 and 50, the seed's configuration (about 1 minute)
+    python scripts/bench_scm.py --max-d 200    # plus a sweep d = 10 ... 200: graphs/s and peak memory
+
+The seed's configuration, per graph: Erdős–Rényi with edge probability 0.3, 100 observational samples, half the
+nodes intervened on (ceil(d / 2)), each at the three values 5, 8, 10 with 100 fresh samples per regime, i.e.
+100 + 300 · ceil(d / 2) rows. Rows: the seed (``scripts/_seed_scm.py``, one graph per call, a fixed number of
+graphs so its side is time-boxed), ours at the same edge_prob = 0.3, and ours at the default prior
+(2 expected parents per node). Ours draws ``--batch`` graphs per ``sample_batch`` call (which also includes one
+counterfactual query row per graph). Measurement rounds alternate between the implementations so that the load of
+a shared machine hits both alike; the table reports the best round (timeit's convention) and the rate over all
+rounds. Torch runs on ``--threads`` intra-op threads (default 1, like numpy here).
+
+The sweep runs each d in a fresh subprocess so that its peak resident memory (Linux ``VmHWM`` after a reset,
+minus the RSS after imports) belongs to that d alone. Writes table.md and throughput.png into --out and prints
+the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from causal_engine import plots
+from causal_engine.scm import sample_batch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _seed_scm import SeedSCMGenerator
+
+SEED_CONFIG = {"num_obs": 100, "num_int_per_regime": 100, "intervention_fraction": 0.5, "num_queries": 1}
+OURS = {"ours, edge_prob 0.3": {"edge_prob": 0.3}, "ours, 2 expected parents": {"expected_parents": 2.0}}
+SWEEP_DS = (10, 20, 50, 100, 200)
+
+
+def rows_per_graph(d: int) -> int:
+    """Observational + interventional rows of one graph at the seed's configuration."""
+    return 100 + 3 * math.ceil(d / 2) * 100
+
+
+def time_ours(d: int, batch: int, generator: torch.Generator, **prior: float) -> float:
+    """Seconds for one ``sample_batch`` call of ``batch`` graphs."""
+    start = time.perf_counter()
+    sample_batch(batch, d, generator=generator, **SEED_CONFIG, **prior)
+    return time.perf_counter() - start
+
+
+def time_seed(d: int, graphs: int, generator: SeedSCMGenerator) -> float:
+    """Seconds for ``graphs`` calls of the seed's per-graph pipeline."""
+    start = time.perf_counter()
+    for _ in range(graphs):
+        generator.generate_pipeline(num_nodes=d, edge_prob=0.3, intervention_prob=0.5)
+    return time.perf_counter() - start
+
+
+def compare(d: int, *, batch: int, repeats: int, seed_graphs: int) -> dict[str, tuple[float, float]]:
+    """(best-round, all-rounds) graphs/s of the seed and of each of our settings at ``d``, ``repeats`` rounds.
+
+    Rounds alternate between the implementations. On a shared machine a round can lose its core for a while;
+    the best round (timeit's convention) measures the code, the all-rounds rate what the load left of it.
+    """
+    np.random.seed(0)
+    seed_generator = SeedSCMGenerator()
+    generator = torch.Generator().manual_seed(0)
+    for prior in OURS.values():  # warm-up: first-call allocations and kernel dispatch
+        time_ours(d, batch, generator, **prior)
+    time_seed(d, 1, seed_generator)
+    rounds: dict[str, list[float]] = {name: [] for name in ["seed (pandas)", *OURS]}
+    for _ in range(repeats):
+        rounds["seed (pandas)"].append(time_seed(d, seed_graphs, seed_generator) / seed_graphs)
+        for name, prior in OURS.items():
+            rounds[name].append(time_ours(d, batch, generator, **prior) / batch)
+    return {name: (1 / min(per_graph), len(per_graph) / sum(per_graph)) for name, per_graph in rounds.items()}
+
+
+def _rss_mb(field: str) -> float:
+    """``VmRSS`` (current) or ``VmHWM`` (peak since the last reset) of this process, in MB (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not found in /proc/self/status")
+
+
+def sweep_point(d: int, batch: int, min_seconds: float) -> dict[str, float]:
+    """graphs/s and peak RSS of the default prior at the seed's sample configuration (run in a subprocess).
+
+    Writing 5 to ``/proc/self/clear_refs`` resets the peak RSS to the current RSS, so the peak after the timed
+    calls minus the RSS before them is what sampling at this d needs on top of the imported libraries.
+    """
+    generator = torch.Generator().manual_seed(0)
+    sample_batch(2, 5, generator=generator)  # imports and dispatch warm, before the baseline
+    Path("/proc/self/clear_refs").write_text("5")
+    baseline = _rss_mb("VmRSS")
+    calls, elapsed = 0, 0.0
+    while calls < 2 or elapsed < min_seconds:
+        elapsed += time_ours(d, batch, generator)
+        calls += 1
+    peak = _rss_mb("VmHWM")
+    return {"graphs_per_s": calls * batch / elapsed, "peak_mb": peak - baseline, "baseline_mb": baseline}
+
+
+def run_sweep(max_d: int, batch: int, threads: int, min_seconds: float) -> list[dict[str, float]]:
+    points = []
+    for d in [d for d in SWEEP_DS if d < max_d] + [max_d]:
+        command = [sys.executable, __file__, "--sweep-point", str(d), "--batch", str(batch)]
+        command += ["--threads", str(threads), "--min-seconds", str(min_seconds)]
+        result = subprocess.run(command, check=True, capture_output=True, text=True)
+        points.append({"d": d, **json.loads(result.stdout.strip().splitlines()[-1])})
+        print(f"sweep d={d}: {points[-1]}", flush=True)
+    return points
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ds", type=int, nargs="+", default=[20, 50], help="node counts to compare")
+    parser.add_argument("--batch", type=int, default=32, help="graphs per sample_batch call (ours)")
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved measurement rounds per d")
+    parser.add_argument(
+        "--seed-graphs", type=int, default=None, help="seed graphs per round (default 80 // d, at least 1)"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--max-d", type=int, default=None, help="also sweep d = 10 ... max-d (graphs/s, memory)")
+    parser.add_argument("--sweep-batch", type=int, default=8, help="graphs per call in the sweep")
+    parser.add_argument("--min-seconds", type=float, default=3.0, help="minimum timed seconds per sweep point")
+    parser.add_argument("--out", type=Path, default=Path("outputs/bench_scm"))
+    parser.add_argument("--sweep-point", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.sweep_point is not None:
+        print(json.dumps(sweep_point(args.sweep_point, args.sweep_batch, args.min_seconds)))
+        return
+    seed_graphs = [args.seed_graphs or max(1, 80 // d) for d in args.ds]  # time-box the seed: ~1 s per round
+
+    load = os.getloadavg()[0]
+    results = {}
+    for d, n_seed in zip(args.ds, seed_graphs, strict=True):
+        results[d] = compare(d, batch=args.batch, repeats=args.repeats, seed_graphs=n_seed)
+        print(f"d={d}: " + ", ".join(f"{k} {v[0]:,.1f} graphs/s" for k, v in results[d].items()), flush=True)
+
+    lines = [
+        "| implementation | d | graphs/s | samples/s | speed-up vs seed | graphs/s (all rounds) | speed-up (all) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for d, rates in results.items():
+        seed_best, seed_all = rates["seed (pandas)"]
+        for name, (best, overall) in rates.items():
+            lines.append(
+                f"| {name} | {d} | {best:,.1f} | {best * rows_per_graph(d):,.0f} | {best / seed_best:,.0f}× "
+                f"| {overall:,.1f} | {overall / seed_all:,.0f}× |"
+            )
+    header = (
+        f"Seed configuration (edge prob 0.3 for the seed, 100 samples per regime, 3 values, half the nodes "
+        f"intervened: 100 + 300·ceil(d/2) rows per graph); ours {args.batch} graphs per call; best of {args.repeats} "
+        f"alternating rounds (and the rate over all rounds); torch {torch.__version__}, {args.threads} thread(s); "
+        f"load average {load:.1f} on {os.cpu_count()} CPUs at start."
+    )
+    table = header + "\n\n" + "\n".join(lines) + "\n"
+    series = {name: (list(results), [results[d][name][0] for d in results]) for name in ["seed (pandas)", *OURS]}
+
+    if args.max_d is not None:
+        points = run_sweep(args.max_d, args.sweep_batch, args.threads, args.min_seconds)
+        sweep = [
+            "| d | rows/graph | graphs/s | samples/s | peak memory (MB) |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        for p in points:
+            rows = rows_per_graph(p["d"])
+            sweep.append(
+                f"| {p['d']} | {rows:,} | {p['graphs_per_s']:,.1f} | {p['graphs_per_s'] * rows:,.0f} | "
+                f"{p['peak_mb']:,.0f} |"
+            )
+        table += (
+            f"\nSweep: default prior (2 expected parents), seed sample configuration, {args.sweep_batch} graphs per "
+            f"call, one subprocess per d (peak RSS above its {points[0]['baseline_mb']:,.0f} MB after imports).\n\n"
+            + "\n".join(sweep)
+            + "\n"
+        )
+        series["sweep: ours, 2 expected parents"] = ([p["d"] for p in points], [p["graphs_per_s"] for p in points])
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    figure = plots.throughput_figure(series, title="SCM simulator throughput (same run)")
+    plots.save_figure(figure, args.out / "throughput.png")
+    (args.out / "table.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

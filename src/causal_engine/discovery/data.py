@@ -1,0 +1,195 @@
+"""The PFN's data: an endless stream of random SCMs for training, fixed seeded sets for validation and test.
+
+Training batches come from `causal_engine.scm.sample_batch`, one call per size group: a batch of `batch_size`
+graphs is split into `size_groups` groups, each with its own node count drawn from the curriculum, and the
+groups are padded together (`batch.collate`), so every batch mixes graph sizes and the masks are exercised all
+the time. The curriculum widens the node-count range linearly from `curriculum_start` to `node_range` over
+`curriculum_batches` batches *of this stream*: a worker cannot see the trainer's step, so it counts its own
+batches times the number of workers (each DDP rank runs its own copy, so the count is per rank).
+A share `obs_only_share` of graphs has its interventional regimes hidden, so the model also learns to work
+from observational data alone.
+
+Every (rank, worker) draws from its own generator (`causal_engine.seeding.stream_generator`); validation
+and test sets are generated once, from `seed` and the set's index only, so they are the same on every rank
+and in every run with that seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from causal_engine.discovery.batch import DiscoveryBatch, collate, from_prior
+from causal_engine.seeding import stream_generator
+
+DEFAULT_PRIOR: dict[str, Any] = {
+    "graph": "er",
+    "expected_parents": 2.0,
+    "edge_prob": None,
+    "noise_scale": 1.0,
+    "num_obs": 100,
+    "num_int_per_regime": 50,
+    "intervention_fraction": 0.5,
+    "intervention_values": (5.0, 8.0, 10.0),
+    "num_queries": 2,
+}
+_VAL_OFFSET, _TEST_OFFSET = 1_000, 2_000
+
+
+def sample_graphs(
+    num_graphs: int, num_nodes: int, prior: Mapping[str, Any], generator: torch.Generator
+) -> DiscoveryBatch:
+    """`num_graphs` graphs of one size from the SCM prior, as a DiscoveryBatch."""
+    from causal_engine.scm import sample_batch
+
+    kwargs = {**DEFAULT_PRIOR, **prior}
+    kwargs["intervention_values"] = tuple(float(v) for v in kwargs["intervention_values"])
+    return from_prior(sample_batch(num_graphs, num_nodes, generator=generator, **kwargs))
+
+
+def curriculum_range(count: int, start: tuple[int, int], end: tuple[int, int], batches: int) -> tuple[int, int]:
+    """Node-count range after `count` batches: linear from `start` to `end` over `batches`."""
+    frac = min(1.0, count / max(1, batches))
+    lo = round(start[0] + (end[0] - start[0]) * frac)
+    hi = round(start[1] + (end[1] - start[1]) * frac)
+    return lo, max(lo, hi)
+
+
+def fixed_set(
+    num_graphs: int, batch_size: int, num_nodes: int, prior: Mapping[str, Any], seed: int
+) -> list[DiscoveryBatch]:
+    """A seeded, rank-independent list of batches of `num_nodes`-node graphs."""
+    generator = torch.Generator().manual_seed(seed)
+    sizes = [min(batch_size, num_graphs - i) for i in range(0, num_graphs, batch_size)]
+    return [sample_graphs(n, num_nodes, prior, generator) for n in sizes]
+
+
+class PriorStream(IterableDataset):
+    """Endless mixed-size batches from the SCM prior (yields whole batches: use DataLoader(batch_size=None))."""
+
+    def __init__(
+        self,
+        prior: Mapping[str, Any],
+        batch_size: int,
+        size_groups: int,
+        node_range: tuple[int, int],
+        curriculum_start: tuple[int, int],
+        curriculum_batches: int,
+        obs_only_share: float,
+        seed: int,
+    ):
+        self.prior, self.batch_size, self.size_groups = dict(prior), batch_size, size_groups
+        self.node_range, self.curriculum_start = tuple(node_range), tuple(curriculum_start)
+        self.curriculum_batches, self.obs_only_share, self.seed = curriculum_batches, obs_only_share, seed
+
+    def __iter__(self) -> Iterator[DiscoveryBatch]:
+        generator = stream_generator(self.seed)
+        info = get_worker_info()
+        workers = 1 if info is None else info.num_workers
+        groups = min(self.size_groups, self.batch_size)
+        sizes = [len(range(g, self.batch_size, groups)) for g in range(groups)]
+        count = 0
+        while True:
+            lo, hi = curriculum_range(count * workers, self.curriculum_start, self.node_range, self.curriculum_batches)
+            parts = []
+            for n in sizes:
+                d = int(torch.randint(lo, hi + 1, (1,), generator=generator))
+                parts.append(sample_graphs(n, d, self.prior, generator))
+            batch = collate(parts)
+            hide = torch.rand(batch.num_graphs, generator=generator) < self.obs_only_share
+            yield batch.drop_interventions(hide)
+            count += 1
+
+
+class PFNDataModule(L.LightningDataModule):
+    """Streams training graphs from the SCM prior; fixed validation and named test sets.
+
+    Args:
+        prior: keyword arguments of `scm.sample_batch` (graph, expected_parents, edge_prob, noise_scale, num_obs,
+            num_int_per_regime, intervention_fraction, intervention_values, num_queries).
+        batch_size: graphs per training batch; size_groups: node counts per batch (padded together).
+        node_range, curriculum_start, curriculum_batches: the node-count curriculum (see module docstring).
+        obs_only_share: share of training graphs shown without interventional data.
+        val_set / test_sets: prior overrides (must include num_nodes) for the fixed sets; the test sets are
+            separate dataloaders logged as test/<name>/<metric>.
+        val_graphs, test_graphs, eval_batch_size: sizes of the fixed sets.
+        The training stream is endless: the trainer's `max_steps` and `val_check_interval` (in batches) bound it.
+    """
+
+    def __init__(
+        self,
+        prior: Mapping[str, Any] | None = None,
+        batch_size: int = 8,
+        size_groups: int = 2,
+        node_range: tuple[int, int] = (10, 30),
+        curriculum_start: tuple[int, int] = (5, 10),
+        curriculum_batches: int = 2000,
+        obs_only_share: float = 0.1,
+        val_set: Mapping[str, Any] | None = None,
+        test_sets: Mapping[str, Mapping[str, Any]] | None = None,
+        val_graphs: int = 32,
+        test_graphs: int = 16,
+        eval_batch_size: int = 8,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.prior = {**DEFAULT_PRIOR, **(prior or {})}
+        self.batch_size, self.size_groups, self.num_workers, self.seed = batch_size, size_groups, num_workers, seed
+        self.node_range, self.curriculum_start = tuple(node_range), tuple(curriculum_start)
+        self.curriculum_batches, self.obs_only_share = curriculum_batches, obs_only_share
+        self.val_spec = dict(val_set or {"num_nodes": 20})
+        self.test_specs = {k: dict(v) for k, v in (test_sets or {"er_d20": {"num_nodes": 20}}).items()}
+        for name, spec in [("val_set", self.val_spec), *self.test_specs.items()]:
+            if "num_nodes" not in spec:
+                raise ValueError(f"data.{name} needs num_nodes (the fixed set's graph size)")
+        self.val_graphs, self.test_graphs, self.eval_batch_size = val_graphs, test_graphs, eval_batch_size
+        self.val_batches: list[DiscoveryBatch] | None = None
+        self.test_batches: dict[str, list[DiscoveryBatch]] | None = None
+
+    @property
+    def test_names(self) -> list[str]:
+        return list(self.test_specs)
+
+    def _fixed(self, spec: Mapping[str, Any], graphs: int, seed: int) -> list[DiscoveryBatch]:
+        spec = dict(spec)
+        d = int(spec.pop("num_nodes"))
+        return fixed_set(graphs, self.eval_batch_size, d, {**self.prior, **spec}, seed)
+
+    def setup(self, stage: str | None = None) -> None:
+        # fast_dev_run evaluates one batch per loader: generate only that batch of each fixed set.
+        quick = bool(self.trainer is not None and self.trainer.fast_dev_run)
+        val_graphs = min(self.val_graphs, self.eval_batch_size) if quick else self.val_graphs
+        test_graphs = min(self.test_graphs, self.eval_batch_size) if quick else self.test_graphs
+        if stage in ("fit", "validate", None) and self.val_batches is None:
+            self.val_batches = self._fixed(self.val_spec, val_graphs, self.seed + _VAL_OFFSET)
+        if stage in ("test", None) and self.test_batches is None:
+            self.test_batches = {
+                name: self._fixed(spec, test_graphs, self.seed + _TEST_OFFSET + i)
+                for i, (name, spec) in enumerate(self.test_specs.items())
+            }
+
+    def train_dataloader(self) -> DataLoader:
+        stream = PriorStream(
+            self.prior,
+            self.batch_size,
+            self.size_groups,
+            self.node_range,
+            self.curriculum_start,
+            self.curriculum_batches,
+            self.obs_only_share,
+            self.seed,
+        )
+        return DataLoader(
+            stream, batch_size=None, num_workers=self.num_workers, persistent_workers=self.num_workers > 0
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_batches, batch_size=None)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [DataLoader(self.test_batches[name], batch_size=None) for name in self.test_names]

@@ -1,0 +1,270 @@
+"""Models A-E: one node-token transformer, two heads, five ways of predicting structure and deltas.
+
+Shared skeleton (`PFNNet`):
+    encoder   batch -> node tokens [B, d, D], query features [B, Q, d, 3], pair features [B, d, d, F]
+    trunk     `n_layers` biased-attention layers over nodes (bias from the pair features) -> h [B, d, D]
+    dag head  edge logit(i -> j) = <P h_i, C h_j> / sqrt(D) + MLP(pair_ij, P h_i + C h_j)   -> [B, d, d]
+    delta     h + embedding of each query's features, flattened to [B*Q, d, D], `n_delta_layers` more
+              layers, then a head -> standardised deltas [B, Q, d] (delta / observational std)
+The structure does not depend on the query; the deltas do. The intervened nodes' own deltas are known
+(do-value minus factual value) and are overwritten with the exact value; the loss ignores them.
+
+Variants:
+    A  the skeleton with an MLP delta head.
+    B  per-node delta experts: node k uses expert k, so B uses node identity (sized by `max_nodes`) and is not
+       permutation-equivariant.
+    C  Gumbel-sigmoid edges: in training the structural penalties see relaxed Bernoulli samples at a temperature
+       annealed on a schedule; in evaluation the edges are the deterministic probabilities sigmoid(logit).
+    D  the predicted DAG biases the delta layers' attention: node j attends to i with an additive
+       bias_scale * (p(i -> j) - 1), so deltas flow along predicted edges (plus itself).
+    E  hypernetwork delta projection conditioned on the intervened node by its features (its token after the
+       delta layers and its standardised do-value), so E stays permutation-equivariant (no per-node embedding).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from causal_engine.discovery.batch import DiscoveryBatch
+from causal_engine.discovery.encoder import (
+    NUM_PAIR_FEATURES,
+    NUM_QUERY_FEATURES,
+    BiasedEncoderLayer,
+    NodeEncoder,
+    PairBias,
+    scaled_init,
+    standardise,
+)
+
+
+@dataclass
+class PFNOutput:
+    edge_logits: Tensor  # [B, d, d]; diagonal meaningless (masked everywhere)
+    delta: Tensor  # [B, Q, d] standardised deltas (delta / observational std), exact at intervened nodes
+    edge_sample: Tensor | None = None  # [B, d, d] model C in training: relaxed samples for the penalties
+
+    @property
+    def edge_probs(self) -> Tensor:
+        return torch.sigmoid(self.edge_logits)
+
+
+def gumbel_sigmoid(logits: Tensor, tau: float, hard: bool = False) -> Tensor:
+    """Relaxed Bernoulli sample sigmoid((logit + logistic noise) / tau); straight-through 0/1 when `hard`."""
+    u = torch.rand_like(logits).clamp(1e-6, 1 - 1e-6)
+    y = torch.sigmoid((logits + torch.log(u) - torch.log1p(-u)) / tau)
+    return (y > 0.5).float() - y.detach() + y if hard else y
+
+
+class PFNNet(nn.Module):
+    """The shared skeleton (= model A). Subclasses change one piece each."""
+
+    def __init__(
+        self,
+        d_model: int = 64,
+        n_heads: int = 4,
+        n_layers: int = 3,
+        n_delta_layers: int = 2,
+        dropout: float = 0.0,
+        shrinkage: float = 0.2,
+        max_nodes: int = 100,
+        **variant: Any,
+    ):
+        super().__init__()
+        # Everything needed to rebuild the net from a checkpoint (see `net_spec`).
+        self.init_kwargs = dict(
+            d_model=d_model,
+            n_heads=n_heads,
+            n_layers=n_layers,
+            n_delta_layers=n_delta_layers,
+            dropout=dropout,
+            shrinkage=shrinkage,
+            max_nodes=max_nodes,
+            **variant,
+        )
+        self.d_model, self.n_heads, self.max_nodes = d_model, n_heads, max_nodes
+        self.encoder = NodeEncoder(d_model, shrinkage)
+        self.trunk = nn.ModuleList(BiasedEncoderLayer(d_model, n_heads, dropout) for _ in range(n_layers))
+        self.trunk_bias = PairBias(n_layers, n_heads)
+        self.trunk_norm = nn.LayerNorm(d_model)
+        self.parent = nn.Linear(d_model, d_model)
+        self.child = nn.Linear(d_model, d_model)
+        self.edge_mlp = nn.Sequential(nn.Linear(d_model + NUM_PAIR_FEATURES, d_model), nn.GELU(), nn.Linear(d_model, 1))
+        self.query_proj = nn.Linear(NUM_QUERY_FEATURES, d_model)
+        self.delta_layers = nn.ModuleList(BiasedEncoderLayer(d_model, n_heads, dropout) for _ in range(n_delta_layers))
+        self.delta_bias = PairBias(n_delta_layers, n_heads)
+        self.delta_norm = nn.LayerNorm(d_model)
+        self.delta_head = nn.Sequential(nn.Linear(d_model, d_model), nn.GELU(), nn.Linear(d_model, 1))
+        scaled_init(self, n_layers + n_delta_layers)
+
+    def net_spec(self) -> dict[str, Any]:
+        """Class path and constructor arguments: a checkpoint carries them so the net can be rebuilt alone."""
+        return {"target": f"{type(self).__module__}.{type(self).__qualname__}", "kwargs": dict(self.init_kwargs)}
+
+    def update_schedule(self, step: int) -> None:
+        """Called by the LightningModule before every training step (model C anneals its temperature)."""
+
+    # Pieces -------------------------------------------------------------------------------------------------
+    def edge_head(self, h: Tensor, pair: Tensor) -> Tensor:
+        """Tokens [B, d, D] + pair features -> edge logits [B, d, d]."""
+        p, c = self.parent(h), self.child(h)  # [B, d, D]
+        bilinear = p @ c.transpose(1, 2) / math.sqrt(self.d_model)
+        joint = torch.cat([p[:, :, None] + c[:, None, :], pair], -1)  # [B, d, d, D + F]
+        return bilinear + self.edge_mlp(joint).squeeze(-1)
+
+    def structure(self, tokens: Tensor, pair: Tensor, node_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Trunk over nodes -> (tokens h [B, d, D], edge logits [B, d, d])."""
+        h = tokens
+        for layer, bias in zip(self.trunk, self.trunk_bias(pair), strict=True):
+            h = layer(h, bias, node_mask)
+        h = self.trunk_norm(h)
+        return h, self.edge_head(h, pair)
+
+    def delta_attention_bias(self, pair: Tensor, edge_logits: Tensor, q: int) -> Tensor:
+        """Attention bias of the delta layers, [L, B*Q, H, d, d]."""
+        return self.delta_bias(pair).repeat_interleave(q, dim=1)
+
+    def project_delta(self, x: Tensor, query_feats: Tensor) -> Tensor:
+        """Delta tokens [B*Q, d, D] -> standardised deltas [B*Q, d]."""
+        return self.delta_head(x).squeeze(-1)
+
+    def deltas(self, h: Tensor, query_feats: Tensor, pair: Tensor, edge_logits: Tensor, node_mask: Tensor) -> Tensor:
+        b, q, d, _ = query_feats.shape
+        x = (h[:, None] + self.query_proj(query_feats)).reshape(b * q, d, -1)  # [B*Q, d, D]
+        key_mask = node_mask.repeat_interleave(q, 0)  # [B*Q, d]
+        biases = self.delta_attention_bias(pair, edge_logits, q)
+        for layer, bias in zip(self.delta_layers, biases, strict=True):
+            x = layer(x, bias, key_mask)
+        x = self.delta_norm(x)
+        return self.project_delta(x, query_feats.reshape(b * q, d, -1)).view(b, q, d)
+
+    def forward(self, batch: DiscoveryBatch) -> PFNOutput:
+        if batch.num_nodes > self.max_nodes:
+            raise ValueError(
+                f"{type(self).__name__} supports at most max_nodes={self.max_nodes} variables, got {batch.num_nodes}"
+            )
+        tokens, query_feats, pair = self.encoder(batch)
+        h, logits = self.structure(tokens, pair, batch.node_mask)
+        delta = self.deltas(h, query_feats, pair, logits, batch.node_mask)
+        return PFNOutput(logits, exact_target_deltas(delta, batch), self.sample_edges(logits))
+
+    def sample_edges(self, logits: Tensor) -> Tensor | None:
+        return None
+
+
+def exact_target_deltas(delta: Tensor, batch: DiscoveryBatch) -> Tensor:
+    """Overwrite the intervened nodes' standardised deltas with the known (do-value - factual value)."""
+    z = standardise(batch)
+    exact = z.query_values - z.query  # [B, Q, d]
+    return torch.where(batch.query_targets, exact, delta) * batch.node_mask[:, None].float()
+
+
+class ModelA(PFNNet):
+    """Transformer over node tokens + MLP delta head + bilinear/pairwise DAG head (the skeleton)."""
+
+
+class ModelB(PFNNet):
+    """Per-node delta experts. Uses node identity: input position k always goes to expert k, so the model needs
+    `max_nodes` experts and is NOT permutation-equivariant (that is the hypothesis B tests)."""
+
+    def __init__(self, *, d_model: int = 64, max_nodes: int = 100, expert_hidden: int = 32, **kw: Any):
+        super().__init__(d_model=d_model, max_nodes=max_nodes, expert_hidden=expert_hidden, **kw)
+        # Batched experts: weights indexed by node position instead of a ModuleList loop.
+        self.w1 = nn.Parameter(torch.randn(max_nodes, d_model, expert_hidden) / math.sqrt(d_model))
+        self.b1 = nn.Parameter(torch.zeros(max_nodes, expert_hidden))
+        self.w2 = nn.Parameter(torch.randn(max_nodes, expert_hidden) / math.sqrt(expert_hidden))
+        self.b2 = nn.Parameter(torch.zeros(max_nodes))
+        del self.delta_head
+
+    def project_delta(self, x: Tensor, query_feats: Tensor) -> Tensor:
+        d = x.shape[1]
+        hidden = torch.nn.functional.gelu(torch.einsum("nkd,kde->nke", x, self.w1[:d]) + self.b1[:d])
+        return (hidden * self.w2[:d]).sum(-1) + self.b2[:d]
+
+
+class ModelC(PFNNet):
+    """Gumbel-sigmoid edges with an annealed temperature.
+
+    Training: the acyclicity and sparsity penalties act on relaxed Bernoulli samples of the edges at
+    temperature tau(step), which falls linearly from `tau_start` to `tau_end` over `anneal_steps` (then stays);
+    `hard` uses straight-through 0/1 samples. Evaluation: deterministic probabilities sigmoid(logit).
+    """
+
+    def __init__(
+        self,
+        *,
+        tau_start: float = 1.0,
+        tau_end: float = 0.2,
+        anneal_steps: int = 2000,
+        hard: bool = False,
+        **kw: Any,
+    ):
+        super().__init__(tau_start=tau_start, tau_end=tau_end, anneal_steps=anneal_steps, hard=hard, **kw)
+        self.tau_start, self.tau_end, self.anneal_steps, self.hard = tau_start, tau_end, anneal_steps, hard
+        self.tau = tau_start
+
+    def update_schedule(self, step: int) -> None:
+        frac = min(1.0, step / max(1, self.anneal_steps))
+        self.tau = self.tau_start + (self.tau_end - self.tau_start) * frac
+
+    def sample_edges(self, logits: Tensor) -> Tensor | None:
+        return gumbel_sigmoid(logits, self.tau, self.hard) if self.training else None
+
+
+class ModelD(PFNNet):
+    """Two stages: the trunk predicts the DAG; the delta layers attend along it.
+
+    The bias for node j attending to node i is bias_scale * (p(i -> j) - 1): 0 for a sure parent, -bias_scale
+    for a sure non-parent; a node always attends to itself. Gradients of the delta loss reach the DAG head
+    through the bias unless `detach_structure`.
+    """
+
+    def __init__(self, *, bias_scale: float = 10.0, detach_structure: bool = False, **kw: Any):
+        super().__init__(bias_scale=bias_scale, detach_structure=detach_structure, **kw)
+        self.bias_scale, self.detach_structure = bias_scale, detach_structure
+        del self.delta_bias
+
+    def structural_bias(self, edge_logits: Tensor) -> Tensor:
+        """Edge logits [B, d, d] (i -> j) -> attention bias [B, 1, d(query j), d(key i)]."""
+        p = torch.sigmoid(edge_logits.detach() if self.detach_structure else edge_logits).transpose(1, 2)
+        eye = torch.eye(p.shape[-1], device=p.device)
+        return (self.bias_scale * (p - 1) * (1 - eye))[:, None]
+
+    def delta_attention_bias(self, pair: Tensor, edge_logits: Tensor, q: int) -> Tensor:
+        bias = self.structural_bias(edge_logits).repeat_interleave(q, dim=0)  # [B*Q, 1, d, d]
+        return bias.expand(len(self.delta_layers), *bias.shape)
+
+
+class ModelE(PFNNet):
+    """Hypernetwork delta projection conditioned on the intervened node by its features.
+
+    The instruction vector is the mean delta-layer token of the query's intervened node(s) concatenated with
+    their standardised do-value; a small MLP turns it into the weights and bias of the final projection, so
+    each intervention gets its own read-out. No per-node embedding: E stays permutation-equivariant.
+    """
+
+    def __init__(self, *, d_model: int = 64, hyper_hidden: int = 64, **kw: Any):
+        super().__init__(d_model=d_model, hyper_hidden=hyper_hidden, **kw)
+        self.hyper = nn.Sequential(
+            nn.Linear(d_model + 1, hyper_hidden), nn.GELU(), nn.Linear(hyper_hidden, d_model + 1)
+        )
+        del self.delta_head
+
+    def project_delta(self, x: Tensor, query_feats: Tensor) -> Tensor:
+        target = query_feats[..., 1:2]  # [N, d, 1] intervened flag
+        n = target.sum(1).clamp_min(1)  # [N, 1]
+        instr = torch.cat([(x * target).sum(1) / n, (query_feats[..., 2:3] * target).sum(1) / n], -1)
+        wb = self.hyper(instr)  # [N, D + 1]
+        return (x * wb[:, None, :-1]).sum(-1) / math.sqrt(self.d_model) + wb[:, -1:]
+
+
+def build_net(spec: dict[str, Any]) -> PFNNet:
+    """Rebuild a net from `PFNNet.net_spec()` (class path + kwargs) without Hydra."""
+    module, _, name = spec["target"].rpartition(".")
+    if module != __name__ or name not in {"ModelA", "ModelB", "ModelC", "ModelD", "ModelE"}:
+        raise ValueError(f"unknown PFN model class {spec['target']!r}")
+    return globals()[name](**spec["kwargs"])

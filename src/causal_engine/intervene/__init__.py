@@ -1,0 +1,1 @@
+"""intervene room."""

@@ -1,0 +1,228 @@
+"""Video data for JEPA-DML: the confounded simulator and users' own videos, as LightningDataModules.
+
+Both modules expose `sample()`, the whole data set as a `CausalSample` (what the cross-fitting task
+consumes), and ordinary train/val/test loaders (what `task=fit model=jepa` consumes). Loaders use the
+LightningModule's `mask_collator()` when it has one, so the JEPA's masks are drawn in collate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from causal_engine.errors import UserError
+from causal_engine.jepa.simulate import simulate_videos
+from causal_engine.tables import load_table
+
+
+class DMLInputError(UserError):
+    """Data that DML cannot use as given (non-binary treatment, NaN, mismatched lengths, ...)."""
+
+
+@dataclass(frozen=True)
+class CausalSample:
+    """One observational data set: features (videos or covariates), binary treatment, outcome.
+
+    `confounders` and `true_ate` are known only in simulation and used only for diagnostics.
+    """
+
+    features: torch.Tensor  # [N, C, T, H, W] videos, or [N, p] covariates
+    treatment: np.ndarray  # [N] in {0, 1}
+    outcome: np.ndarray  # [N]
+    confounders: np.ndarray | None = None  # [N, k]
+    true_ate: float | None = None
+    feature_names: tuple[str, ...] = ()
+
+    @property
+    def is_video(self) -> bool:
+        return self.features.dim() == 5
+
+    def __len__(self) -> int:
+        return len(self.outcome)
+
+
+def check_sample(sample: CausalSample, *, k_folds: int = 2, source: str = "data") -> None:
+    """Reject data DML cannot use, naming the field and the fix; called before any model is fit."""
+    n = len(sample.features)
+    for name, values in (("treatment", sample.treatment), ("outcome", sample.outcome)):
+        if len(values) != n:
+            raise DMLInputError(
+                f"{source}: {name} has {len(values)} rows but there are {n} feature rows "
+                f"(videos/covariates); give one {name} value per row."
+            )
+        bad = ~np.isfinite(values)
+        if bad.any():
+            raise DMLInputError(
+                f"{source}: {name} has {int(bad.sum())} NaN/inf value(s), first at row "
+                f"{int(np.flatnonzero(bad)[0])}; fill or remove those rows first."
+            )
+    if not torch.isfinite(sample.features).all():
+        row = int(torch.nonzero(~torch.isfinite(sample.features.reshape(n, -1)).all(1))[0, 0])
+        raise DMLInputError(f"{source}: the features contain NaN/inf (first at row {row}); clean them first.")
+    levels = np.unique(sample.treatment)
+    if not np.all(np.isin(levels, (0.0, 1.0))):
+        shown = ", ".join(f"{v:g}" for v in levels[:6]) + (", ..." if len(levels) > 6 else "")
+        raise DMLInputError(
+            f"{source}: the treatment must be binary 0/1, but it takes the values {{{shown}}}; "
+            f"recode it (e.g. treated = 1, control = 0)."
+        )
+    for arm in (0, 1):
+        count = int(np.sum(sample.treatment == arm))
+        if count < k_folds:
+            raise DMLInputError(
+                f"{source}: the {'treated' if arm else 'control'} arm has {count} row(s), fewer "
+                f"than dml.k_folds={k_folds}; every fold needs both arms. Lower dml.k_folds or "
+                f"add data."
+            )
+
+
+class SampleRows(Dataset):
+    """Items of a CausalSample restricted to `rows` (global indices, reported in each item)."""
+
+    def __init__(self, sample: CausalSample, rows: np.ndarray) -> None:
+        self.sample, self.rows = sample, np.asarray(rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        r = int(self.rows[i])
+        item = {
+            "video": self.sample.features[r],
+            "treatment": torch.tensor(self.sample.treatment[r], dtype=torch.float32),
+            "outcome": torch.tensor(self.sample.outcome[r], dtype=torch.float32),
+            "row": r,
+        }
+        if self.sample.confounders is not None:
+            item["confounders"] = torch.as_tensor(self.sample.confounders[r], dtype=torch.float32)
+        return item
+
+
+class VideoDataModule(L.LightningDataModule):
+    """Base: subclasses implement `_load()`; this class splits, batches and attaches the mask collator."""
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        split_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
+        self._sample: CausalSample | None = None
+        self._splits: dict[str, np.ndarray] = {}
+
+    def _load(self) -> CausalSample:
+        raise NotImplementedError
+
+    def sample(self) -> CausalSample:
+        """The whole data set (loaded once)."""
+        if self._sample is None:
+            self._sample = self._load()
+        return self._sample
+
+    def setup(self, stage: str | None = None) -> None:
+        n = len(self.sample())
+        perm = np.random.default_rng(self.split_seed).permutation(n)
+        n_val, n_test = round(self.val_fraction * n), round(self.test_fraction * n)
+        self._splits = {"val": perm[:n_val], "test": perm[n_val : n_val + n_test], "train": perm[n_val + n_test :]}
+
+    def loader(self, rows: np.ndarray, *, shuffle: bool, collate_fn: Any = None) -> DataLoader:
+        """A DataLoader over `rows` of the sample (used by the cross-fitting loop for fold subsets)."""
+        return DataLoader(
+            SampleRows(self.sample(), rows),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=collate_fn,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def _collate(self) -> Any:
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        return module.mask_collator() if hasattr(module, "mask_collator") else None
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader(self._splits["train"], shuffle=True, collate_fn=self._collate())
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader(self._splits["val"], shuffle=False, collate_fn=self._collate())
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader(self._splits["test"], shuffle=False, collate_fn=self._collate())
+
+
+class VideoConfoundedDataModule(VideoDataModule):
+    """`data=video_confounded`: simulated confounded videos with a known ATE (see jepa.simulate)."""
+
+    def __init__(
+        self,
+        n_samples: int = 2000,
+        dims: Sequence[int] = (1, 8, 16, 16),
+        treatment_strength: float = 1.0,
+        ate: float = 1.0,
+        heterogeneous: bool = False,
+        noise_sd: float = 0.5,
+        pixel_noise: float = 0.05,
+        seed: int = 0,
+        **loader_kwargs: Any,
+    ) -> None:
+        super().__init__(**loader_kwargs)
+        self.sim_kwargs = dict(
+            n_samples=n_samples,
+            dims=tuple(dims),
+            treatment_strength=treatment_strength,
+            ate=ate,
+            heterogeneous=heterogeneous,
+            noise_sd=noise_sd,
+            pixel_noise=pixel_noise,
+            seed=seed,
+        )
+
+    def _load(self) -> CausalSample:
+        s = simulate_videos(**self.sim_kwargs)
+        return CausalSample(s.videos, s.treatment, s.outcome, s.confounders, s.true_ate)
+
+
+class VideoFilesDataModule(VideoDataModule):
+    """`data=video_files`: a user's videos ([N, C, T, H, W] .npy) and a table with one row per video."""
+
+    def __init__(self, videos: str, table: str, treatment: str, outcome: str, **loader_kwargs: Any) -> None:
+        super().__init__(**loader_kwargs)
+        self.videos_path, self.table_path = videos, table
+        self.treatment_col, self.outcome_col = treatment, outcome
+
+    def _load(self) -> CausalSample:
+        path = Path(str(self.videos_path)).expanduser()
+        if not path.is_file():
+            raise DMLInputError(f"data.videos: file not found: {path}; give an [N, C, T, H, W] .npy array.")
+        try:
+            array = np.load(path, allow_pickle=False)
+        except ValueError as error:
+            raise DMLInputError(f"data.videos: {path} is not a readable .npy array ({error}).") from error
+        if array.ndim != 5:
+            raise DMLInputError(
+                f"data.videos: {path} has shape {array.shape}; it must be [N, C, T, H, W] "
+                f"(add a channel axis for grey videos: array[:, None])."
+            )
+        frame = load_table(self.table_path, columns=[self.treatment_col, self.outcome_col], name="data.table")
+        if len(frame) != len(array):
+            raise DMLInputError(
+                f"data.table has {len(frame)} rows but data.videos has {len(array)} videos; "
+                f"they must match one to one, in the same order."
+            )
+        return CausalSample(
+            torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)),
+            frame[self.treatment_col].to_numpy(),
+            frame[self.outcome_col].to_numpy(),
+        )

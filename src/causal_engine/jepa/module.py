@@ -1,0 +1,162 @@
+"""V-JEPA as a LightningModule: predict the EMA target encoder's features of masked tubes from the context.
+
+The target encoder is a frozen deep copy of the context encoder, updated after every optimiser step by
+an exponential moving average whose momentum ramps linearly from `ema[0]` to `ema[1]` over training.
+The loss is L1 between the predictor's output and layer-normalised target features at the masked
+positions. The representation used downstream (`embed`) is the target encoder's output pooled over
+space, per time step (`pool="frames"`, [T' · rep_dim]; keeps motion linearly readable) or over all
+tokens (`pool="mean"`, [rep_dim]).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from causal_engine.jepa.masks import TubeMaskCollator
+from causal_engine.jepa.models import Predictor, VideoEncoder, gather_tokens
+from causal_engine.metrics import linear_probe_r2
+
+
+@torch.no_grad()
+def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
+    """target ← momentum · target + (1 - momentum) · online, parameter by parameter (in place)."""
+    for t, o in zip(target.parameters(), online.parameters(), strict=True):
+        t.mul_(momentum).add_(o.detach(), alpha=1.0 - momentum)
+
+
+def momentum_at(step: int, total_steps: int, start: float, end: float) -> float:
+    """Linear EMA-momentum ramp from `start` (step 0) to `end` (step `total_steps`)."""
+    frac = min(max(step / max(total_steps, 1), 0.0), 1.0)
+    return start + (end - start) * frac
+
+
+class JEPAModule(L.LightningModule):
+    """Self-supervised spatiotemporal world model; `rep_dim` is the width of its representation."""
+
+    def __init__(
+        self,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        in_channels: int = 1,
+        tubelet: Sequence[int] = (2, 4, 4),
+        rep_dim: int = 64,
+        depth: int = 2,
+        heads: int = 4,
+        pred_dim: int = 32,
+        pred_depth: int = 2,
+        ema: Sequence[float] = (0.996, 1.0),
+        n_blocks: int = 2,
+        block_scale: Sequence[float] = (0.15, 0.25),
+        mask_seed: int = 0,
+        pool: str = "frames",
+    ) -> None:
+        super().__init__()
+        if pool not in ("frames", "mean"):
+            raise ValueError(f"model.pool={pool!r} must be 'frames' or 'mean'")
+        self.save_hyperparameters(logger=False)
+        self.encoder = VideoEncoder(in_channels, tubelet, rep_dim, depth, heads)
+        self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
+        self.predictor = Predictor(rep_dim, pred_dim, pred_depth, heads)
+        self.momentum = float(ema[0])
+        self._probe: dict[str, list[torch.Tensor]] = {"z": [], "u": []}
+
+    def mask_collator(self) -> TubeMaskCollator:
+        """The collate function that draws this model's tube masks (DataModules call it)."""
+        return TubeMaskCollator(
+            self.encoder.tubelet,
+            seed=self.hparams.mask_seed,
+            n_blocks=self.hparams.n_blocks,
+            block_scale=self.hparams.block_scale,
+        )
+
+    # --- the JEPA objective, as short named pieces -------------------------------------------------
+    def forward_target(self, video: torch.Tensor, pred_idx: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            h = self.target_encoder(video)  # [B, N, D]
+            h = F.layer_norm(h, h.shape[-1:])
+            return gather_tokens(h, pred_idx)  # [B, Np, D]
+
+    def forward_context(self, video: torch.Tensor, ctx_idx: torch.Tensor, pred_idx: torch.Tensor) -> torch.Tensor:
+        z = self.encoder(video, keep=ctx_idx)  # [B, Nc, D]
+        return self.predictor(z, ctx_idx, pred_idx, self.encoder.grid(video.shape))  # [B, Np, D]
+
+    def _step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        video, ctx_idx, pred_idx = batch["video"], batch["mask_ctx"], batch["mask_pred"]
+        return F.l1_loss(self.forward_context(video, ctx_idx, pred_idx), self.forward_target(video, pred_idx))
+
+    # --- Lightning hooks ---------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self._step(batch)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/ema_momentum", self.momentum)
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # After the optimiser step: move the target towards the context encoder, then advance the ramp.
+        ema_update(self.target_encoder, self.encoder, self.momentum)
+        start, end = self.hparams.ema
+        self.momentum = momentum_at(self.global_step, int(self.trainer.estimated_stepping_batches), start, end)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.log("val/loss", self._step(batch), prog_bar=True, sync_dist=True)
+        z = self.pool(self.target_encoder(batch["video"]), batch["video"].shape)  # [B, D']
+        self._probe["z"].append(z)
+        if "confounders" in batch:
+            self._probe["u"].append(batch["confounders"])
+
+    def on_validation_epoch_end(self) -> None:
+        z = torch.cat(self._probe["z"]) if self._probe["z"] else None
+        if z is not None and len(z) > 1:
+            # Collapse monitor: a collapsed encoder maps every video to the same point (std → 0).
+            std = z.std(dim=0)  # [D]
+            self.log("val/emb_std", std.mean(), sync_dist=True)
+            self.log("val/emb_std_min", std.min(), sync_dist=True)
+        if self._probe["u"] and z is not None and len(z) >= 8:
+            # Linear probe of the true confounders (simulation only): fit on one half, score the other.
+            u = torch.cat(self._probe["u"]).double().cpu().numpy()
+            zz = z.double().cpu().numpy()
+            half = len(zz) // 2
+            r2 = linear_probe_r2(zz[:half], u[:half], zz[half:], u[half:], ridge=0.1)
+            self.log("val/probe_r2", r2, sync_dist=True)
+        self._probe = {"z": [], "u": []}
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.log("test/loss", self._step(batch), sync_dist=True)
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = self.hparams.optimizer(params=params)
+        if self.hparams.scheduler is None:
+            return optimizer
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.hparams.scheduler(optimizer=optimizer), "interval": "step"},
+        }
+
+    # --- the representation ------------------------------------------------------------------------
+    def pool(self, tokens: torch.Tensor, video_shape: Sequence[int]) -> torch.Tensor:
+        """[B, N, D] → [B, T' · D] (mean over space per time step) or [B, D] (mean over all tokens)."""
+        if self.hparams.pool == "mean":
+            return tokens.mean(dim=1)
+        gt = self.encoder.grid(video_shape)[0]
+        return tokens.reshape(tokens.shape[0], gt, -1, tokens.shape[-1]).mean(dim=2).flatten(1)
+
+    @torch.no_grad()
+    def embed(self, videos: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+        """Representations [N, D'] of videos [N, C, T, H, W] from the (EMA) target encoder."""
+        was_training = self.training
+        self.eval()
+        out = []
+        for i in range(0, len(videos), batch_size):
+            chunk = videos[i : i + batch_size].to(self.device)  # [b, C, T, H, W]
+            out.append(self.pool(self.target_encoder(chunk), chunk.shape).cpu())
+        self.train(was_training)
+        return torch.cat(out).double().numpy()

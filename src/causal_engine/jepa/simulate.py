@@ -1,0 +1,108 @@
+"""Confounded videos: latent confounders U are visible only through the frames.
+
+Each video shows one bright object moving across a textured background. The object's start position,
+velocity, size and brightness are the confounders U (each uniform on [-1, 1] before being mapped to
+pixels); they drive both the treatment and the outcome. A second, dimmer distractor object, the
+background texture and pixel noise vary too but touch neither treatment nor outcome, so a
+representation has to find U among irrelevant variation. The true U is returned for diagnostics only
+(linear-probe R², the oracle DML baseline); no estimator may use it.
+
+    T ~ Bernoulli(σ(s · f(U))),  Y = g(U) + τ(U)·T + ε,  ε ~ N(0, noise_sd²)
+
+`treatment_strength` s is the overlap knob: 0 is a randomised trial, larger values push propensities
+towards 0 and 1. τ(U) = ate by default; with `heterogeneous=true`, τ(U) = ate + 0.5·u_size, whose
+population mean is exactly `ate` because u_size is uniform on [-1, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+CONFOUNDERS = ("x0", "y0", "vx", "vy", "size", "brightness")
+
+
+@dataclass(frozen=True)
+class VideoSample:
+    """A simulated data set with its ground truth."""
+
+    videos: torch.Tensor  # [N, C, T, H, W] float32
+    treatment: np.ndarray  # [N] in {0, 1}
+    outcome: np.ndarray  # [N]
+    confounders: np.ndarray  # [N, 6] the true U, diagnostics only
+    propensity: np.ndarray  # [N] the true P(T=1 | U)
+    tau: np.ndarray  # [N] the true individual effects τ(U)
+    true_ate: float  # population ATE (exact)
+
+
+def _f(u: np.ndarray) -> np.ndarray:
+    """Treatment logit: objects further right, brighter, moving left are treated more often."""
+    return 1.5 * u[:, 0] + 1.0 * u[:, 5] - 0.8 * u[:, 2] + 0.5 * u[:, 0] * u[:, 1]
+
+
+def _g(u: np.ndarray) -> np.ndarray:
+    """Baseline outcome: shares the treatment's drivers (hence confounding), with non-linear terms."""
+    return 1.5 * u[:, 0] + 1.0 * u[:, 5] - 0.5 * u[:, 2] + 0.5 * np.sin(np.pi * u[:, 1]) + 0.5 * u[:, 4] * u[:, 0]
+
+
+def _render(cx: np.ndarray, cy: np.ndarray, radius: np.ndarray, amplitude: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Gaussian blobs: centres/radii/amplitudes [N, T] in pixels → frames [N, T, H, W]."""
+    yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")  # [H, W]
+    d2 = (xx - cx[..., None, None]) ** 2 + (yy - cy[..., None, None]) ** 2  # [N, T, H, W]
+    return amplitude[..., None, None] * np.exp(-d2 / (2.0 * radius[..., None, None] ** 2))
+
+
+def simulate_videos(
+    n_samples: int,
+    dims: Sequence[int] = (1, 8, 16, 16),
+    *,
+    treatment_strength: float = 1.0,
+    ate: float = 1.0,
+    heterogeneous: bool = False,
+    noise_sd: float = 0.5,
+    pixel_noise: float = 0.05,
+    seed: int = 0,
+) -> VideoSample:
+    """Draw `n_samples` confounded videos of shape `dims` = (C, T, H, W) with treatment and outcome."""
+    c, t, h, w = (int(x) for x in dims)
+    rng = np.random.default_rng(seed)
+    u = rng.uniform(-1.0, 1.0, size=(n_samples, len(CONFOUNDERS)))  # [N, 6]
+    frames = np.arange(t) / max(t - 1, 1)  # [T] time in [0, 1]
+    scale = min(h, w)
+
+    # The object: start in the middle 60 % of the frame, move at most 30 % of the frame over the clip.
+    cx = (0.5 + 0.3 * u[:, :1]) * (w - 1) + 0.3 * u[:, 2:3] * frames * (w - 1) * 0.5  # [N, T]
+    cy = (0.5 + 0.3 * u[:, 1:2]) * (h - 1) + 0.3 * u[:, 3:4] * frames * (h - 1) * 0.5
+    radius = np.broadcast_to(scale * (0.1 + 0.04 * u[:, 4:5]), cx.shape)
+    # Brightness flickers slightly over time so that it is not a constant offset.
+    amplitude = (1.0 + 0.4 * u[:, 5:6]) * (1.0 + 0.1 * np.sin(2 * np.pi * frames))
+    video = _render(cx, cy, radius, amplitude, h, w)  # [N, T, H, W]
+
+    # Nuisance variation: a distractor blob, a static texture of random contrast, pixel noise.
+    d = rng.uniform(-1.0, 1.0, size=(n_samples, 5))
+    dx = (0.5 + 0.4 * d[:, :1]) * (w - 1) + 0.2 * d[:, 2:3] * frames * (w - 1)
+    dy = (0.5 + 0.4 * d[:, 1:2]) * (h - 1) + 0.2 * d[:, 3:4] * frames * (h - 1)
+    video += _render(dx, dy, np.full_like(dx, 0.08 * scale), np.broadcast_to(0.5 + 0.1 * d[:, 4:5], dx.shape), h, w)
+    texture = rng.normal(size=(n_samples, 1, h, w)) * rng.uniform(0.0, 0.2, size=(n_samples, 1, 1, 1))
+    video = video + texture
+    # Channels: per-video random colour mix of the same scene (C = 1 keeps the scene as is).
+    mix = np.ones((n_samples, c)) if c == 1 else rng.uniform(0.5, 1.0, size=(n_samples, c))
+    video = mix[:, :, None, None, None] * video[:, None]  # [N, C, T, H, W]
+    video = video + pixel_noise * rng.normal(size=video.shape)
+
+    propensity = 1.0 / (1.0 + np.exp(-treatment_strength * _f(u)))  # [N]
+    treatment = (rng.uniform(size=n_samples) < propensity).astype(np.float64)
+    tau = ate + 0.5 * u[:, 4] if heterogeneous else np.full(n_samples, float(ate))
+    outcome = _g(u) + tau * treatment + noise_sd * rng.normal(size=n_samples)
+    return VideoSample(
+        videos=torch.from_numpy(video.astype(np.float32)),
+        treatment=treatment,
+        outcome=outcome,
+        confounders=u,
+        propensity=propensity,
+        tau=tau,
+        true_ate=float(ate),
+    )

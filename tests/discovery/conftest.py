@@ -1,0 +1,22 @@
+"""Small batches from the real SCM prior, mixing two graph sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from causal_engine.discovery.batch import DiscoveryBatch, collate
+from causal_engine.discovery.data import sample_graphs
+
+SMALL_PRIOR = {"num_obs": 40, "num_int_per_regime": 10, "num_queries": 2, "intervention_values": [2.0, 4.0]}
+
+
+def small_batch(sizes: tuple[int, ...] = (5, 8), graphs: int = 2, seed: int = 0) -> DiscoveryBatch:
+    generator = torch.Generator().manual_seed(seed)
+    return collate([sample_graphs(graphs, d, SMALL_PRIOR, generator) for d in sizes])
+
+
+@pytest.fixture
+def mixed_batch() -> DiscoveryBatch:
+    """Two 5-node and two 8-node graphs, padded to 8 nodes."""
+    return small_batch()

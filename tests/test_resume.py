@@ -1,0 +1,45 @@
+"""`ckpt_path=<run>/checkpoints/last.ckpt` continues a run where it stopped (optimizer, step and loops included)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from causal_engine.run import run
+
+SMALL = [
+    "experiment=pfn",
+    "trainer.val_check_interval=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "callbacks.progress_bar=null",
+    "data.val_graphs=4",
+    "data.test_graphs=2",
+    "data.test_sets={er_d10: {num_nodes: 10}}",
+]
+
+
+def test_fit_resumes_from_last_checkpoint(compose):
+    cfg = compose([*SMALL, "trainer.max_steps=4"])
+    run(cfg)
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    first = torch.load(last, map_location="cpu", weights_only=False)
+    steps = first["global_step"]
+    assert steps > 0
+
+    # Resumed with another seed and no steps left: a resumed run keeps the checkpoint's weights exactly,
+    # a run that silently started over would have trained fresh weights.
+    run(compose([*SMALL, "seed=7", f"trainer.max_steps={steps}", f"ckpt_path={last}"]))
+    kept = torch.load(last, map_location="cpu", weights_only=False)
+    assert kept["global_step"] == steps
+    for name, tensor in first["state_dict"].items():
+        assert torch.equal(tensor, kept["state_dict"][name]), name
+
+    # Resumed with steps left: training continues from the checkpoint's step and optimizer state.
+    metrics = run(compose([*SMALL, f"trainer.max_steps={steps + 2}", f"ckpt_path={last}"]))
+    second = torch.load(last, map_location="cpu", weights_only=False)
+    assert second["global_step"] == steps + 2
+    adam_step = next(iter(second["optimizer_states"][0]["state"].values()))["step"]
+    assert int(adam_step) == steps + 2
+    assert "test/er_d10/shd" in metrics
