@@ -78,14 +78,19 @@ def _optimized(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Console script `causal-engine`."""
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         metrics = run(cfg)
-    except UserError as error:
-        # A single run ends with the message alone; in a sweep the job is marked failed by Hydra.
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+    except Exception as error:
+        if multirun:
+            # Into this job's log, where scripts/report.py finds it; Hydra then marks the job failed and
+            # runs the remaining jobs of the sweep.
+            log.error("job failed: %s: %s", type(error).__name__, error)
             raise
-        print(f"causal-engine: error: {error}", file=sys.stderr)
-        sys.exit(2)
+        if isinstance(error, UserError):
+            print(f"causal-engine: error: {error}", file=sys.stderr)
+            sys.exit(2)
+        raise
     return _optimized(cfg, metrics)
 
 

@@ -1,0 +1,55 @@
+"""The console script end to end: clean errors for user mistakes, and sweeps that survive a failing job."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "causal_engine", *args], capture_output=True, text=True, timeout=600, cwd=cwd
+    )
+
+
+def test_user_error_is_one_message_without_traceback(tmp_path):
+    result = cli("data=table", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "causal-engine: error: Missing required config value(s): data.path" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_help_lists_groups(tmp_path):
+    result = cli("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "causal-engine is powered by Hydra" in result.stdout
+    assert "experiment:" in result.stdout and "trainer: cpu, ddp, debug" in result.stdout
+
+
+@pytest.mark.slow
+def test_failing_sweep_job_does_not_stop_the_others(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = cli(
+        "-m", "experiment=causal_mlp", "trainer=debug", "callbacks.progress_bar=null",
+        "model.optimizer.lr=-1,0.01", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode != 0  # the sweep as a whole reports the failure
+    assert not (sweep / "0" / "metrics.json").exists()
+    assert "test/do_rmse" in json.loads((sweep / "1" / "metrics.json").read_text())
+
+    spec = importlib.util.spec_from_file_location("report", REPO / "scripts" / "report.py")
+    report = importlib.util.module_from_spec(spec)
+    sys.modules["report"] = report
+    spec.loader.exec_module(report)
+    text = report.main([str(sweep), "--metrics", "test/do_rmse"])
+    assert "| 0 | -1 | failed | – |" in text
+    assert "ConfigError: Config key 'model.optimizer.lr' = -1 is too small" in text
+    assert "| 1 | 0.01 | ok |" in text
