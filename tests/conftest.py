@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -14,6 +15,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from causal_engine.run import CONFIG_DIR, run
+
+# One intra-op thread: the tests run many small kernels, and with more runnable threads than cores (a shared
+# machine, pytest beside other jobs) torch's thread pool waits on descheduled workers and tests that take a
+# second take minutes. Subprocess tests (DDP, the CLI) start their own interpreters and are not affected.
+torch.set_num_threads(1)
 
 
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:

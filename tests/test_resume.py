@@ -16,7 +16,8 @@ SMALL = [
     "callbacks.progress_bar=null",
     "data.val_graphs=4",
     "data.test_graphs=2",
-    "data.test_sets={er_d10: {num_nodes: 10}}",
+    "~data.test_sets",
+    "+data.test_sets={er_d10: {num_nodes: 10}}",
 ]
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from causal_engine.scm import descendants, sample_dags, sample_dags_and_order, topological_order
+from causal_engine.scm import descendants, reachable, sample_dags, sample_dags_and_order, topological_order
 
 
 def gen(seed: int) -> torch.Generator:
@@ -129,3 +129,11 @@ def test_bad_sizes_and_generator_are_clear_errors() -> None:
         sample_dags(2, 0, generator=gen(0))
     with pytest.raises(TypeError, match="generator must be a torch.Generator"):
         sample_dags(2, 3, generator=0)  # type: ignore[arg-type]
+
+
+def test_reachable_from_sources_agrees_with_the_closure() -> None:
+    adjacency, order = sample_dags_and_order(16, 12, expected_parents=1.5, generator=gen(9))
+    sources = torch.nn.functional.one_hot(torch.randint(12, (16, 3), generator=gen(10)), 12).bool()  # [B, Q, d]
+    closure = descendants(adjacency)  # [B, d, d]
+    expected = sources | (sources.float() @ closure.float() > 0)
+    assert torch.equal(reachable(adjacency, order, sources), expected)

@@ -86,19 +86,39 @@ def test_query_delta_is_the_counterfactual_of_the_same_unit() -> None:
     assert (prior.delta[reach_q] != 0).float().mean() > 0.5
 
 
+def abduct(prior: PriorBatch, x: torch.Tensor) -> torch.Tensor:
+    """Noise [B, S, d] that reproduces rows x [B, S, d] of the batch's SCMs (exact while no node sits on ±20)."""
+    parent_terms = apply_mechanisms(prior.mechanisms[:, None], x[..., :, None]).sum(-2)  # [B, S, d]
+    has_parents = prior.adjacency.sum(1).bool()[:, None, :]
+    return x - torch.where(has_parents, parent_terms, torch.zeros_like(x))
+
+
 def test_delta_matches_resimulation_of_a_clamp_free_query() -> None:
     """Rebuild the SCM from the batch's ground truth and recover the delta from the factual row by abduction."""
     prior = sample_batch(6, 6, expected_parents=1.0, num_queries=3, num_obs=5, num_int_per_regime=2, generator=gen(5))
     scm = build_scm(prior.adjacency, prior.mechanisms)
     x = prior.query.double()  # [B, Q, d]
-    parent_terms = apply_mechanisms(prior.mechanisms[:, None], x[..., :, None]).sum(-2)  # [B, Q, d]
-    has_parents = prior.adjacency.sum(1).bool()[:, None, :]
-    pre_clamp = x - torch.where(has_parents, parent_terms, torch.zeros_like(x))
-    noise = pre_clamp  # abduction is exact while no node sits on the ±20 clamp
     clamp_free = (x.abs() < 20).all(-1)  # [B, Q]
-    cf = simulate(scm, noise, prior.query_targets, prior.query_values.double())
+    cf = simulate(scm, abduct(prior, x), prior.query_targets, prior.query_values.double())
     torch.testing.assert_close((cf - x)[clamp_free], prior.delta.double()[clamp_free], rtol=1e-4, atol=1e-4)
     assert clamp_free.float().mean() > 0.5
+
+
+def test_interventional_rows_follow_the_mutilated_scm() -> None:
+    """Without noise every row is a function of the SCM and its intervention: each regime's rows must equal the
+    structural equations under that regime's do(), descendants included."""
+    prior = sample_batch(4, 8, noise_scale=0.0, num_obs=3, num_int_per_regime=2, num_queries=2, generator=gen(9))
+    scm = build_scm(prior.adjacency, prior.mechanisms, noise_scale=0.0)
+    batch, regimes, _, d = prior.interventional.shape
+    zeros = torch.zeros(batch, regimes, d)
+    expected = simulate(scm, zeros, prior.regime_targets, prior.regime_values)  # [B, R, d] one row per regime
+    # float32 to the ulp: vectorised and scalar tails of sin/exp/... may differ in the last bit across row lengths
+    close = {"rtol": 1e-6, "atol": 1e-6}
+    torch.testing.assert_close(prior.interventional, expected[:, :, None, :].expand_as(prior.interventional), **close)
+    torch.testing.assert_close(prior.observational, simulate(scm, torch.zeros(batch, 3, d)), **close)
+    cf = simulate(scm, torch.zeros(batch, 2, d), prior.query_targets, prior.query_values)
+    torch.testing.assert_close(prior.delta, cf - prior.query, **close)
+    assert (prior.interventional != prior.observational[:, :1, None, :]).any(-1).all()  # every regime moves x
 
 
 def test_same_seed_same_batch_different_seed_different_batch() -> None:

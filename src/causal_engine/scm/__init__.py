@@ -4,7 +4,13 @@ Batches of B random SCMs × S samples in a few tensor ops, deterministic under a
 (get one from ``causal_engine.seeding.stream_generator`` so every DataLoader worker and DDP rank differs).
 """
 
-from causal_engine.scm.graphs import descendants, sample_dags, sample_dags_and_order, topological_order
+from causal_engine.scm.graphs import (
+    descendants,
+    reachable,
+    sample_dags,
+    sample_dags_and_order,
+    topological_order,
+)
 from causal_engine.scm.mechanisms import MECHANISMS, NO_EDGE, NODE_CLAMP, apply_mechanisms, mechanism_table
 from causal_engine.scm.model import SCM, build_scm, counterfactual, sample_noise, sample_scm, simulate
 from causal_engine.scm.prior import PriorBatch, sample_batch
@@ -20,6 +26,7 @@ __all__ = [
     "counterfactual",
     "descendants",
     "mechanism_table",
+    "reachable",
     "sample_batch",
     "sample_dags",
     "sample_dags_and_order",

@@ -8,12 +8,14 @@ An SCM here is additive-noise with the seed's edge mechanisms::
 
 ``simulate`` evaluates a whole batch of B graphs × S samples at once. It walks the topological order (``d``
 steps, one node per graph per step, selected by row index so graphs with different orders share the step) and
-*pushes* each finished node's value through the mechanisms of its out-edges into its children's rows (one
-``index_select`` + ``index_add_`` over all edges leaving that position in the whole batch; each needed
-(mechanism, node) value is computed once). Data is node-major, ``[B * d, S]``, in ONE buffer that holds a node's
-noise, then noise + parents' terms, then its value, so every step moves contiguous rows of S samples. The cost is
-O(B · S · (d + E)) with no [B, S, d, d] intermediate and no padding to a maximum degree, which is what makes the
-7 600 samples per graph of the seed's configuration cheap (see docs/scm.md for the measured speed-up).
+*pushes* each finished node's value through the mechanisms of its out-edges into its children's rows (an
+``index_add_`` over all edges leaving that position in the whole batch; each needed (mechanism, node) value is
+computed once, and copied only for a second child using the same mechanism). Data is node-major, ``[B * d, S]``,
+in ONE buffer that holds a node's noise, then noise + parents' terms, then its value, so every step moves
+contiguous rows of S samples. The cost is O(B · S · (d + E)) with no [B, S, d, d] intermediate and no padding to
+a maximum degree, which is what makes the 7 600 samples per graph of the seed's configuration cheap (see
+docs/scm.md for the measured speed-up). Interventions are a callback per step (``Intervene``), so ``simulate``
+(a bool mask per sample) and ``sample_batch`` (contiguous regime blocks, O(hits)) each apply their own form.
 
 Because the exogenous noise is an explicit input, a counterfactual needs no abduction step: the factual world and
 the counterfactual world are two ``simulate`` calls with the *same* noise and different interventions.
@@ -168,8 +170,9 @@ class _Step:
                  ``where``). Roots keep their noise unclamped, as in the seed.
     term_graphs: [U] the graph of each (mechanism, graph) value some edge leaving these nodes needs, grouped by
                  mechanism; ``kind_counts[m]`` of them use mechanism m. Only these values are computed.
-    edge_terms:  [E] for each edge leaving these nodes, its row among the U values.
-    child_rows:  [E] the row ``b * d + child`` each edge's term is added to.
+    first_rows:  [U] the row ``b * d + child`` of the first edge using each value: added straight from the values.
+    extra_terms: [E - U] the value row of every other edge (a node with two ``sin`` children), copied first;
+    extra_rows:  [E - U] and the child row it is added to. Each child row appears once per step.
     """
 
     node: Tensor
@@ -179,8 +182,9 @@ class _Step:
     no_parents: bool
     term_graphs: Tensor
     kind_counts: list[int]
-    edge_terms: Tensor
-    child_rows: Tensor
+    first_rows: Tensor
+    extra_terms: Tensor
+    extra_rows: Tensor
 
 
 def _plan(scm: SCM) -> list[_Step]:
@@ -200,7 +204,10 @@ def _plan(scm: SCM) -> list[_Step]:
     terms_per_step = torch.bincount(term_step, minlength=d)
     first_term = torch.cumsum(terms_per_step, 0) - terms_per_step  # [d] offset of each step's values
     kind_counts = torch.bincount(term_step * NUM_MECHANISMS + term_kind, minlength=d * NUM_MECHANISMS)
-    edges_per_step = torch.bincount(step, minlength=d).tolist()
+    first = torch.ones_like(key, dtype=torch.bool)  # the first edge of each value (edges are sorted by value)
+    first[1:] = key[1:] != key[:-1]
+    child_row = graph * d + child
+    extra_per_step = torch.bincount(step[~first], minlength=d).tolist()
     has_parents = (scm.adjacency.sum(1) > 0).gather(1, order).t()  # [d, B] by position
     return [
         _Step(
@@ -211,17 +218,19 @@ def _plan(scm: SCM) -> list[_Step]:
             no_parents=not any_parents,
             term_graphs=term_graphs % batch,
             kind_counts=counts,
-            edge_terms=edge_terms,
-            child_rows=child_rows,
+            first_rows=first_rows,
+            extra_terms=extra_terms,
+            extra_rows=extra_rows,
         )
-        for p, (all_parents, any_parents, term_graphs, counts, edge_terms, child_rows) in enumerate(
+        for p, (all_parents, any_parents, term_graphs, counts, first_rows, extra_terms, extra_rows) in enumerate(
             zip(
                 has_parents.all(1).tolist(),
                 has_parents.any(1).tolist(),
                 terms.split(terms_per_step.tolist()),
                 kind_counts.view(d, NUM_MECHANISMS).tolist(),
-                (edge_term - first_term[step]).split(edges_per_step),
-                (graph * d + child).split(edges_per_step),
+                child_row[first].split(terms_per_step.tolist()),
+                (edge_term - first_term[step])[~first].split(extra_per_step),
+                child_row[~first].split(extra_per_step),
                 strict=True,
             )
         )
@@ -262,7 +271,7 @@ def simulate_node_major(scm: SCM, eps: Tensor, intervene: Intervene | None = Non
             if intervene is not None:
                 value = intervene(graphs, p, step.node, value)
             flat.index_copy_(0, step.rows, value)
-            if step.child_rows.numel():
+            if step.first_rows.numel():
                 terms = value.index_select(0, step.term_graphs)  # [U, S], grouped by mechanism
                 first = 0
                 for kernel, count in zip(KERNELS, step.kind_counts, strict=True):
@@ -270,7 +279,9 @@ def simulate_node_major(scm: SCM, eps: Tensor, intervene: Intervene | None = Non
                         segment = terms[first : first + count]
                         kernel(segment, segment)
                         first += count
-                flat.index_add_(0, step.child_rows, terms.index_select(0, step.edge_terms))  # [E, S] per edge
+                flat.index_add_(0, step.first_rows, terms)
+                if step.extra_rows.numel():
+                    flat.index_add_(0, step.extra_rows, terms.index_select(0, step.extra_terms))  # [E - U, S]
     return eps
 
 
