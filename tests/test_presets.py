@@ -1,11 +1,18 @@
-"""Every experiment preset composes and runs end to end with fast_dev_run (trainer=debug)."""
+"""Every experiment preset composes and runs end to end with fast_dev_run (trainer=debug).
+
+Presets that are multiruns by themselves (`hydra.mode: MULTIRUN`, e.g. the tour) run through the console
+script, since only Hydra's launcher runs their jobs.
+"""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from hydra.types import RunMode
 
 from causal_engine.run import run
 
@@ -17,8 +24,17 @@ def test_there_are_presets():
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_preset_runs_with_fast_dev_run(experiment, compose):
+def test_preset_runs_with_fast_dev_run(experiment, compose, tmp_path):
     cfg = compose([f"experiment={experiment}", "trainer=debug"])
+    if cfg.hydra.mode == RunMode.MULTIRUN:
+        sweep = tmp_path / "sweep"
+        cmd = [sys.executable, "-m", "causal_engine", f"experiment={experiment}", "trainer=debug",
+               "callbacks.progress_bar=null", f"hydra.sweep.dir={sweep}"]  # fmt: skip
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        jobs = sorted(sweep.glob("*/metrics.json"))
+        assert jobs and all(json.loads(p.read_text()) for p in jobs)
+        return
     metrics = run(cfg)
     out = Path(cfg.paths.output_dir)
     assert set(json.loads((out / "metrics.json").read_text())) == set(metrics)
