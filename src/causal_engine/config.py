@@ -139,7 +139,6 @@ RULES: list[Rule] = [
     Rule("data.n_quantiles", "int", low=2),
     Rule("data.n_mmd", "int", low=2),
     Rule("model.net.hidden_dims", "list", item="int", low=1),
-    Rule("model.net.activation", "str", choices=("silu", "relu", "tanh")),
     Rule("model.net.features", "str", choices=("all", "nondescendants")),
     Rule("model.losses.*_weight", "float", low=0),
     Rule("task.val_fraction", "float", low=0, high=1, low_open=True, high_open=True),

@@ -61,8 +61,9 @@ def delta_r2(pred: Tensor, true: Tensor, mask: Tensor) -> Tensor:
 import numpy as np  # noqa: E402
 
 
-def linear_probe_r2(z_train: np.ndarray, u_train: np.ndarray, z_test: np.ndarray, u_test: np.ndarray,
-                    ridge: float = 1e-3) -> float:
+def linear_probe_r2(
+    z_train: np.ndarray, u_train: np.ndarray, z_test: np.ndarray, u_test: np.ndarray, ridge: float = 1e-3
+) -> float:
     """Mean held-out R² over the columns of U of a ridge regression U ~ Z (with intercept).
 
     Says how linearly decodable the true confounders are from a representation: fit on (z_train,

@@ -186,7 +186,7 @@ def propensity_overlap_figure(propensity: Any, treatment: Any, *, trim: float = 
 def ci_figure(intervals: dict[str, tuple[float, float, float]], *, truth: float | None = None) -> Figure:
     """Point estimates with confidence intervals, one row per estimator, and the true value when known."""
     fig, ax = plt.subplots(figsize=(5, 0.6 + 0.5 * len(intervals)))
-    for i, (name, (est, low, high)) in enumerate(intervals.items()):
+    for i, (est, low, high) in enumerate(intervals.values()):
         ax.errorbar(est, i, xerr=[[est - low], [high - est]], fmt="o", capsize=4)
         ax.text(high, i + 0.15, f" {est:.3f} [{low:.3f}, {high:.3f}]", fontsize=8, va="bottom")
     ax.set_yticks(range(len(intervals)), list(intervals))
@@ -209,11 +209,50 @@ def throughput_figure(
     for name, (nodes, rates) in series.items():
         ax.plot(nodes, rates, marker="o", label=name)
         for d, rate in zip(nodes, rates, strict=True):
-            ax.annotate(f"{rate:,.3g}", (d, rate), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            label = f"{rate:,.0f}" if rate >= 10 else f"{rate:.2g}"
+            ax.annotate(label, (d, rate), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_yscale("log")
     ax.set_xlabel("nodes d")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
+    return fig
+
+
+# --- costs (helper "costs"): cost growth against problem size ---------------------------------------------
+
+
+def cost_growth_figure(
+    panels: dict[str, dict[str, tuple[list[float], list[float]]]], *, xlabel: str, title: str = ""
+) -> Figure:
+    """One log-log panel per cost (panel key = its y label), one line per method: cost against problem size.
+
+    On log-log axes a power law c · n^k is a straight line of slope k, so growth exponents can be read (and
+    compared between methods) directly; the size ticks are the measured sizes.
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 3.6), squeeze=False)
+    names = list(dict.fromkeys(name for series in panels.values() for name in series))  # one colour per method
+    for ax, (ylabel, series) in zip(axes[0], panels.items(), strict=True):
+        sizes: set[float] = set()
+        for name, (xs, ys) in series.items():
+            if xs:
+                ax.plot(xs, ys, marker="o", label=name, color=f"C{names.index(name)}")
+                sizes.update(xs)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ticks = sorted(sizes)
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
+        # Plain numbers on the y axis; label the minor ticks too when the data span little more than a decade.
+        plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+        low, high = ax.get_ylim()
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain if high < 20 * low else matplotlib.ticker.NullFormatter())
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
     return fig

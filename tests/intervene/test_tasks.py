@@ -152,3 +152,43 @@ def test_bad_config_values_fail_before_any_work(compose, override, key):
 def test_unknown_scm_is_a_user_error_listing_the_zoo(compose):
     with pytest.raises(UserError, match="nonlin_simpson"):
         run(compose(["experiment=causal_mlp", "data.scm=nope", "trainer=debug"]))
+
+
+def test_query_with_a_regime_column_keeps_do_rows_out_of_the_cut_mechanism(compose, tmp_path):
+    scm = get_scm("mediator_linear")
+    obs = scm.sample(80, torch.Generator().manual_seed(0)).numpy()
+    do = scm.sample(40, torch.Generator().manual_seed(1), {"x0": 3.0}).numpy()
+    frame = pd.DataFrame(list(obs) + list(do), columns=["a", "b", "c"])
+    frame["regime"] = [""] * 80 + ["a"] * 40
+    data, edges = tmp_path / "reg.csv", tmp_path / "edges.csv"
+    frame.to_csv(data, index=False)
+    pd.DataFrame({"source": ["a", "a", "b"], "target": ["b", "c", "c"]}).to_csv(edges, index=False)
+    cfg = _query(compose, data, edges)
+    cfg.data.regime_column = "regime"
+    run(cfg)
+    cf = pd.read_csv(Path(cfg.paths.output_dir) / "counterfactual.csv")
+    assert list(cf.columns) == ["query", "row", "a_cf", "b_cf", "c_cf", "a", "b", "c"]
+    frame.loc[3, "regime"] = "zz"
+    frame.to_csv(data, index=False)
+    with pytest.raises(UserError, match="row 4: 'zz' is not a variable"):
+        run(cfg)
+
+
+def test_array_datamodule_validates_on_observational_rows_only():
+    from causal_engine.intervene.data import ArrayDataModule, GraphInfo
+
+    x = torch.arange(100.0).reshape(50, 2)
+    cut = torch.zeros(50, 2, dtype=torch.bool)
+    cut[:20, 0] = True
+    graph = GraphInfo(["a", "b"], torch.tensor([[0.0, 1.0], [0.0, 0.0]]).numpy(), 0, 1)
+    dm = ArrayDataModule(x, graph, cut, val_fraction=0.5, seed=0)
+    assert len(dm.val_x) == 15 and bool((dm.val_x[:, 0] >= 40).all())  # rows 20.. are the observational ones
+    assert len(dm.train_x) == 35 and int(dm.train_set.tensors[1].sum()) == 20
+
+
+def test_causal_mlp_run_writes_metrics_and_the_do_response_figure(compose):
+    cfg = compose(["experiment=causal_mlp", "trainer.max_epochs=1", "data.n_train=64", "data.n_test=50",
+                   "callbacks.progress_bar=null"])  # fmt: skip
+    metrics = run(cfg)
+    assert {"test/do_rmse", "test/mmd", "test/ate_error", "test/cf_rmse", "test/composition"} <= set(metrics)
+    assert (Path(cfg.paths.output_dir) / "figures" / "do_response.png").stat().st_size > 0

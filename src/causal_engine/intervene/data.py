@@ -179,12 +179,15 @@ class ZooDataModule(InterveneDataModule):
 
 
 class ArrayDataModule(InterveneDataModule):
-    """A user's table already loaded: rows x [N, D] (observational), split into train/validation."""
+    """A user's table already loaded: rows x [N, D] and, optionally, which entries a hard intervention set
+    (cut [N, D] bool, from a regime column). Validation takes a share of the observational rows only;
+    every interventional row trains."""
 
     def __init__(
         self,
         x: Tensor,
         graph: GraphInfo,
+        cut: Tensor | None = None,
         val_fraction: float = 0.2,
         seed: int = 0,
         batch_size: int = 128,
@@ -194,8 +197,15 @@ class ArrayDataModule(InterveneDataModule):
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
         self.graph = graph
-        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-        n_val = max(1, round(len(x) * val_fraction))
-        self.train_set = _batch(x[perm[n_val:]])
-        self.val_set = _batch(x[perm[:n_val]])
+        cut = torch.zeros_like(x, dtype=torch.bool) if cut is None else cut
+        observational = (~cut.any(1)).nonzero().flatten()
+        if len(observational) < 2:
+            raise UserError("the table needs at least 2 observational rows (empty regime) for validation")
+        perm = observational[torch.randperm(len(observational), generator=torch.Generator().manual_seed(seed))]
+        n_val = max(1, round(len(perm) * val_fraction))
+        val_rows = perm[:n_val]
+        train = torch.ones(len(x), dtype=torch.bool)
+        train[val_rows] = False
+        self.train_set = _batch(x[train], cut[train])
+        self.val_set = _batch(x[val_rows])
         self.test_set = self.val_set

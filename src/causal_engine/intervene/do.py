@@ -27,7 +27,9 @@ class NodeIntervention:
     """One node's intervention: `kind` hard (X := value) or shift (X := X + value), on the rows in `mask`.
 
     `value` is a float, a per-row tensor [B], or a function of the unit's current variables x [B, D] -> [B]
-    (a conditional intervention, e.g. a policy X := g(Z)); `mask` [B] bool selects the rows (None = all).
+    (a conditional intervention, e.g. a policy X := g(Z); in an ancestral rollout only variables of earlier
+    topological generations are filled when X is computed, so g should read X's non-descendants computed
+    before it); `mask` [B] bool selects the rows (None = all).
     """
 
     kind: Kind

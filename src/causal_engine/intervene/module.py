@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -207,7 +206,8 @@ class InterveneModule(L.LightningModule):
         for key, value in (("do_rmse", found["do_rmse"]), ("cf_rmse", found["cf_rmse"]), ("mmd", found["mmd"])):
             self.log(f"hp/{key}", value, sync_dist=True)
         self.log("hp/obs_mse", obs, sync_dist=True)
-        if self.trainer.is_global_zero:
+        out_dir = plots.figure_dir(self.trainer)  # None under fast_dev_run
+        if self.trainer.is_global_zero and out_dir is not None:
             names, t, y = self.graph.names, self.graph.treatment, self.graph.outcome
             fig = plots.do_response_figure(
                 truth.grid.cpu(),
@@ -218,4 +218,4 @@ class InterveneModule(L.LightningModule):
                 title=f"{self.name} do-response",
             )
             plots.log_figure(self.loggers, "test/do_response", fig, close=False)
-            plots.save_figure(fig, Path(self.trainer.default_root_dir) / "do_response.png")
+            plots.save_figure(fig, out_dir / "do_response.png")

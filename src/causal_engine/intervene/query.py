@@ -6,7 +6,10 @@
 Interventional answers (`interventional.csv`): for each query, the mean and SD of every variable under the
 intervention, over samples that keep each data row's abducted noise. Counterfactual answers
 (`counterfactual.csv`): every row (or `rows`) under each query, with its factual values alongside.
-Everything is validated before fitting, and files are written only when every answer is computed.
+With `data.regime_column=COL`, a row whose COL names a variable (several joined by '+') was produced by a hard
+intervention on it: that variable's mechanism is not fitted on the row (its value still feeds its
+children), and validation uses observational rows only. Everything is validated before fitting, and files
+are written only when every answer is computed.
 """
 
 from __future__ import annotations
@@ -61,6 +64,21 @@ def _parse_queries(kind: str, queries: Any, names: Sequence[str]) -> dict[str, I
     return parsed
 
 
+def _regime_mask(regimes: pd.Series, names: Sequence[str], column: str) -> torch.Tensor:
+    """cut [N, D] bool from a regime column: empty = observational, else the variable(s) a hard
+    intervention set in that row (several joined by '+')."""
+    cut = torch.zeros(len(regimes), len(names), dtype=torch.bool)
+    for row, text in enumerate(regimes):
+        for variable in filter(None, (v.strip() for v in text.split("+"))):
+            if variable not in names:
+                raise QueryError(
+                    f"data.regime_column '{column}', row {row + 1}: {variable!r} is not a variable of the "
+                    f"data (leave the cell empty for an observational row); variables: {list(names)}"
+                )
+            cut[row, names.index(variable)] = True
+    return cut
+
+
 def query(
     cfg: DictConfig,
     interventional: Mapping | None = None,
@@ -82,9 +100,12 @@ def query(
     counterfactual = (
         OmegaConf.to_container(counterfactual) if isinstance(counterfactual, DictConfig) else counterfactual
     )
-    frame = source.load(min_rows=10)
+    regime = source.regime_column
+    frame = source.load(min_rows=10, text_columns=[regime] if regime else ())
+    regimes = frame.pop(regime) if regime else None
     names = list(frame.columns)
     adjacency = source.graph(names, require_all=True)
+    cut = _regime_mask(regimes, names, regime) if regimes is not None else None
     do_queries = _parse_queries("interventional", interventional, names)
     cf_queries = _parse_queries("counterfactual", counterfactual, names)
     if not do_queries and not cf_queries:
@@ -99,7 +120,7 @@ def query(
 
     x = torch.tensor(frame.to_numpy(), dtype=torch.float32)  # [N, D]
     graph = GraphInfo(names, adjacency, treatment=0, outcome=len(names) - 1)
-    datamodule = ArrayDataModule(x, graph, val_fraction=val_fraction, seed=int(cfg.seed))
+    datamodule = ArrayDataModule(x, graph, cut, val_fraction=val_fraction, seed=int(cfg.seed))
     module: InterveneModule = instantiate(cfg.model)
     module.attach(datamodule)
     if not isinstance(module.net, CausalMLP):
