@@ -12,10 +12,8 @@ from causal_engine.dml.crossfit import run_crossfit
 from causal_engine.errors import UserError
 from causal_engine.run import run
 
-TINY_VIDEO = [
+TINY_MODEL = [
     "experiment=jepa_dml",
-    "data.n_samples=120",
-    "data.dims=[1,4,8,8]",
     "model.rep_dim=12",
     "model.heads=2",
     "model.pred_dim=6",
@@ -27,6 +25,7 @@ TINY_VIDEO = [
     "callbacks=none",
     "logger=csv",
 ]
+TINY_VIDEO = [*TINY_MODEL, "data.n_samples=120", "data.dims=[1,4,8,8]"]
 
 
 def test_no_fold_model_ever_sees_its_held_out_rows(compose):
@@ -50,9 +49,22 @@ def test_jepa_dml_experiment_writes_metrics_and_figures(compose):
     metrics = run(cfg)
     out = Path(cfg.paths.output_dir)
     saved = json.loads((out / "metrics.json").read_text())
-    for key in ("dml/ate", "dml/se", "dml/ci_low", "dml/ci_high", "dml/n", "dml/clipped_share",
-                "dml/propensity_min", "dml/propensity_max", "dml/naive", "dml/true_ate", "dml/probe_r2",
-                "dml/fold0/outcome_mse", "dml/fold2/propensity_bce", "dml/fold1/probe_r2"):
+    for key in (
+        "dml/ate",
+        "dml/se",
+        "dml/ci_low",
+        "dml/ci_high",
+        "dml/n",
+        "dml/clipped_share",
+        "dml/propensity_min",
+        "dml/propensity_max",
+        "dml/naive",
+        "dml/true_ate",
+        "dml/probe_r2",
+        "dml/fold0/outcome_mse",
+        "dml/fold2/propensity_bce",
+        "dml/fold1/probe_r2",
+    ):
         assert key in saved, key
     assert saved["dml/ci_low"] < saved["dml/ate"] < saved["dml/ci_high"]
     assert saved["dml/n"] == 120 and metrics["dml/true_ate"] == 1.0
@@ -61,7 +73,7 @@ def test_jepa_dml_experiment_writes_metrics_and_figures(compose):
     assert (out / "rep0" / "fold2" / "jepa").is_dir()  # each fold logged under its own directory
 
 
-def test_same_seed_gives_the_same_estimate(compose, tmp_path):
+def test_same_seed_gives_the_same_estimate(compose):
     a = run_crossfit(compose([*TINY_VIDEO, "dml.k_folds=2"])).result.estimate
     b = run_crossfit(compose([*TINY_VIDEO, "dml.k_folds=2"])).result.estimate
     assert a == b
@@ -78,17 +90,28 @@ def _table(path: Path, n: int = 600, seed: int = 0, **columns) -> Path:
 
 
 def _table_overrides(path: Path) -> list[str]:
-    return ["task=crossfit", "data=table", f"data.path={path}", "data.treatment=t", "data.outcome=y",
-            "data.covariates=[x1,x2]", "callbacks=none", "logger=csv", "dml.k_folds=3"]
+    return [
+        "task=crossfit",
+        "data=table",
+        f"data.path={path}",
+        "data.treatment=t",
+        "data.outcome=y",
+        "data.covariates=[x1,x2]",
+        "callbacks=none",
+        "logger=csv",
+        "dml.k_folds=3",
+    ]
 
 
 def test_table_data_skips_the_jepa_and_covers_the_effect(compose, tmp_path):
     path = _table(tmp_path / "obs.csv")
-    out = run_crossfit(compose([*_table_overrides(path), "dml.nuisance_epochs=40"]))
+    out = run_crossfit(compose([*_table_overrides(path), "dml.nuisance_epochs=15", "dml.nuisance_batch_size=32"]))
     assert set(out.records[0].trained_rows) == {"outcome", "propensity"}
     r = out.result
-    assert r.ci_low < 1.0 < r.ci_high, r
-    assert abs(out.naive - 1.0) > 3 * r.se  # confounded: the naive difference misses
+    # Neural nuisances on 600 rows: within 3 reported SEs of the truth (OLS on this draw is 1.4 SEs off;
+    # seeds 0-3 give 1.6, 0.7, -0.5, -1.1 SEs).
+    assert abs(r.estimate - 1.0) < 3 * r.se, r
+    assert abs(out.naive - 1.0) > 10 * r.se  # confounded: the naive difference misses by far
 
 
 @pytest.mark.parametrize(
@@ -116,8 +139,14 @@ def test_no_overlap_stops_above_the_clipped_share_limit(compose, tmp_path):
 def test_video_files_length_mismatch_is_reported(compose, tmp_path):
     np.save(tmp_path / "v.npy", np.zeros((10, 1, 4, 8, 8), dtype=np.float32))
     pd.DataFrame({"t": [0, 1] * 6, "y": np.arange(12.0)}).to_csv(tmp_path / "v.csv", index=False)
-    overrides = [*TINY_VIDEO, "data=video_files", f"data.videos={tmp_path / 'v.npy'}",
-                 f"data.table={tmp_path / 'v.csv'}", "data.treatment=t", "data.outcome=y"]
+    overrides = [
+        *TINY_MODEL,
+        "data=video_files",
+        f"data.videos={tmp_path / 'v.npy'}",
+        f"data.table={tmp_path / 'v.csv'}",
+        "data.treatment=t",
+        "data.outcome=y",
+    ]
     with pytest.raises(UserError, match="12 rows but data.videos has 10 videos"):
         run_crossfit(compose(overrides))
 
@@ -126,17 +155,45 @@ def test_video_files_run_end_to_end(compose, tmp_path):
     rng = np.random.default_rng(0)
     np.save(tmp_path / "v.npy", rng.normal(size=(40, 1, 4, 8, 8)).astype(np.float32))
     pd.DataFrame({"t": [0, 1] * 20, "y": rng.normal(size=40)}).to_csv(tmp_path / "v.csv", index=False)
-    overrides = [*TINY_VIDEO, "data=video_files", f"data.videos={tmp_path / 'v.npy'}",
-                 f"data.table={tmp_path / 'v.csv'}", "data.treatment=t", "data.outcome=y"]
+    overrides = [
+        *TINY_MODEL,
+        "data=video_files",
+        f"data.videos={tmp_path / 'v.npy'}",
+        f"data.table={tmp_path / 'v.csv'}",
+        "data.treatment=t",
+        "data.outcome=y",
+    ]
     out = run_crossfit(compose(overrides))
     assert out.result.n == 40 and out.sample.true_ate is None and out.records[0].probe_r2 is None
 
 
 @pytest.mark.parametrize(
     ("override", "key"),
-    [("dml.k_folds=1", "dml.k_folds"), ("dml.trim=0.5", "dml.trim"), ("data.dims=[1,8,16]", "data.dims"),
-     ("data.n_samples=0", "data.n_samples"), ("dml.score=late", "dml.score")],
+    [
+        ("dml.k_folds=1", "dml.k_folds"),
+        ("dml.trim=0.5", "dml.trim"),
+        ("data.dims=[1,8,16]", "data.dims"),
+        ("data.n_samples=0", "data.n_samples"),
+        ("dml.score=late", "dml.score"),
+    ],
 )
 def test_bad_dml_config_fails_before_any_work(compose, override, key):
     with pytest.raises(ConfigError, match=key):
         run(compose([*TINY_VIDEO, override]))
+
+
+def test_nan_in_videos_is_reported_with_its_row(compose, tmp_path):
+    videos = np.zeros((12, 1, 4, 8, 8), dtype=np.float32)
+    videos[5, 0, 1, 2, 3] = np.nan
+    np.save(tmp_path / "v.npy", videos)
+    pd.DataFrame({"t": [0, 1] * 6, "y": np.arange(12.0)}).to_csv(tmp_path / "v.csv", index=False)
+    overrides = [
+        *TINY_MODEL,
+        "data=video_files",
+        f"data.videos={tmp_path / 'v.npy'}",
+        f"data.table={tmp_path / 'v.csv'}",
+        "data.treatment=t",
+        "data.outcome=y",
+    ]
+    with pytest.raises(UserError, match=r"NaN/inf \(first at row 5\)"):
+        run_crossfit(compose(overrides))

@@ -83,7 +83,7 @@ def test_simulator_naive_difference_is_biased_by_at_least_half():
     se = np.sqrt(y[d == 1].var() / (d == 1).sum() + y[d == 0].var() / (d == 0).sum())
     assert naive - s.true_ate >= 0.5 + 3 * se
     assert s.videos.shape == (4000, 1, 8, 16, 16) and s.confounders.shape == (4000, 6)
-    assert 0.01 < s.propensity.min() and s.propensity.max() < 0.99  # overlap at the default
+    assert s.propensity.min() > 0.01 and s.propensity.max() < 0.99  # overlap at the default
 
 
 def test_simulator_heterogeneous_effects_average_to_the_stated_ate():
@@ -99,8 +99,15 @@ def test_simulator_heterogeneous_effects_average_to_the_stated_ate():
 def test_jepa_step_learns_and_embeds():
     torch.manual_seed(0)
     s = simulate_videos(32, dims=(1, 4, 8, 8), seed=0)
-    module = JEPAModule(optimizer=partial(torch.optim.AdamW, lr=3e-3), tubelet=(2, 4, 4), rep_dim=12, heads=2,
-                        pred_dim=6, pred_depth=1, depth=1)
+    module = JEPAModule(
+        optimizer=partial(torch.optim.AdamW, lr=3e-3),
+        tubelet=(2, 4, 4),
+        rep_dim=12,
+        heads=2,
+        pred_dim=6,
+        pred_depth=1,
+        depth=1,
+    )
     batch = TubeMaskCollator(module.encoder.tubelet, seed=0)([{"video": v} for v in s.videos])
     opt = module.configure_optimizers()
     losses = []

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from causal_engine.dml.folds import Fold, stratified_folds
 from causal_engine.dml.scores import DMLResult, ScoreElements, aggregate, score_elements
-from causal_engine.jepa.data import CausalSample, DMLInputError, SampleRows, VideoDataModule, check_sample
+from causal_engine.jepa.data import CausalSample, DMLInputError, SampleRows, check_sample
 from causal_engine.metrics import linear_probe_r2
 from causal_engine.plots import ci_figure, log_figure, propensity_overlap_figure, save_figure
 from causal_engine.tables import TableSource
@@ -76,7 +76,7 @@ def load_sample(data_cfg: DictConfig) -> CausalSample:
     """The configured data as a CausalSample: anything with `sample()` (the video DataModules, shipped
     examples), or a user's table (`data=table`)."""
     data = instantiate(data_cfg)
-    if isinstance(data, VideoDataModule) or hasattr(data, "sample"):
+    if hasattr(data, "sample"):
         return data.sample()
     if isinstance(data, TableSource):
         missing = [k for k in ("treatment", "outcome", "covariates") if not getattr(data, k)]
@@ -107,7 +107,7 @@ def _loader(dataset: Dataset, batch_size: int, *, shuffle: bool, collate_fn: Any
 
 
 def _trained_rows(trainer: L.Trainer) -> np.ndarray:
-    """Rows the trainer's train and val DataLoaders iterated over (read back from Lightning itself)."""
+    """Rows behind the DataLoaders the trainer fit and validated on (read back from Lightning itself)."""
     val = trainer.val_dataloaders
     loaders = [trainer.train_dataloader, *(val if isinstance(val, list | tuple) else [val])]
     return np.unique(np.concatenate([np.asarray(dl.dataset.rows) for dl in loaders if dl is not None]))
@@ -158,10 +158,10 @@ def _fit_fold(cfg: DictConfig, sample: CausalSample, fold: Fold, seed: int) -> t
     # Standardise features and outcome with training-fold statistics only.
     mu, sd = features[fold.train].mean(0), features[fold.train].std(0).clamp_min(1e-6)
     x = (features - mu) / sd  # [N, p]
-    y_raw = torch.as_tensor(sample.outcome, dtype=torch.float32)
+    y_raw = torch.tensor(sample.outcome, dtype=torch.float32)
     y_mu, y_sd = y_raw[fold.train].mean(), y_raw[fold.train].std().clamp_min(1e-6)
     y = (y_raw - y_mu) / y_sd
-    t = torch.as_tensor(sample.treatment, dtype=torch.float32)
+    t = torch.tensor(sample.treatment, dtype=torch.float32)
     test = torch.as_tensor(fold.test)
 
     models = {}
@@ -203,10 +203,13 @@ def _scalars(trainer: L.Trainer) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items() if torch.as_tensor(v).numel() == 1}
 
 
-def run_crossfit(cfg: DictConfig) -> CrossfitResult:
-    """The cross-fitting loop; returns the estimate with the fold plan and out-of-fold predictions."""
+def run_crossfit(cfg: DictConfig, sample: CausalSample | None = None) -> CrossfitResult:
+    """The cross-fitting loop; returns the estimate with the fold plan and out-of-fold predictions.
+
+    `sample` replaces `cfg.data` (benchmarks pass raw pixels or the true confounders as covariates).
+    """
     dml = cfg.dml
-    sample = load_sample(cfg.data)
+    sample = load_sample(cfg.data) if sample is None else sample
     check_sample(sample, k_folds=dml.k_folds)
     if sample.is_video and cfg.get("model") is None:
         raise DMLInputError("video data needs a representation model: add `model=jepa`.")
