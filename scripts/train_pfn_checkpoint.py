@@ -42,6 +42,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "checkpoints" / "pfn.pt")
     parser.add_argument("--run-dir", type=Path, default=REPO / "outputs" / "train_pfn_checkpoint")
+    parser.add_argument(
+        "--export-only",
+        action="store_true",
+        help="skip training; export the best checkpoint of an existing --run-dir (e.g. after a stop)",
+    )
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. model.net.d_model=96")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -62,6 +67,8 @@ def main() -> None:
         f"data.curriculum_batches={steps // 3}",
         f"trainer.max_steps={steps}",
         f"+trainer.max_time=00:00:{int(args.minutes):02d}:{int(args.minutes % 1 * 60):02d}",
+        # The stream is one endless epoch: with min_epochs >= 1 the time limit could never stop it.
+        "trainer.min_epochs=0",
         "trainer.val_check_interval=500",
         "logger=csv",
         "tags=pfn_checkpoint",
@@ -77,27 +84,32 @@ def main() -> None:
     HydraConfig().set_config(cfg)
 
     start = time.time()
-    metrics = run(cfg)
-    minutes = (time.time() - start) / 60
+    metrics = {} if args.export_only else run(cfg)
+    export(
+        args.run_dir,
+        args.out,
+        {
+            "model": args.model,
+            "train_minutes": None if args.export_only else round((time.time() - start) / 60, 1),
+            "threads": args.threads,
+            "overrides": overrides,
+        },
+        metrics,
+    )
 
-    # The best validation SHD (the weights the test sets were scored with), else the last weights.
-    best = sorted((args.run_dir / "checkpoints").glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
-    chosen = best[-1] if best else args.run_dir / "checkpoints" / "last.ckpt"
+
+def export(run_dir: Path, out: Path, meta: dict, metrics: dict[str, float]) -> None:
+    """Write the best-validation-SHD weights (else the last) as a plain {net_spec, state_dict, meta} file."""
+    best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
+    chosen = best[-1] if best else run_dir / "checkpoints" / "last.ckpt"
     ckpt = torch.load(chosen, map_location="cpu", weights_only=True)
     state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-    meta = {
-        "model": args.model,
-        "steps": int(ckpt["global_step"]),
-        "source": chosen.name,
-        "train_minutes": round(minutes, 1),
-        "threads": args.threads,
-        "overrides": overrides,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"net_spec": ckpt["net_spec"], "state_dict": state, "meta": meta}, args.out)
+    meta = {**meta, "steps": int(ckpt["global_step"]), "source": chosen.name}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"net_spec": ckpt["net_spec"], "state_dict": state, "meta": meta}, out)
     test = {k: round(v, 4) for k, v in metrics.items() if k.startswith("test/")}
-    args.out.with_suffix(".json").write_text(json.dumps({**meta, "test": test}, indent=2) + "\n")
-    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) after {meta['steps']} steps, {minutes:.1f} min")
+    out.with_suffix(".json").write_text(json.dumps({**meta, "test": test}, indent=2) + "\n")
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): {chosen.name}, step {meta['steps']}")
     for key, value in sorted(test.items()):
         print(f"{key:40s} {value:.4f}")
 

@@ -149,3 +149,28 @@ def test_bad_input_stops_with_a_clear_message(run_experiment, compose, write, ch
     with pytest.raises(UserError, match=message):
         run_experiment(overrides(data, checkpoint, *extra))
     assert not (Path(compose([]).paths.output_dir) / "adjacency.csv").exists()  # no partial outputs
+
+
+def test_discover_without_regime_column_uses_every_row_as_observational(run_experiment, compose, write, checkpoint):
+    table = chain_table().iloc[:40].drop(columns="regime")
+    metrics = run_experiment(
+        [
+            "task=discover",
+            "data=table",
+            f"data.path={write(table)}",
+            f"task.checkpoint={checkpoint}",
+            "query.do={X2: 0.0}",
+        ]
+    )
+    assert metrics["discover/num_regimes"] == 0
+    deltas = pd.read_csv(Path(compose([]).paths.output_dir) / "deltas.csv")
+    assert len(deltas) == 40 and np.allclose(deltas["X2"], -table["X2"], atol=1e-3)
+
+
+def test_the_shipped_checkpoint_loads_and_predicts() -> None:
+    net = load_pfn(Path(__file__).resolve().parents[2] / "checkpoints" / "pfn.pt")
+    table = chain_table()
+    regime = table.pop("regime")
+    with torch.no_grad():
+        out = net(table_batch(table, regime, do={"X1": 1.0})[0])
+    assert out.edge_logits.shape == (1, 3, 3) and torch.isfinite(out.delta).all()

@@ -145,3 +145,19 @@ def test_too_many_nodes_is_an_error() -> None:
     net = ModelA(d_model=16, n_heads=2, n_layers=1, n_delta_layers=1, max_nodes=5)
     with pytest.raises(ValueError, match="max_nodes=5"):
         net(small_batch(sizes=(6,)))
+
+
+@pytest.mark.parametrize("cls", VARIANTS)
+def test_no_interventional_regime_at_all(cls: type[PFNNet]) -> None:
+    batch = small_batch(sizes=(5,))
+    empty = replace(
+        batch,
+        interventional=batch.interventional[:, :0],
+        int_sample_mask=batch.int_sample_mask[:, :0],
+        regime_targets=batch.regime_targets[:, :0],
+        regime_values=batch.regime_values[:, :0],
+        regime_mask=batch.regime_mask[:, :0],
+    )
+    with torch.no_grad():
+        out = make(cls)(empty)
+    assert torch.isfinite(out.edge_logits).all() and torch.isfinite(out.delta).all()

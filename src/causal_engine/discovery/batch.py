@@ -16,6 +16,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from causal_engine.scm import PriorBatch
+
 
 @dataclass
 class DiscoveryBatch:
@@ -71,7 +73,7 @@ def _to(value: Tensor | None, device: torch.device | str) -> Tensor | None:
     return None if value is None else value.to(device)
 
 
-def from_prior(prior: object) -> DiscoveryBatch:
+def from_prior(prior: PriorBatch) -> DiscoveryBatch:
     """Wrap a `causal_engine.scm.PriorBatch` (one node count, no padding) as a DiscoveryBatch."""
     b, r, s_int, d = prior.interventional.shape
     device = prior.observational.device

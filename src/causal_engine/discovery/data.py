@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from causal_engine.discovery.batch import DiscoveryBatch, collate, from_prior
+from causal_engine.scm import sample_batch
 from causal_engine.seeding import stream_generator
 
 DEFAULT_PRIOR: dict[str, Any] = {
@@ -44,8 +45,6 @@ def sample_graphs(
     num_graphs: int, num_nodes: int, prior: Mapping[str, Any], generator: torch.Generator
 ) -> DiscoveryBatch:
     """`num_graphs` graphs of one size from the SCM prior, as a DiscoveryBatch."""
-    from causal_engine.scm import sample_batch
-
     kwargs = {**DEFAULT_PRIOR, **prior}
     kwargs["intervention_values"] = tuple(float(v) for v in kwargs["intervention_values"])
     return from_prior(sample_batch(num_graphs, num_nodes, generator=generator, **kwargs))

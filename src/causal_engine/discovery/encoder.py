@@ -108,6 +108,14 @@ def _partial_corr(corr: Tensor, node: Tensor, shrinkage: float) -> Tensor:
     return -prec / dg[:, :, None] / dg[:, None, :] * (1 - eye)
 
 
+def _sorted_quantile(ordered: Tensor, f: float) -> Tensor:
+    """Quantile f of sorted samples along dim 1, linear interpolation (torch.quantile's default)."""
+    pos = f * (ordered.shape[1] - 1)
+    lo, frac = int(pos), pos - int(pos)
+    hi = min(lo + 1, ordered.shape[1] - 1)
+    return ordered[:, lo] + frac * (ordered[:, hi] - ordered[:, lo])
+
+
 def _features(batch: DiscoveryBatch, shrinkage: float) -> tuple[Tensor, Tensor, Tensor]:
     """Node context features [B, d, 7], query features [B, Q, d, 3] and pair features [B, d, d, 12]."""
     z = standardise(batch)
@@ -116,7 +124,9 @@ def _features(batch: DiscoveryBatch, shrinkage: float) -> tuple[Tensor, Tensor, 
     eye = torch.eye(batch.num_nodes, device=node.device)
 
     # Observational node shape.
-    q = torch.quantile(z.observational, torch.tensor([0.25, 0.5, 0.75], device=node.device), dim=1)  # [3, B, d]
+    # Quartiles by sorting (torch.quantile refuses inputs above 16M elements; users' tables can be large).
+    ordered = z.observational.sort(1).values  # [B, S, d]
+    q = [_sorted_quantile(ordered, f) for f in (0.25, 0.5, 0.75)]  # 3 x [B, d]
     location = q[1]
     spread = torch.log((q[2] - q[0]) / 1.349 + 1e-3) * node
 
@@ -127,7 +137,7 @@ def _features(batch: DiscoveryBatch, shrinkage: float) -> tuple[Tensor, Tensor, 
     n_other = other.sum(1).clamp_min(1)  # [B, d]
     int_shift = (r_mean * other).sum(1) / n_other
     int_logstd = (r_logstd * other).sum(1) / n_other
-    int_max = (r_mean.abs() * other).amax(1)
+    int_max = (r_mean.abs() * other).amax(1) if r_mean.shape[1] else torch.zeros_like(node)  # R may be 0
     n_regimes = r_ok.sum(1)  # [B]
     targeted = targets.sum(1) / n_regimes.clamp_min(1)[:, None]
     no_int = (n_regimes == 0).float()[:, None].expand_as(node)
