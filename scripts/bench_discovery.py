@@ -22,89 +22,20 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
-from torchmetrics.functional.classification import binary_auroc, binary_average_precision, binary_f1_score  # noqa: E402
 
-from causal_engine import metrics as M  # noqa: E402
 from causal_engine import plots  # noqa: E402
-from causal_engine.discovery.baselines import EDGE_METHODS, mean_shift_delta, split_graphs, zero_delta  # noqa: E402
-from causal_engine.discovery.discover import load_pfn  # noqa: E402
-from causal_engine.discovery.loss import delta_mask  # noqa: E402
-from causal_engine.discovery.module import true_delta_z  # noqa: E402
+from causal_engine.discovery.baselines import EDGE_METHODS, mean_shift_delta, zero_delta  # noqa: E402
+from causal_engine.discovery.compare import delta_rmse, run_method, run_pfn  # noqa: E402
 from causal_engine.run import CONFIG_DIR  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 COLUMNS = ("shd", "auroc", "auprc", "f1", "delta_rmse", "s_per_graph")
-
-
-def edge_scores(results: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, float]:
-    """Pooled AUROC/AUPRC/F1 and mean SHD over (scores, predicted, true) per graph."""
-    scores, preds, trues, shds = [], [], [], []
-    for score, pred, true in results:
-        d = true.shape[0]
-        off = ~np.eye(d, dtype=bool)
-        scores.append(torch.tensor(score[off], dtype=torch.float32))
-        preds.append(torch.tensor(pred[off], dtype=torch.float32))
-        trues.append(torch.tensor(true[off], dtype=torch.long))
-        mask = torch.ones(1, d, dtype=torch.bool)
-        shds.append(float(M.shd(torch.tensor(pred)[None], torch.tensor(true)[None], mask)[0]))
-    s, p, t = torch.cat(scores), torch.cat(preds), torch.cat(trues)
-    return {
-        "shd": float(np.mean(shds)),
-        "auroc": float(binary_auroc(s, t)),
-        "auprc": float(binary_average_precision(s, t)),
-        "f1": float(binary_f1_score(p, t)),
-    }
-
-
-def delta_rmse(batches: list, predict) -> float:
-    err, n = 0.0, 0
-    for batch in batches:
-        mask = delta_mask(batch)
-        diff = (predict(batch) - true_delta_z(batch))[mask]
-        err, n = err + float((diff**2).sum()), n + int(mask.sum())
-    return (err / max(n, 1)) ** 0.5
-
-
-def run_pfn(checkpoint: Path, batches: list) -> dict[str, float]:
-    net = load_pfn(checkpoint)
-    results, seconds, graphs = [], 0.0, 0
-    cache = {}
-    for batch in batches:
-        start = time.perf_counter()
-        with torch.no_grad():
-            out = net(batch)
-        seconds += time.perf_counter() - start
-        graphs += batch.num_graphs
-        cache[id(batch)] = out.delta
-        probs = out.edge_probs
-        for b in range(batch.num_graphs):
-            d = int(batch.node_mask[b].sum())
-            p = probs[b, :d, :d].numpy()
-            results.append((p, p > 0.5, batch.adjacency[b, :d, :d].numpy()))
-    row = edge_scores(results)
-    row["delta_rmse"] = delta_rmse(batches, lambda batch: cache[id(batch)])
-    row["s_per_graph"] = seconds / graphs
-    return row
-
-
-def run_method(name: str, batches: list) -> dict[str, float]:
-    method = EDGE_METHODS[name]
-    results, seconds, graphs = [], 0.0, 0
-    for batch in batches:
-        for g in split_graphs(batch):
-            start = time.perf_counter()
-            score, pred = method(g)
-            seconds += time.perf_counter() - start
-            graphs += 1
-            results.append((score, pred, g.adjacency))
-    return {**edge_scores(results), "delta_rmse": float("nan"), "s_per_graph": seconds / graphs}
 
 
 def fmt(value: float, key: str) -> str:

@@ -22,6 +22,7 @@ from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision, Bin
 from causal_engine import metrics as M
 from causal_engine import plots
 from causal_engine.discovery.batch import DiscoveryBatch
+from causal_engine.discovery.discover import load_pfn
 from causal_engine.discovery.encoder import standardise
 from causal_engine.discovery.loss import PFNLoss, delta_mask
 from causal_engine.discovery.models import PFNNet, PFNOutput
@@ -76,6 +77,8 @@ class PFNModule(L.LightningModule):
         loss: the weighted loss (defaults as in `PFNLoss`).
         scheduler: optional partial LR scheduler, stepped every optimiser step.
         threshold: edge probability above which an edge is predicted (SHD, F1, cyclicity).
+        init_checkpoint: start from a trained PFN (e.g. the shipped `checkpoints/pfn.pt`) to fine-tune it; its
+            architecture and weights replace `net`.
     """
 
     def __init__(
@@ -85,8 +88,11 @@ class PFNModule(L.LightningModule):
         loss: PFNLoss | None = None,
         scheduler: Callable[..., Any] | None = None,
         threshold: float = 0.5,
+        init_checkpoint: str | None = None,
     ):
         super().__init__()
+        if init_checkpoint is not None:
+            net = load_pfn(init_checkpoint)
         # Only plain values go into hparams: checkpoints must load with torch.load(weights_only=True), which
         # rejects pickled Hydra partials (optimizer, scheduler) and modules.
         self.save_hyperparameters(logger=False, ignore=["net", "loss", "optimizer", "scheduler"])
