@@ -4,12 +4,13 @@ Training batches come from `causal_engine.scm.sample_batch`, one call per size g
 graphs is split into `size_groups` groups, each with its own node count drawn from the curriculum, and the
 groups are padded together (`batch.collate`), so every batch mixes graph sizes and the masks are exercised all
 the time. The curriculum widens the node-count range linearly from `curriculum_start` to `node_range` over
-`curriculum_batches` batches *of this stream*: a worker cannot see the trainer's step, so it counts its own
-batches times the number of workers (each DDP rank runs its own copy, so the count is per rank).
+`curriculum_batches` batches of this rank's stream.
 A share `obs_only_share` of graphs has its interventional regimes hidden, so the model also learns to work
 from observational data alone.
 
-Every (rank, worker) draws from its own generator (`causal_engine.seeding.stream_generator`); validation
+Training batch k is drawn from its own generator, seeded by (seed, DDP rank, DataLoader worker, k)
+(`causal_engine.seeding.stream_seed`): ranks see different graphs, and a run resumed from a checkpoint at
+step k continues with exactly the batches an uninterrupted run would have drawn. Validation
 and test sets are generated once, from `seed` and the set's index only, so they are the same on every rank
 and in every run with that seed.
 """
@@ -25,7 +26,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from causal_engine.discovery.batch import DiscoveryBatch, collate, from_prior
 from causal_engine.scm import sample_batch
-from causal_engine.seeding import stream_generator
+from causal_engine.seeding import stream_seed
 
 DEFAULT_PRIOR: dict[str, Any] = {
     "graph": "er",
@@ -80,20 +81,25 @@ class PriorStream(IterableDataset):
         curriculum_batches: int,
         obs_only_share: float,
         seed: int,
+        start: int = 0,
     ):
         self.prior, self.batch_size, self.size_groups = dict(prior), batch_size, size_groups
         self.node_range, self.curriculum_start = tuple(node_range), tuple(curriculum_start)
         self.curriculum_batches, self.obs_only_share, self.seed = curriculum_batches, obs_only_share, seed
+        self.start = start
 
     def __iter__(self) -> Iterator[DiscoveryBatch]:
-        generator = stream_generator(self.seed)
+        # Batch k is a pure function of (seed, rank, k): a run resumed at step k (self.start) sees exactly the
+        # batches an uninterrupted run would have seen. Workers take every `workers`-th batch, round-robin,
+        # which is the order the DataLoader reads them in.
         info = get_worker_info()
-        workers = 1 if info is None else info.num_workers
+        workers, wid = (1, 0) if info is None else (info.num_workers, info.id)
         groups = min(self.size_groups, self.batch_size)
         sizes = [len(range(g, self.batch_size, groups)) for g in range(groups)]
-        count = 0
+        k = self.start + wid
         while True:
-            lo, hi = curriculum_range(count * workers, self.curriculum_start, self.node_range, self.curriculum_batches)
+            generator = torch.Generator().manual_seed(stream_seed(self.seed, k))
+            lo, hi = curriculum_range(k, self.curriculum_start, self.node_range, self.curriculum_batches)
             parts = []
             for n in sizes:
                 d = int(torch.randint(lo, hi + 1, (1,), generator=generator))
@@ -101,7 +107,7 @@ class PriorStream(IterableDataset):
             batch = collate(parts)
             hide = torch.rand(batch.num_graphs, generator=generator) < self.obs_only_share
             yield batch.drop_interventions(hide)
-            count += 1
+            k += workers
 
 
 class PFNDataModule(L.LightningDataModule):
@@ -182,6 +188,8 @@ class PFNDataModule(L.LightningDataModule):
             self.curriculum_batches,
             self.obs_only_share,
             self.seed,
+            # A resumed run (ckpt_path=...) continues the stream at the restored step.
+            start=self.trainer.global_step if self.trainer is not None else 0,
         )
         return DataLoader(
             stream, batch_size=None, num_workers=self.num_workers, persistent_workers=self.num_workers > 0
