@@ -12,6 +12,22 @@ from pathlib import Path
 
 import pytest
 
+JEPA = ["task=fit", "model=jepa", "data=video_confounded", "data.n_samples=256", "trainer.max_epochs=1"]
+
+
+@pytest.mark.slow
+def test_jepa_trains_with_ddp_on_two_cpu_processes(tmp_path: Path):
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable, "-m", "causal_engine", *JEPA, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+        "trainer.sync_batchnorm=false", "callbacks.progress_bar=null", "monitor=val/loss", f"hydra.run.dir={out}",
+    ]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "train_ddp_process_1.log").exists()
+    assert (out / "checkpoints" / "last.ckpt").exists()
+    assert any(k.startswith("test/") for k in json.loads((out / "metrics.json").read_text()))
+
 
 @pytest.mark.slow
 def test_pfn_trains_with_ddp_on_two_cpu_processes(tmp_path: Path):

@@ -82,8 +82,8 @@ def fit(cfg: DictConfig, test: bool = True) -> dict[str, float]:
     `ckpt_path` resumes a killed run (optimizer, epoch and step included), e.g. `ckpt_path=last` with
     `hydra.run.dir=` set to the killed run's directory.
     """
-    datamodule: L.LightningDataModule = instantiate(cfg.data)
-    model: L.LightningModule = instantiate(cfg.model)
+    datamodule: L.LightningDataModule = instantiate(cfg.data, _convert_="all")
+    model: L.LightningModule = instantiate(cfg.model, _convert_="all")
     trainer = build_trainer(cfg)
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = collect_metrics(trainer)
@@ -103,8 +103,8 @@ def evaluate(cfg: DictConfig, predict: bool = False) -> dict[str, float]:
             f"task=evaluate needs an existing checkpoint: ckpt_path={ckpt!r}. Give one, e.g. "
             f"ckpt_path=outputs/runs/<date>/<time>/checkpoints/last.ckpt."
         )
-    datamodule: L.LightningDataModule = instantiate(cfg.data)
-    model: L.LightningModule = instantiate(cfg.model)
+    datamodule: L.LightningDataModule = instantiate(cfg.data, _convert_="all")
+    model: L.LightningModule = instantiate(cfg.model, _convert_="all")
     trainer = build_trainer(cfg)
     trainer.test(model, datamodule=datamodule, ckpt_path=str(ckpt))
     metrics = collect_metrics(trainer)

@@ -79,7 +79,7 @@ class OutcomeModule(_NuisanceModule):
         dropout: float = 0.0,
     ) -> None:
         super().__init__(optimizer)
-        self.save_hyperparameters(logger=False)
+        self.save_hyperparameters(logger=False, ignore=["optimizer"])
         self.net = TarNet(in_dim, hidden, depth, head_hidden, dropout)
 
     def loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -106,7 +106,7 @@ class PropensityModule(_NuisanceModule):
         dropout: float = 0.0,
     ) -> None:
         super().__init__(optimizer)
-        self.save_hyperparameters(logger=False)
+        self.save_hyperparameters(logger=False, ignore=["optimizer"])
         self.net = mlp(in_dim, hidden, depth, 1, dropout)
 
     def loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:

@@ -4,8 +4,10 @@ The target encoder is a frozen deep copy of the context encoder, updated after e
 an exponential moving average whose momentum ramps linearly from `ema[0]` to `ema[1]` over training.
 The loss is L1 between the predictor's output and layer-normalised target features at the masked
 positions. The representation used downstream (`embed`) is the target encoder's output pooled over
-space, per time step (`pool="frames"`, [T' · rep_dim]; keeps motion linearly readable) or over all
-tokens (`pool="mean"`, [rep_dim]).
+space per time step: mean and std (`pool="frames_std"`, [T' · 2 · rep_dim], the default), the mean only
+(`pool="frames"`, [T' · rep_dim]), or the mean over all tokens (`pool="mean"`, [rep_dim]). Per-time-step
+pooling keeps motion linearly readable; the spatial std keeps brightness and size, which a mean over
+mostly-background tokens dilutes.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ def momentum_at(step: int, total_steps: int, start: float, end: float) -> float:
     return start + (end - start) * frac
 
 
+POOLS = ("frames_std", "frames", "mean")
+
+
 class JEPAModule(L.LightningModule):
     """Self-supervised spatiotemporal world model; `rep_dim` is the width of its representation."""
 
@@ -52,16 +57,19 @@ class JEPAModule(L.LightningModule):
         heads: int = 4,
         pred_dim: int = 32,
         pred_depth: int = 2,
-        ema: Sequence[float] = (0.996, 1.0),
+        ema: Sequence[float] = (0.99, 1.0),
         n_blocks: int = 2,
         block_scale: Sequence[float] = (0.15, 0.25),
         mask_seed: int = 0,
-        pool: str = "frames",
+        pool: str = "frames_std",
     ) -> None:
         super().__init__()
-        if pool not in ("frames", "mean"):
-            raise ValueError(f"model.pool={pool!r} must be 'frames' or 'mean'")
-        self.save_hyperparameters(logger=False)
+        if pool not in POOLS:
+            raise ValueError(f"model.pool={pool!r} must be one of {', '.join(POOLS)}")
+        # Hydra partials (optimizer, scheduler) stay out of hparams: checkpoints must load with
+        # torch.load(weights_only=True), which rejects them.
+        self.save_hyperparameters(logger=False, ignore=["optimizer", "scheduler"])
+        self.optimizer, self.scheduler = optimizer, scheduler
         self.encoder = VideoEncoder(in_channels, tubelet, rep_dim, depth, heads)
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.predictor = Predictor(rep_dim, pred_dim, pred_depth, heads)
@@ -133,21 +141,29 @@ class JEPAModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = self.hparams.optimizer(params=params)
-        if self.hparams.scheduler is None:
+        optimizer = self.optimizer(params=params)
+        if self.scheduler is None:
             return optimizer
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": self.hparams.scheduler(optimizer=optimizer), "interval": "step"},
+            "lr_scheduler": {"scheduler": self.scheduler(optimizer=optimizer), "interval": "step"},
         }
 
     # --- the representation ------------------------------------------------------------------------
     def pool(self, tokens: torch.Tensor, video_shape: Sequence[int]) -> torch.Tensor:
-        """[B, N, D] → [B, T' · D] (mean over space per time step) or [B, D] (mean over all tokens)."""
+        """[B, N, D] → [B, T' · 2D] (mean and std over space per time step), [B, T' · D] (mean over space per
+        time step) or [B, D] (mean over all tokens).
+
+        The spatial std keeps what a mean over mostly-background tokens dilutes: how far the few object
+        tokens stand out (brightness, size) and, frame by frame, where they are (motion).
+        """
         if self.hparams.pool == "mean":
             return tokens.mean(dim=1)
         gt = self.encoder.grid(video_shape)[0]
-        return tokens.reshape(tokens.shape[0], gt, -1, tokens.shape[-1]).mean(dim=2).flatten(1)
+        per_frame = tokens.reshape(tokens.shape[0], gt, -1, tokens.shape[-1])  # [B, T', H'W', D]
+        if self.hparams.pool == "frames":
+            return per_frame.mean(dim=2).flatten(1)
+        return torch.cat([per_frame.mean(dim=2), per_frame.std(dim=2, correction=0)], dim=-1).flatten(1)
 
     @torch.no_grad()
     def embed(self, videos: torch.Tensor, batch_size: int = 256) -> np.ndarray:
