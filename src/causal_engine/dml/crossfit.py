@@ -9,6 +9,8 @@ covariates. Each fit is an ordinary Lightning fit logged under `rep{r}/fold{k}/<
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from causal_engine.dml.folds import Fold, stratified_folds
@@ -203,13 +205,61 @@ def _scalars(trainer: L.Trainer) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items() if torch.as_tensor(v).numel() == 1}
 
 
+# Settings of the score and the inference only: changing them reuses the fitted folds.
+_INFERENCE_KEYS = ("score", "trim", "max_clipped_share", "normalize", "level")
+
+
+def _fold_fingerprint(cfg: DictConfig) -> str:
+    """What a saved fold depends on: data, representation model, the fitting part of `dml`, and seed."""
+    fitting = {k: v for k, v in OmegaConf.to_container(cfg.dml, resolve=True).items() if k not in _INFERENCE_KEYS}
+    parts = {"data": cfg.get("data"), "model": cfg.get("model"), "dml": fitting, "seed": cfg.get("seed")}
+    return hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(parts), resolve=True).encode()).hexdigest()
+
+
+def _save_fold(path: Path, preds: dict[str, np.ndarray], record: FoldRecord, fingerprint: str) -> None:
+    """A finished fold's out-of-fold predictions and record, written as soon as the fold completes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "fingerprint": fingerprint,
+        "outcome_mse": record.outcome_mse,
+        "propensity_bce": record.propensity_bce,
+        "probe_r2": record.probe_r2,
+        "jepa_metrics": record.jepa_metrics,
+    }
+    trained = {f"trained_{name}": rows for name, rows in record.trained_rows.items()}
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, test=record.fold.test, meta=np.array(json.dumps(meta)), **preds, **trained)
+    tmp.replace(path)  # atomic: a killed run never leaves a half-written fold behind
+
+
+def _load_fold(path: Path, fold: Fold, fingerprint: str) -> tuple[dict[str, np.ndarray], FoldRecord] | None:
+    """The saved fold at `path` when it belongs to this run's config and fold plan, else None."""
+    if not path.is_file():
+        return None
+    with np.load(path) as saved:
+        meta = json.loads(str(saved["meta"]))
+        if meta["fingerprint"] != fingerprint or not np.array_equal(saved["test"], fold.test):
+            raise DMLInputError(
+                f"{path} holds a fold of a different run (other data, model, dml settings or seed). Resume into "
+                f"the run directory of the same command, or start a new one (omit hydra.run.dir)."
+            )
+        preds = {key: saved[key] for key in ("g0", "g1", "m")}
+        trained = {key.removeprefix("trained_"): saved[key] for key in saved.files if key.startswith("trained_")}
+    record = FoldRecord(fold, trained, meta["outcome_mse"], meta["propensity_bce"], meta["probe_r2"],
+                        meta["jepa_metrics"])  # fmt: skip
+    return preds, record
+
+
 def run_crossfit(cfg: DictConfig, sample: CausalSample | None = None) -> CrossfitResult:
     """The cross-fitting loop; returns the estimate with the fold plan and out-of-fold predictions.
 
     `sample` replaces `cfg.data` (benchmarks pass raw pixels or the true confounders as covariates).
     """
     dml = cfg.dml
+    # Folds are saved and resumed only for the configured data (benchmarks pass their own `sample`).
+    sample_from_config = sample is None
     sample = load_sample(cfg.data) if sample is None else sample
+    fingerprint = _fold_fingerprint(cfg)
     check_sample(sample, k_folds=dml.k_folds)
     if sample.is_video and cfg.get("model") is None:
         raise DMLInputError("video data needs a representation model: add `model=jepa`.")
@@ -219,8 +269,19 @@ def run_crossfit(cfg: DictConfig, sample: CausalSample | None = None) -> Crossfi
     for rep in plan:
         oof = {key: np.full(n, np.nan) for key in ("g0", "g1", "m")}
         for fold in rep:
-            # Each fold's models get their own seed: seed + fold (offset by repetition).
-            preds, record = _fit_fold(cfg, sample, fold, seed=int(cfg.seed) + fold.rep * dml.k_folds + fold.k)
+            # Finished folds are saved as they complete; a rerun into the same run directory (a killed run
+            # resumed with hydra.run.dir=...) reuses them and fits from the first unfinished fold on.
+            saved_path = Path(cfg.paths.output_dir) / f"rep{fold.rep}" / f"fold{fold.k}" / "oof.npz"
+            saved = _load_fold(saved_path, fold, fingerprint) if sample_from_config else None
+            if saved is not None:
+                log.info("rep %d fold %d: reusing %s", fold.rep, fold.k, saved_path)
+                preds, record = saved
+            else:
+                # Each fold's models get their own seed: seed + fold (offset by repetition).
+                seed = int(cfg.seed) + fold.rep * dml.k_folds + fold.k
+                preds, record = _fit_fold(cfg, sample, fold, seed=seed)
+                if sample_from_config:
+                    _save_fold(saved_path, preds, record, fingerprint)
             for key, values in preds.items():
                 oof[key][fold.test] = values
             records.append(record)
