@@ -174,6 +174,7 @@ class VideoConfoundedDataModule(VideoDataModule):
         heterogeneous: bool = False,
         noise_sd: float = 0.5,
         pixel_noise: float = 0.05,
+        texture_contrast: float = 0.05,
         seed: int = 0,
         **loader_kwargs: Any,
     ) -> None:
@@ -186,6 +187,7 @@ class VideoConfoundedDataModule(VideoDataModule):
             heterogeneous=heterogeneous,
             noise_sd=noise_sd,
             pixel_noise=pixel_noise,
+            texture_contrast=texture_contrast,
             seed=seed,
         )
 

@@ -12,6 +12,10 @@ representation has to find U among irrelevant variation. The true U is returned 
 `treatment_strength` s is the overlap knob: 0 is a randomised trial, larger values push propensities
 towards 0 and 1. τ(U) = ate by default; with `heterogeneous=true`, τ(U) = ate + 0.5·u_size, whose
 population mean is exactly `ate` because u_size is uniform on [-1, 1].
+
+The nuisance variation must not hide U, or no representation can remove the confounding: the
+texture's contrast is drawn from U[0, `texture_contrast`]; at 0.2 a supervised CNN trained on U itself
+reads the object's brightness with held-out R² 0.68 only (0.80 at the default 0.05).
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ def simulate_videos(
     heterogeneous: bool = False,
     noise_sd: float = 0.5,
     pixel_noise: float = 0.05,
+    texture_contrast: float = 0.05,
     seed: int = 0,
 ) -> VideoSample:
     """Draw `n_samples` confounded videos of shape `dims` = (C, T, H, W) with treatment and outcome."""
@@ -86,7 +91,7 @@ def simulate_videos(
     dx = (0.5 + 0.4 * d[:, :1]) * (w - 1) + 0.2 * d[:, 2:3] * frames * (w - 1)
     dy = (0.5 + 0.4 * d[:, 1:2]) * (h - 1) + 0.2 * d[:, 3:4] * frames * (h - 1)
     video += _render(dx, dy, np.full_like(dx, 0.08 * scale), np.broadcast_to(0.5 + 0.1 * d[:, 4:5], dx.shape), h, w)
-    texture = rng.normal(size=(n_samples, 1, h, w)) * rng.uniform(0.0, 0.2, size=(n_samples, 1, 1, 1))
+    texture = rng.normal(size=(n_samples, 1, h, w)) * rng.uniform(0.0, texture_contrast, size=(n_samples, 1, 1, 1))
     video = video + texture
     # Channels: per-video random colour mix of the same scene (C = 1 keeps the scene as is).
     mix = np.ones((n_samples, c)) if c == 1 else rng.uniform(0.5, 1.0, size=(n_samples, c))
