@@ -30,6 +30,11 @@ def _instantiate_group(node: DictConfig | None) -> list[Any]:
     return [instantiate(item) for item in node.values() if item is not None and "_target_" in item]
 
 
+def instantiate_loggers(cfg: DictConfig) -> list[Logger]:
+    """The config's loggers (`cfg.logger`), also for tasks that log figures outside a Trainer."""
+    return _instantiate_group(cfg.get("logger"))
+
+
 def with_output_dir(cfg: DictConfig, output_dir: str | Path) -> DictConfig:
     """A copy of `cfg` whose `paths.output_dir` (and every path interpolated from it) is `output_dir`."""
     sub = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
@@ -45,7 +50,7 @@ def build_trainer(cfg: DictConfig, *, subdir: str | None = None, **overrides: An
     if subdir is not None:
         cfg = with_output_dir(cfg, Path(cfg.paths.output_dir) / subdir)
     callbacks: list[Callback] = _instantiate_group(cfg.get("callbacks"))
-    loggers: list[Logger] = _instantiate_group(cfg.get("logger"))
+    loggers = instantiate_loggers(cfg)
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **overrides)
 
 

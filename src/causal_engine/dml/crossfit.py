@@ -30,7 +30,7 @@ from causal_engine.jepa.data import CausalSample, DMLInputError, SampleRows, che
 from causal_engine.metrics import linear_probe_r2
 from causal_engine.plots import ci_figure, log_figure, propensity_overlap_figure, save_figure
 from causal_engine.tables import TableSource
-from causal_engine.train import build_trainer
+from causal_engine.train import build_trainer, instantiate_loggers
 
 log = logging.getLogger(__name__)
 
@@ -357,7 +357,7 @@ def _figures(cfg: DictConfig, out: CrossfitResult) -> None:
             truth=out.sample.true_ate,
         ),
     }
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None and "_target_" in c]
+    loggers = instantiate_loggers(cfg)
     for name, fig in figures.items():
         save_figure(fig, Path(cfg.paths.output_dir) / "figures" / f"{name}.png", close=False)
         log_figure(loggers, f"dml/{name}", fig)
