@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,8 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
 
 def render(sweep_dir: Path, console: Console | None = None) -> list[dict[str, Any]]:
     """Print the tour's summary screen for the multirun in `sweep_dir`; return what was printed."""
-    console = console or Console()
+    # Piped or logged output gets 120 columns instead of Rich's 80, so headlines stay on one or two lines.
+    console = console or Console(width=None if sys.stdout.isatty() else 120)
     stops = collect(sweep_dir)
     table = Table(show_header=True, header_style="bold", expand=True)
     table.add_column("stop", style="cyan", no_wrap=True)
