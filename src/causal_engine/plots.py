@@ -91,7 +91,11 @@ def delta_scatter_figure(true: Any, pred: Any, title: str = "counterfactual delt
 
 
 def do_response_figure(
-    grid: Any, truth: Any, curves: dict[str, Any], xlabel: str = "v", ylabel: str = "E[Y | do(X = v)]",
+    grid: Any,
+    truth: Any,
+    curves: dict[str, Any],
+    xlabel: str = "v",
+    ylabel: str = "E[Y | do(X = v)]",
     title: str = "do-response",
 ) -> Figure:
     """The true do-response curve (black) and each model's estimate over the treatment grid."""
@@ -108,7 +112,9 @@ def do_response_figure(
 
 
 def error_vs_n_figure(
-    series: dict[str, tuple[Any, Any, Any, Any]], target: float | None = None, title: str = "error vs N",
+    series: dict[str, tuple[Any, Any, Any, Any]],
+    target: float | None = None,
+    title: str = "error vs N",
     ylabel: str = "interventional RMSE",
 ) -> Figure:
     """Error against training size per model: series[name] = (N, mean, low, high), with a band for the
@@ -130,8 +136,13 @@ def error_vs_n_figure(
 
 
 def training_summary_figure(
-    histories: dict[str, dict[str, list[float]]], coefficients: dict[str, Any], true_coefficients: Any,
-    names: list[str], do_answers: dict[str, float], do_truth: float, do_label: str,
+    histories: dict[str, dict[str, list[float]]],
+    coefficients: dict[str, Any],
+    true_coefficients: Any,
+    names: list[str],
+    do_answers: dict[str, float],
+    do_truth: float,
+    do_label: str,
 ) -> Figure:
     """Phase-1 summary: loss curves per model, recovered vs true coefficients, and one do-query answer."""
     import numpy as np
