@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# `make run` runs the tour (all three systems, ~10 min on 2 cores); `make run ARGS="experiment=pfn"` runs another.
+# `make run` runs the tour (all three systems; 3 min on 2 idle cores); `make run ARGS="experiment=pfn"` runs another.
 ARGS ?= experiment=tour
 
 .PHONY: setup run test test-fast lint bench clean
