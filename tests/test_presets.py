@@ -27,13 +27,16 @@ def test_there_are_presets():
 def test_preset_runs_with_fast_dev_run(experiment, compose, tmp_path):
     cfg = compose([f"experiment={experiment}", "trainer=debug"])
     if cfg.hydra.mode == RunMode.MULTIRUN:
-        sweep = tmp_path / "sweep"
+        # Exactly as `make run` does it: the default sweep directory, which every job must share.
         cmd = [sys.executable, "-m", "causal_engine", f"experiment={experiment}", "trainer=debug",
-               "callbacks.progress_bar=null", f"hydra.sweep.dir={sweep}"]  # fmt: skip
+               "callbacks.progress_bar=null"]  # fmt: skip
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
+        (sweep,) = (tmp_path / "outputs" / "multiruns").glob("*/*")
         jobs = sorted(sweep.glob("*/metrics.json"))
         assert jobs and all(json.loads(p.read_text()) for p in jobs)
+        if experiment == "tour":
+            assert f"{len(jobs)} of {len(jobs)} stops completed" in result.stdout
         return
     metrics = run(cfg)
     out = Path(cfg.paths.output_dir)
