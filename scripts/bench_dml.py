@@ -182,11 +182,17 @@ def main() -> None:
     records = [json.loads(line) for line in store.read_text().splitlines()] if args.resume and store.exists() else []
     if not args.resume:
         store.write_text("")
+    stale = [r["seed"] for r in records if r["overrides"] != args.overrides]
+    if stale:
+        sys.exit(
+            f"{store} holds replicates {stale} run with other overrides than {args.overrides}; "
+            "resume with the same overrides or use another --out"
+        )
     done = {r["seed"] for r in records}
     for seed in range(args.first_seed, args.first_seed + args.replicates):
         if seed in done:
             continue
-        rows = replicate(seed, args.overrides, Path("/tmp") / "bench_dml_runs", args.rf_trees)
+        rows = replicate(seed, args.overrides, args.out / "runs", args.rf_trees)
         record = {"seed": seed, "overrides": args.overrides, "estimators": rows}
         records.append(record)
         with store.open("a") as handle:
