@@ -5,6 +5,9 @@ row with it, fit the TarNet outcome and the propensity networks on the training 
 and predict the held-out fold. The pooled out-of-fold predictions enter the orthogonal score
 (`causal_engine.dml.scores`). Tabular data (`data=table`) skips the JEPA: the nuisances take the
 covariates. Each fit is an ordinary Lightning fit logged under `rep{r}/fold{k}/<model>/`.
+
+Under `trainer=ddp` every rank runs this same loop; fits synchronise gradients, inference is split across
+ranks and gathered back by row index (`causal_engine.dml.ddp`), and only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from causal_engine.dml.ddp import all_gather, barrier, check_identical, gather_by_index, rank_and_world
 from causal_engine.dml.folds import Fold, stratified_folds
 from causal_engine.dml.scores import DMLResult, ScoreElements, aggregate, score_elements
 from causal_engine.jepa.data import CausalSample, DMLInputError, SampleRows, check_sample
@@ -108,11 +112,22 @@ def _loader(dataset: Dataset, batch_size: int, *, shuffle: bool, collate_fn: Any
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate_fn)
 
 
+def _loader_rows(loader: DataLoader) -> np.ndarray:
+    """Global rows this process's copy of `loader` iterates: under DDP the shard that Lightning's
+    DistributedSampler hands this rank (it yields positions in the dataset), otherwise every row."""
+    rows = np.asarray(loader.dataset.rows)
+    if isinstance(loader.sampler, DistributedSampler):
+        rows = rows[np.fromiter(iter(loader.sampler), dtype=np.int64)]
+    return rows
+
+
 def _trained_rows(trainer: L.Trainer) -> np.ndarray:
-    """Rows behind the DataLoaders the trainer fit and validated on (read back from Lightning itself)."""
+    """Rows the trainer fit and validated on, read back from Lightning's own DataLoaders and united over
+    DDP ranks, so every rank runs the leak check on the same set (and raises together, never hangs)."""
     val = trainer.val_dataloaders
     loaders = [trainer.train_dataloader, *(val if isinstance(val, list | tuple) else [val])]
-    return np.unique(np.concatenate([np.asarray(dl.dataset.rows) for dl in loaders if dl is not None]))
+    local = np.unique(np.concatenate([_loader_rows(dl) for dl in loaders if dl is not None]))
+    return np.unique(np.concatenate(all_gather(local)))
 
 
 def _best_weights(trainer: L.Trainer, module: L.LightningModule) -> None:
@@ -146,7 +161,10 @@ def _fit_fold(cfg: DictConfig, sample: CausalSample, fold: Fold, seed: int) -> t
         )
         trained["jepa"] = _trained_rows(trainer)
         jepa_metrics = {k: v for k, v in _scalars(trainer).items() if k.startswith(("val/", "train/"))}
-        features = torch.from_numpy(jepa.embed(sample.features)).float()  # [N, D'] every row, inference only
+        # [N, D'] every row, inference only; under DDP each rank embeds a shard and all ranks get every row.
+        features = torch.from_numpy(
+            gather_by_index(np.arange(len(sample)), lambda rows: jepa.embed(sample.features[torch.as_tensor(rows)]))
+        ).float()
         if sample.confounders is not None:
             probe = linear_probe_r2(
                 features[fold.train].double().numpy(),
@@ -164,7 +182,6 @@ def _fit_fold(cfg: DictConfig, sample: CausalSample, fold: Fold, seed: int) -> t
     y_mu, y_sd = y_raw[fold.train].mean(), y_raw[fold.train].std().clamp_min(1e-6)
     y = (y_raw - y_mu) / y_sd
     t = torch.tensor(sample.treatment, dtype=torch.float32)
-    test = torch.as_tensor(fold.test)
 
     models = {}
     for name in ("outcome", "propensity"):
@@ -184,9 +201,14 @@ def _fit_fold(cfg: DictConfig, sample: CausalSample, fold: Fold, seed: int) -> t
         if leaked.size:  # a bug, not a user error: the estimate would be invalid
             raise RuntimeError(f"{tag}: the {name} model saw {leaked.size} held-out row(s), e.g. {leaked[:5]}")
 
-    mu_hat = models["outcome"].predict(x[test]) * y_sd + y_mu  # [n_test, 2] in outcome units
-    m_hat = models["propensity"].predict(x[test]).double().numpy()  # [n_test]
-    g0, g1 = mu_hat[:, 0].double().numpy(), mu_hat[:, 1].double().numpy()
+    def predict(rows: np.ndarray) -> np.ndarray:
+        """Out-of-fold (g0, g1, m) for `rows` of the held-out fold: [m, 3], outcomes in outcome units."""
+        xr = x[torch.as_tensor(rows)]
+        mu_hat = models["outcome"].predict(xr) * y_sd + y_mu  # [m, 2]
+        return torch.cat([mu_hat, models["propensity"].predict(xr)[:, None]], 1).double().numpy()
+
+    # Under DDP each rank predicts a shard of the held-out fold; all ranks get every row, in fold.test order.
+    g0, g1, m_hat = gather_by_index(fold.test, predict).T  # each [n_test]
     d_test, y_test = sample.treatment[fold.test], sample.outcome[fold.test]
     factual = np.where(d_test == 1, g1, g0)
     m_safe = np.clip(m_hat, 1e-7, 1 - 1e-7)
@@ -273,6 +295,9 @@ def run_crossfit(cfg: DictConfig, sample: CausalSample | None = None) -> Crossfi
             # resumed with hydra.run.dir=...) reuses them and fits from the first unfinished fold on.
             saved_path = Path(cfg.paths.output_dir) / f"rep{fold.rep}" / f"fold{fold.k}" / "oof.npz"
             saved = _load_fold(saved_path, fold, fingerprint) if sample_from_config else None
+            # Ranks that disagreed here would enter different collectives and hang; stop them all instead.
+            if len(set(all_gather(saved is not None))) > 1:
+                raise RuntimeError(f"{saved_path}: DDP ranks disagree on whether this fold is finished")
             if saved is not None:
                 log.info("rep %d fold %d: reusing %s", fold.rep, fold.k, saved_path)
                 preds, record = saved
@@ -281,11 +306,17 @@ def run_crossfit(cfg: DictConfig, sample: CausalSample | None = None) -> Crossfi
                 seed = int(cfg.seed) + fold.rep * dml.k_folds + fold.k
                 preds, record = _fit_fold(cfg, sample, fold, seed=seed)
                 if sample_from_config:
-                    _save_fold(saved_path, preds, record, fingerprint)
+                    # The predictions are identical on every rank: one writer. The rank is read here, not before
+                    # the loop: Lightning creates the process group at the first DDP fit.
+                    if rank_and_world()[0] == 0:
+                        _save_fold(saved_path, preds, record, fingerprint)
+                        log.info("rep %d fold %d: saved %s", fold.rep, fold.k, saved_path)
+                    barrier()  # a resume or a later reader never sees a missing or half-written fold
             for key, values in preds.items():
                 oof[key][fold.test] = values
             records.append(record)
         oof["ell"] = oof["m"] * oof["g1"] + (1 - oof["m"]) * oof["g0"]  # E[Y|X] for the PLR score
+        check_identical(list(oof.values()), f"rep {rep[0].rep}: out-of-fold predictions")
         predictions.append(oof)
         elements.append(_elements(dml, sample, oof))
     result = aggregate(dml.score, elements, level=dml.level)
