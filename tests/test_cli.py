@@ -54,3 +54,32 @@ def test_failing_sweep_job_does_not_stop_the_others(tmp_path):
     assert "| 0 | -1 | failed | – |" in text
     assert "ConfigError: Config key 'model.optimizer.lr' = -1 is too small" in text
     assert "| 1 | 0.01 | ok |" in text
+
+
+def test_slurm_preset_selects_submitit_and_batch_log_bar(tmp_path):
+    hydra_cfg = cli("--cfg", "hydra", "launcher=slurm", cwd=tmp_path)
+    assert hydra_cfg.returncode == 0, hydra_cfg.stderr
+    assert "_target_: hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher" in hydra_cfg.stdout
+    job_cfg = cli("--cfg", "job", "launcher=slurm", cwd=tmp_path)
+    assert "TQDMProgressBar" in job_cfg.stdout and "RichProgressBar" not in job_cfg.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "launcher",
+    [
+        ["launcher=local"],  # joblib: one process per job
+        # submitit's local executor: the same pickling and job-directory path as SLURM, without a cluster
+        ["hydra/launcher=submitit_local", "callbacks=batch_logs", "hydra.launcher.timeout_min=10"],
+    ],
+    ids=["joblib", "submitit_local"],
+)
+def test_sweep_runs_through_parallel_launchers(tmp_path, launcher):
+    result = cli(
+        "-m", "experiment=causal_mlp", "trainer=debug", "data.n_train=200", *launcher,
+        "model.optimizer.lr=0.01,0.02", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    for job in ("0", "1"):
+        metrics = json.loads((tmp_path / "sweep" / job / "metrics.json").read_text())
+        assert metrics["test/do_rmse"] >= 0.0
