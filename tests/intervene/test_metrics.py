@@ -39,3 +39,48 @@ def test_model_do_samples_with_the_intervened_value_and_needs_a_pool():
         samples = model.do({"a": 1.0}, n=200, generator=torch.Generator().manual_seed(2))
     assert samples.shape == (200, 2) and torch.all(samples[:, 0] == 1.0)
     assert samples[:, 1].std() > 0  # b keeps its resampled noise
+
+
+class _Oracle:
+    """A perfect do-query network: answers with the zoo's own mechanisms and each row's exact noise."""
+
+    def __init__(self, scm) -> None:
+        self.scm = scm
+
+    def interventional(self, x_ref: torch.Tensor, interventions) -> torch.Tensor:
+        return self.scm.counterfactual(x_ref, interventions)
+
+    def counterfactual(self, x_ref: torch.Tensor, interventions) -> torch.Tensor:
+        return self.scm.counterfactual(x_ref, interventions)
+
+
+@pytest.mark.parametrize("name", ["nonlin_simpson", "toy", "mediator_nonadd", "symprod_simpson"])
+def test_the_exact_scm_scores_zero_on_a_small_reference_set(name):
+    """The old scoring (population curve) puts a floor of ≈ SD(Y's noise part)/√n under every model; the
+    rows' exact do-response removes it: the oracle scores 0 up to float32 rounding of the reference rows."""
+    from causal_engine.intervene.data import ZooDataModule
+    from causal_engine.intervene.module import score_answers
+
+    dm = ZooDataModule(name, n_train=64, n_test=100, n_mmd=100, seed=0)
+    dm.setup("fit")
+    found = score_answers(_Oracle(dm.scm), dm.graph, dm.test_x.double(), dm.truth, dm.cf_shift)
+    assert float(found["do_rmse"]) < 1e-5
+    assert float(found["ate_error"]) < 1e-5
+    assert float(found["cf_rmse"]) < 1e-5
+    # The population-scored error is the rows' sampling error (SD of Y's noise part / √100): 0.11–0.58 here.
+    assert float(found["do_rmse_pop"]) > 0.05
+    if name == "symprod_simpson":  # x0 · x1: the rows' mean of x0 scales the effect, so the ATE is floored too
+        assert float(found["ate_error_pop"]) > 0.1
+    # MMD² against independent true draws is unbiased: it scatters around 0 (SD ~ 1/n), no floor.
+    assert abs(float(found["mmd"])) < 0.05
+
+
+def test_do_mean_on_rows_is_the_population_mean_for_many_rows():
+    from causal_engine.scm.zoo import get_scm
+
+    scm = get_scm("nonlin_simpson")
+    grid = torch.tensor([-1.0, 0.0, 0.5], dtype=torch.float64)
+    x = scm.sample(100_000, torch.Generator().manual_seed(4))
+    rows = scm.do_mean_on_rows(x, grid)
+    # Y's noise part 1.5 x0 + tanh(z) has SD < 1.7, so 4 SE = 4 · 1.7 / √1e5 ≈ 0.022.
+    assert torch.allclose(rows, torch.tanh(2 * grid) - 1, atol=0.022)

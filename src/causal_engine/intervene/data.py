@@ -32,11 +32,20 @@ class GraphInfo:
 
 @dataclass
 class Truth:
-    """The simulator's exact answers on the test reference rows, for scoring."""
+    """The simulator's exact answers on the test reference rows, for scoring.
+
+    Two do-response truths: the population curve E[Y | do(X = v)] (for figures and `*_pop` metrics) and the
+    reference rows' own exact curve, the mean over rows of Y_i under do(X = v) with row i's exogenous noise.
+    A model answers by averaging over those same rows' (abducted) noise, so only the rows' curve gives a
+    perfect model zero error on a finite reference set; against the population curve every model shares
+    the rows' sampling error (SD of Y's noise part / √n_test) as a floor.
+    """
 
     grid: Tensor  # [V] treatment values (5–95 % quantiles of X)
-    do_mean: Tensor  # [V] E[Y | do(X = v)]
+    do_mean: Tensor  # [V] population E[Y | do(X = v)]
     do_se: Tensor  # [V] its Monte Carlo standard error (0 when analytic)
+    rows_do_mean: Tensor  # [V] mean over the test rows of Y_i under do(X = v) with row i's own noise
+    val_rows_do_mean: Tensor  # [V] the same over the validation rows (for `val/do_rmse`)
     mmd_value: float  # the treatment value of the MMD query (the grid's median)
     do_samples: Tensor  # [M, D] samples under do(X = mmd_value)
     x_cf: Tensor  # [N_test, D] counterfactuals of the test rows under do(X := X + cf_shift)
@@ -167,7 +176,8 @@ class ZooDataModule(InterveneDataModule):
         has_cf = torch.zeros(self.n_train, dtype=torch.bool)
         has_cf[:n_cf] = True
         self.train_set = _batch(x, cut, x_cf, has_cf)
-        self.val_set = _batch(scm.sample(self.n_val, torch.Generator().manual_seed(self.seed + 1)))
+        x_val = scm.sample(self.n_val, torch.Generator().manual_seed(self.seed + 1))
+        self.val_set = _batch(x_val)
         x_test = scm.sample(self.n_test, torch.Generator().manual_seed(self.seed + 2))
         self.test_set = _batch(x_test)
         grid = scm.treatment_grid(self.n_quantiles)
@@ -175,7 +185,18 @@ class ZooDataModule(InterveneDataModule):
         mmd_value = float(grid[len(grid) // 2])
         do_samples = scm.sample(self.n_mmd, torch.Generator().manual_seed(self.seed + 3), {t: mmd_value})
         x_cf_test = scm.counterfactual(x_test, {t: {"shift": self.cf_shift}})
-        self.truth = Truth(grid.float(), mean.float(), se.float(), mmd_value, do_samples.float(), x_cf_test.float())
+        # From the float64 rows, before the float32 cast the models see.
+        rows_mean, val_rows_mean = scm.do_mean_on_rows(x_test, grid), scm.do_mean_on_rows(x_val, grid)
+        self.truth = Truth(
+            grid=grid.float(),
+            do_mean=mean.float(),
+            do_se=se.float(),
+            rows_do_mean=rows_mean.float(),
+            val_rows_do_mean=val_rows_mean.float(),
+            mmd_value=mmd_value,
+            do_samples=do_samples.float(),
+            x_cf=x_cf_test.float(),
+        )
 
 
 class ArrayDataModule(InterveneDataModule):

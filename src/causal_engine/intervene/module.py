@@ -37,11 +37,20 @@ def build_net(factory: Callable[..., nn.Module], graph: GraphInfo) -> nn.Module:
 @torch.no_grad()
 def score_answers(net: Any, graph: GraphInfo, x_ref: Tensor, truth: Any, cf_shift: float) -> dict[str, Tensor]:
     """Score any network with `interventional` / `counterfactual` methods against the simulator's `truth`
-    (`data.Truth`): do-response curve and its errors, interventional MMD of Y under do(X = median),
-    counterfactual RMSE of Y under do(X := X + cf_shift), and (structural nets) the composition error."""
+    (`data.Truth`, built on the same reference rows `x_ref` [n, D]).
+
+    The model's do-response averages over the reference rows' abducted noise, so `do_rmse`, `do_rel_rmse`
+    and `ate_error` compare it with the same rows' exact do-response (`truth.rows_do_mean`): a perfect
+    model scores 0 on any finite reference set. `do_rmse_pop` / `ate_error_pop` compare it with the
+    population E[Y | do(X = v)] and so include the rows' sampling error, a floor shared by every model.
+    `mmd`: unbiased MMD² of Y under do(X = median) (the rows' samples vs independent true draws; mean 0
+    for a perfect model, so no floor). `cf_rmse`: Y under do(X := X + cf_shift) per unit against the
+    rows' exact counterfactuals. `composition` (structural nets): null-intervention rollout vs factual.
+    """
     t, y = graph.treatment, graph.outcome
-    curve = torch.stack([net.interventional(x_ref, {t: float(v)})[:, y].mean() for v in truth.grid])
-    errors = metrics.do_response_errors(curve, truth.do_mean.to(curve))
+    curve = torch.stack([net.interventional(x_ref, {t: float(v)})[:, y].mean() for v in truth.grid])  # [V]
+    errors = metrics.do_response_errors(curve, truth.rows_do_mean.to(curve))
+    errors_pop = metrics.do_response_errors(curve, truth.do_mean.to(curve))
     samples = net.interventional(x_ref[: len(truth.do_samples)], {t: truth.mmd_value})[:, y]
     true_samples = truth.do_samples[:, y].to(samples)
     scale = true_samples.std().clamp_min(1e-8)
@@ -51,6 +60,8 @@ def score_answers(net: Any, graph: GraphInfo, x_ref: Tensor, truth: Any, cf_shif
         "do_rmse": errors["rmse"],
         "do_rel_rmse": errors["rel_rmse"],
         "ate_error": errors["ate_error"],
+        "do_rmse_pop": errors_pop["rmse"],
+        "ate_error_pop": errors_pop["ate_error"],
         "mmd": metrics.mmd_rbf(samples[:, None] / scale, true_samples[:, None] / scale),
         "cf_rmse": metrics.rmse(cf, truth.x_cf[:, y].to(cf)),
     }
@@ -171,8 +182,9 @@ class InterveneModule(L.LightningModule):
             self.history["val"].append(float(val))
         truth = getattr(self._datamodule, "truth", None)
         if truth is not None:
+            # Against the validation rows' own exact curve, like test/do_rmse (see `score_answers`).
             curve = self.do_curve(self._datamodule.val_x.to(self.device), truth.grid)
-            self.log("val/do_rmse", metrics.rmse(curve, truth.do_mean.to(curve)), sync_dist=True)
+            self.log("val/do_rmse", metrics.rmse(curve, truth.val_rows_do_mean.to(curve)), sync_dist=True)
 
     def test_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
         x = batch[0]

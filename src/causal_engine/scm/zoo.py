@@ -163,6 +163,21 @@ class ZooSCM:
             ses.append(draws.std() / n_mc**0.5)
         return torch.stack(means), torch.stack(ses)
 
+    def do_mean_on_rows(
+        self, x_ref: Tensor, values: Tensor, treatment: int | None = None, outcome: int | None = None
+    ) -> Tensor:
+        """The reference rows' own do-response [V]: for each v in `values` [V], the mean over the rows
+        x_ref [n, D] of Y_i under do(X = v) with row i's exact (abducted) exogenous noise.
+
+        This, not the population E[Y | do(X = v)], is what a model averaging over the same rows' noise
+        should reproduce; the two differ by the rows' sampling error (≈ SD of Y's noise part / √n).
+        """
+        t = self.treatment if treatment is None else treatment
+        y = self.outcome if outcome is None else outcome
+        noise = self.abduct(x_ref)  # [n, D]
+        values = torch.as_tensor(values, dtype=torch.float64)
+        return torch.stack([self.simulate(noise, {t: float(v)})[:, y].mean() for v in values])
+
     def treatment_grid(self, n_quantiles: int = 9, n_mc: int = 100_000, seed: int = 0) -> Tensor:
         """The 5–95 % quantiles of X (observational) at `n_quantiles` evenly spaced levels [V]."""
         x = self.sample(n_mc, torch.Generator().manual_seed(seed))[:, self.treatment]
