@@ -8,20 +8,27 @@ The graphs are the fixed test sets of `data=scm_prior` (seed 42): the first --gr
 `experiment=pfn` logs as test/<set>/<metric>. Edge metrics pool every off-diagonal pair of the set's graphs;
 SHD is the mean per graph; a CPDAG's undirected edge counts as both directions. Delta RMSE is in
 observational z-units over non-intervened nodes (the PFN, and the zero / mean-shift delta baselines).
-Seconds per graph: baselines one graph at a time; the PFN one forward pass per batch of graphs, divided by
-the batch size (amortised inference). Slow methods are skipped above --max-d (default 20 for GES, GIES,
-NOTEARS). Writes README.md and metrics.png into --out and prints the table.
+Slow methods are skipped above --max-d (default 20 for GES, GIES, NOTEARS). Writes README.md and
+metrics.png into --out and prints the table and the PFN's speed-up over PC.
+
+Timing (see causal_engine.discovery.compare): one thread for every method (torch, BLAS and OpenMP), one
+untimed warm-up call per method and set. s_per_graph: a baseline one graph at a time from its samples to its
+graph; the PFN one pass per batch of 8 graphs from the raw samples to edge probabilities (standardisation and
+features included; mean of 5 passes) divided by 8. s_with_deltas: the PFN's full forward pass, which also
+predicts the deltas of the batch's queries.
 """
 
 from __future__ import annotations
 
 import os
 
-# One BLAS thread per process: numpy/scipy baselines on a shared CPU are ~50x slower when oversubscribed.
+# One thread for every method (numpy/scipy baselines and torch alike): a fair comparison, and BLAS on a shared
+# CPU is ~50x slower when oversubscribed. Set before numpy and torch are imported.
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+    os.environ[_var] = "1"
 
 import argparse  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -35,13 +42,15 @@ from causal_engine.discovery.compare import delta_rmse, run_method, run_pfn  # n
 from causal_engine.run import CONFIG_DIR  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-COLUMNS = ("shd", "auroc", "auprc", "f1", "delta_rmse", "s_per_graph")
+COLUMNS = ("shd", "auroc", "auprc", "f1", "delta_rmse", "s_per_graph", "s_with_deltas")
 
 
 def fmt(value: float, key: str) -> str:
     if np.isnan(value):
         return "—"
-    return f"{value:.4f}" if key == "s_per_graph" else f"{value:.3f}" if key != "shd" else f"{value:.1f}"
+    if key.startswith("s_"):
+        return f"{value:.5f}"
+    return f"{value:.3f}" if key != "shd" else f"{value:.1f}"
 
 
 def main() -> None:
@@ -57,9 +66,8 @@ def main() -> None:
     )
     parser.add_argument("--checkpoint", type=Path, default=REPO / "checkpoints" / "pfn.pt")
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench_discovery")
-    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(1)
     max_d = {k: int(v) for k, v in (item.split("=") for item in args.max_d)}
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -76,22 +84,29 @@ def main() -> None:
         batches = datamodule.test_batches[name]
         d = batches[0].num_nodes
         if args.checkpoint.is_file():
-            rows.append(("causal PFN", name, run_pfn(args.checkpoint, batches)))
+            pfn = run_pfn(args.checkpoint, batches)
+            rows.append(("causal PFN", name, {**pfn, "s_with_deltas": pfn["s_per_graph_with_deltas"]}))
         for method in args.methods:
             if d > max_d.get(method, 10**9):
                 continue
-            rows.append((method, name, run_method(method, batches)))
+            rows.append((method, name, {**run_method(method, batches), "s_with_deltas": float("nan")}))
             print(f"{name:16s} {method:10s} done", flush=True)
-        nan = dict.fromkeys(("shd", "auroc", "auprc", "f1", "s_per_graph"), float("nan"))
+        nan = dict.fromkeys(("shd", "auroc", "auprc", "f1", "s_per_graph", "s_with_deltas"), float("nan"))
         rows.append(("zero delta", name, {**nan, "delta_rmse": delta_rmse(batches, zero_delta)}))
         rows.append(("mean-shift delta", name, {**nan, "delta_rmse": delta_rmse(batches, mean_shift_delta)}))
 
     header = "| method | set | " + " | ".join(COLUMNS) + " |"
     lines = [header, "|" + "---|" * (len(COLUMNS) + 2)]
     lines += [f"| {m} | {s} | " + " | ".join(fmt(r[k], k) for k in COLUMNS) + " |" for m, s, r in rows]
-    table = "\n".join(lines)
+    seconds = {(m, s): r["s_per_graph"] for m, s, r in rows}
+    speed = [
+        f"- {name}: PC / PFN seconds per graph = {seconds[('PC', name)] / seconds[('causal PFN', name)]:.0f}x"
+        for name in args.sets
+        if ("PC", name) in seconds and ("causal PFN", name) in seconds
+    ]
+    table = "\n".join([*lines, "", *speed])
     args.out.mkdir(parents=True, exist_ok=True)
-    command = "python scripts/bench_discovery.py " + " ".join(["--sets", *args.sets, "--graphs", str(args.graphs)])
+    command = " ".join(["python scripts/bench_discovery.py", *sys.argv[1:]])
     (args.out / "README.md").write_text(f"# bench_discovery\n\n`{command}`\n\n{table}\n")
     fig, axes = plots.plt.subplots(1, 2, figsize=(11, 4))
     methods = list(dict.fromkeys(m for m, _, r in rows if not np.isnan(r["auroc"])))

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from causal_engine.discovery.batch import DiscoveryBatch
+from causal_engine.discovery.encoder import query_features
 from causal_engine.discovery.models import ModelA, ModelB, ModelC, ModelD, ModelE, PFNNet, build_net
 
 from .conftest import small_batch
@@ -94,13 +95,14 @@ def test_rescaling_a_column_does_not_change_the_prediction(cls: type[PFNNet]) ->
 
 def test_model_d_prediction_follows_its_attention_bias(mixed_batch: DiscoveryBatch) -> None:
     net = make(ModelD)
+    b = mixed_batch
     with torch.no_grad():
-        tokens, query_feats, pair = net.encoder(mixed_batch)
-        h, logits = net.structure(tokens, pair, mixed_batch.node_mask)
-        base = net.deltas(h, query_feats, pair, logits, mixed_batch.node_mask)
-        flipped = net.deltas(h, query_feats, pair, -logits, mixed_batch.node_mask)
+        ctx = net.context(b)
+        query_feats = query_features(b.query, b.query_targets, b.query_values, ctx.mean, ctx.std, b.node_mask)
+        base = net.deltas(ctx.h, query_feats, ctx.pair, ctx.edge_logits, b.node_mask)
+        flipped = net.deltas(ctx.h, query_feats, ctx.pair, -ctx.edge_logits, b.node_mask)
         net.bias_scale = 0.0
-        unbiased = net.deltas(h, query_feats, pair, logits, mixed_batch.node_mask)
+        unbiased = net.deltas(ctx.h, query_feats, ctx.pair, ctx.edge_logits, b.node_mask)
     assert (base - flipped).abs().max() > 1e-3
     assert (base - unbiased).abs().max() > 1e-3
     bias = ModelD.structural_bias(net, torch.full((1, 3, 3), 50.0))

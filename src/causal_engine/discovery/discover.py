@@ -31,7 +31,6 @@ from torchmetrics.functional.classification import binary_auroc, binary_average_
 from causal_engine import metrics as M
 from causal_engine import plots
 from causal_engine.discovery.batch import DiscoveryBatch
-from causal_engine.discovery.encoder import standardise
 from causal_engine.discovery.models import PFNNet, build_net
 from causal_engine.errors import UserError
 from causal_engine.tables import load_graph, load_table
@@ -179,22 +178,23 @@ def _parse_do(do: Any, columns: list[str]) -> dict[str, float] | None:
 
 @torch.no_grad()
 def predict(net: PFNNet, batch: DiscoveryBatch, query_batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """Edge probabilities [d, d] and deltas in the variables' units [Q, d] (queries in chunks)."""
-    std = standardise(batch).std  # [1, d]
-    probs, deltas = None, []
-    for start in range(0, batch.query.shape[1], query_batch):
-        part = DiscoveryBatch(
-            **{
-                **batch.__dict__,
-                **{
-                    k: getattr(batch, k)[:, start : start + query_batch]
-                    for k in ("query", "query_targets", "query_values")
-                },
-            }
-        )
-        out = net(part)
-        probs = out.edge_probs[0] if probs is None else probs
-        deltas.append(out.delta[0] * std)
+    """Edge probabilities [d, d] and deltas in the variables' units [Q, d].
+
+    The context (features, trunk, graph) is computed once; only the delta layers run per chunk of
+    `query_batch` queries, which bounds their memory ([query_batch, d, D] tokens) on long tables.
+    """
+    ctx = net.context(batch)
+    deltas = [
+        net.query_deltas(
+            ctx,
+            batch.query[:, start : start + query_batch],
+            batch.query_targets[:, start : start + query_batch],
+            batch.query_values[:, start : start + query_batch],
+        )[0]
+        * ctx.std
+        for start in range(0, batch.query.shape[1], query_batch)
+    ]
+    probs = torch.sigmoid(ctx.edge_logits[0])
     return probs * (1 - torch.eye(batch.num_nodes)), torch.cat(deltas)
 
 

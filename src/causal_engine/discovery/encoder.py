@@ -55,42 +55,77 @@ class Standardised:
     std: Tensor  # [B, d]
 
 
-def _z(x: Tensor, mean: Tensor, std: Tensor, mask: Tensor) -> Tensor:
-    return ((x - mean) / std).clamp(-_CLIP, _CLIP) * mask
+@dataclass
+class ContextFeatures:
+    """Everything the encoder reads from a dataset before any query (computed once per dataset)."""
+
+    node: Tensor  # [B, d, 7] node context features
+    pair: Tensor  # [B, d, d, 12] pairwise features
+    mean: Tensor  # [B, d] observational location ...
+    std: Tensor  # [B, d] ... and scale of every variable (the z-units of queries and deltas)
+
+
+def _z(x: Tensor, mean: Tensor, scale: Tensor) -> Tensor:
+    """(x - mean) / std, clipped; `scale` = mask / std, so masked entries become exactly 0."""
+    return (x - mean).mul_(scale).clamp_(-_CLIP, _CLIP)
+
+
+def _location_scale(batch: DiscoveryBatch) -> tuple[Tensor, Tensor]:
+    """Observational mean and std per graph and variable, [B, d] each."""
+    obs = batch.observational  # [B, S, d]
+    # A constant column is rejected upstream for users' data; the clamp only guards padding nodes.
+    return obs.mean(1), obs.std(1).clamp_min(_EPS)
+
+
+def _node_scale(batch: DiscoveryBatch, std: Tensor) -> Tensor:
+    return batch.node_mask.float() / std  # [B, d]; 0 on padding nodes
 
 
 def standardise(batch: DiscoveryBatch) -> Standardised:
     """Per graph and variable: subtract the observational mean, divide by the observational std."""
-    obs = batch.observational  # [B, S, d]
-    mean = obs.mean(1)  # [B, d]
-    std = obs.std(1).clamp_min(_EPS)  # [B, d]; a constant column is rejected upstream for users' data
-    node = batch.node_mask.float()  # [B, d]
-    m, s = mean[:, None], std[:, None]
+    mean, std = _location_scale(batch)
+    m, scale = mean[:, None], _node_scale(batch, std)[:, None]  # [B, 1, d]
     return Standardised(
-        observational=_z(obs, m, s, node[:, None]),
-        interventional=_z(batch.interventional, m[:, None], s[:, None], node[:, None, None]),
-        query=_z(batch.query, m, s, node[:, None]),
-        query_values=_z(batch.query_values, m, s, (batch.query_targets & batch.node_mask[:, None]).float()),
-        regime_values=_z(batch.regime_values, m, s, (batch.regime_targets & batch.node_mask[:, None]).float()),
+        observational=_z(batch.observational, m, scale),
+        interventional=_z(batch.interventional, m[:, None], scale[:, None]),
+        query=_z(batch.query, m, scale),
+        query_values=_z(batch.query_values, m, scale * (batch.query_targets & batch.node_mask[:, None])),
+        regime_values=_z(batch.regime_values, m, scale * (batch.regime_targets & batch.node_mask[:, None])),
         mean=mean,
         std=std,
     )
 
 
-def _regime_stats(z: Standardised, batch: DiscoveryBatch) -> tuple[Tensor, Tensor, Tensor]:
-    """Masked mean and log-std of every regime's samples, and the regime weights. Shapes [B, R, d], [B, R]."""
-    w = batch.int_sample_mask.float() * batch.regime_mask[:, :, None].float()  # [B, R, S]
-    n = w.sum(2).clamp_min(1.0)  # [B, R]
-    mean = (z.interventional * w[..., None]).sum(2) / n[..., None]  # [B, R, d]
-    var = (((z.interventional - mean[:, :, None]) ** 2) * w[..., None]).sum(2) / (n[..., None] - 1).clamp_min(1)
-    logstd = 0.5 * torch.log(var + 1e-4)  # [B, R, d]
-    return mean, logstd, (w.sum(2) > 1).float()  # a regime needs 2 rows to have a spread
+def _regime_stats(interventional: Tensor, batch: DiscoveryBatch) -> tuple[Tensor, Tensor, Tensor]:
+    """Masked mean and log-std of every regime's standardised samples [B, R, S, d], and whether a regime has a
+    spread. Shapes [B, R, d], [B, R, d], [B, R]. Overwrites `interventional` (the batch's largest tensor:
+    reusing it saves an allocation of its size).
+
+    The sums over samples are matrix products with the sample weights (one pass over the samples instead of
+    a masked copy plus a reduction); the variance stays two-pass, because a regime's near-constant columns
+    (saturated nodes) would lose every digit to cancellation in E[z^2] - E[z]^2.
+    """
+    w = (batch.int_sample_mask & batch.regime_mask[:, :, None]).float()[:, :, None]  # [B, R, 1, S]
+    n = w.sum(-1, keepdim=True)  # [B, R, 1, 1]
+    mean = (w @ interventional) / n.clamp_min(1.0)  # [B, R, 1, d]
+    dev = interventional.sub_(mean).square_()  # [B, R, S, d]
+    var = (w @ dev) / (n - 1).clamp_min(1)  # [B, R, 1, d]
+    logstd = 0.5 * torch.log(var + 1e-4)
+    return mean.squeeze(2), logstd.squeeze(2), (n.flatten(1) > 1).float()  # a spread needs 2 rows
 
 
-def _ranks(x: Tensor) -> Tensor:
-    """Ranks along dim 1 (ties broken by order), standardised like the data."""
-    r = x.argsort(1).argsort(1).float()
-    return (r - r.mean(1, keepdim=True)) / r.std(1, keepdim=True).clamp_min(_EPS)
+def _rank_z(order: Tensor) -> Tensor:
+    """Standardised ranks along dim 1 from the sorting permutation `order` [B, S, d].
+
+    The ranks are the inverse permutation (a scatter, where a second argsort would sort again); they are a
+    permutation of 0..S-1 in every column, so their mean (S-1)/2 and std sqrt(S(S+1)/12) are known exactly.
+    Ties (common: the simulator clamps saturated nodes) get distinct ranks in the order of torch's default,
+    unstable sort - the order the shipped checkpoint was trained with, so a stable sort would change its input.
+    """
+    s = order.shape[1]
+    ranks = torch.arange(s, dtype=torch.float32, device=order.device).view(1, s, 1).expand(order.shape)
+    r = torch.empty(order.shape, device=order.device).scatter_(1, order, ranks)
+    return (r - (s - 1) / 2) / max(math.sqrt(s * (s + 1) / 12), _EPS)
 
 
 def _corr(x: Tensor, node: Tensor) -> Tensor:
@@ -116,49 +151,54 @@ def _sorted_quantile(ordered: Tensor, f: float) -> Tensor:
     return ordered[:, lo] + frac * (ordered[:, hi] - ordered[:, lo])
 
 
-def _features(batch: DiscoveryBatch, shrinkage: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Node context features [B, d, 7], query features [B, Q, d, 3] and pair features [B, d, d, 12]."""
-    z = standardise(batch)
+def context_features(batch: DiscoveryBatch, shrinkage: float) -> ContextFeatures:
+    """Node context features [B, d, 7] and pair features [B, d, d, 12] of a batch (see the module docstring).
+
+    Cost: one sort of the observational samples (quartiles and Spearman ranks share it) and three passes
+    over the interventional samples (standardise, regime means, regime spreads); everything else is [B, d, d].
+    """
+    mean, std = _location_scale(batch)
+    m, scale = mean[:, None], _node_scale(batch, std)[:, None]  # [B, 1, d]
     node = batch.node_mask.float()  # [B, d]
-    pair_mask = node[:, :, None] * node[:, None, :]  # [B, d, d]
+    obs = _z(batch.observational, m, scale)  # [B, S, d]
+    regime_values = _z(batch.regime_values, m, scale * (batch.regime_targets & batch.node_mask[:, None]))
     eye = torch.eye(batch.num_nodes, device=node.device)
 
     # Observational node shape.
     # Quartiles by sorting (torch.quantile refuses inputs above 16M elements; users' tables can be large).
-    ordered = z.observational.sort(1).values  # [B, S, d]
+    ordered, order = obs.sort(1)  # [B, S, d]
     q = [_sorted_quantile(ordered, f) for f in (0.25, 0.5, 0.75)]  # 3 x [B, d]
     location = q[1]
     spread = torch.log((q[2] - q[0]) / 1.349 + 1e-3) * node
 
     # Interventional regimes.
-    r_mean, r_logstd, r_ok = _regime_stats(z, batch)  # [B, R, d], [B, R, d], [B, R]
-    targets = batch.regime_targets.float() * r_ok[..., None]  # [B, R, d]
-    other = (1 - batch.regime_targets.float()) * r_ok[..., None]  # regimes where the node is not the target
+    interventional = _z(batch.interventional, m[:, None], scale[:, None])  # [B, R, S_int, d]
+    r_mean, r_logstd, r_ok = _regime_stats(interventional, batch)  # [B, R, d], [B, R, d], [B, R]
+    is_target = batch.regime_targets.float()
+    targets = is_target * r_ok[..., None]  # [B, R, d]
+    other = (1 - is_target) * r_ok[..., None]  # regimes where the node is not the target
     n_other = other.sum(1).clamp_min(1)  # [B, d]
-    int_shift = (r_mean * other).sum(1) / n_other
-    int_logstd = (r_logstd * other).sum(1) / n_other
-    int_max = (r_mean.abs() * other).amax(1) if r_mean.shape[1] else torch.zeros_like(node)  # R may be 0
+    shifted, abs_shifted, logstd_other = r_mean * other, r_mean.abs() * other, r_logstd * other  # [B, R, d]
+    int_shift = shifted.sum(1) / n_other
+    int_logstd = logstd_other.sum(1) / n_other
+    int_max = abs_shifted.amax(1) if r_mean.shape[1] else torch.zeros_like(node)  # R may be 0
     n_regimes = r_ok.sum(1)  # [B]
     targeted = targets.sum(1) / n_regimes.clamp_min(1)[:, None]
     no_int = (n_regimes == 0).float()[:, None].expand_as(node)
     node_feats = torch.stack([location, spread, int_shift, int_logstd, int_max, targeted, no_int], -1)
     node_feats = node_feats * node[..., None]
 
-    query_feats = torch.stack([z.query, batch.query_targets.float(), z.query_values], -1)
-    query_feats = query_feats * node[:, None, :, None]
-
     # Pairwise: observational dependence.
-    pearson = _corr(z.observational, node)
-    spearman = _corr(_ranks(z.observational) * node[:, None], node)
+    pearson = _corr(obs, node)
+    spearman = _corr(_rank_z(order) * node[:, None], node)
     partial = _partial_corr(pearson, node, shrinkage)
     # Pairwise: effect of do(i) on j, over regimes targeting i where j is not a target.
     n_i = targets.sum(1).clamp_min(1)[:, :, None]  # [B, d, 1]
     ti = targets.transpose(1, 2)  # [B, d_i, R]
-    shift = ti @ (r_mean * other) / n_i  # [B, i, j]
-    abs_shift = ti @ (r_mean.abs() * other) / n_i
-    logstd = ti @ (r_logstd * other) / n_i
-    v = (z.regime_values * batch.regime_targets.float()).sum(-1, keepdim=True)  # [B, R, 1] do value (z-units)
-    slope = ti @ (r_mean * v / (v**2 + 1) * other) / n_i
+    v = (regime_values * is_target).sum(-1, keepdim=True)  # [B, R, 1] do value (z-units)
+    # One product for the four regime averages: [B, i, R] @ [B, R, 4d] -> [B, i, 4d].
+    effects = ti @ torch.cat([shifted, abs_shifted, logstd_other, shifted * (v / (v**2 + 1))], -1) / n_i
+    shift, abs_shift, logstd, slope = effects.split(batch.num_nodes, -1)  # 4 x [B, i, j]
     has_int = (targets.sum(1) > 0).float()[:, :, None].expand_as(shift)
     pair = torch.stack(
         [
@@ -177,13 +217,25 @@ def _features(batch: DiscoveryBatch, shrinkage: float) -> tuple[Tensor, Tensor, 
         ],
         -1,
     )  # [B, d, d, 12]
-    off = (1 - eye)[..., None]
-    pair = torch.cat([pair[..., :-1] * off, pair[..., -1:]], -1) * pair_mask[..., None]
-    return node_feats, query_feats, pair.clamp(-_CLIP, _CLIP)
+    pair_mask = node[:, :, None] * node[:, None, :]  # [B, d, d]
+    pair[..., :-1] *= ((1 - eye) * pair_mask)[..., None]  # off-diagonal real pairs; the flag keeps its diagonal
+    pair[..., -1] *= pair_mask
+    return ContextFeatures(node=node_feats, pair=pair.clamp_(-_CLIP, _CLIP), mean=mean, std=std)
+
+
+def query_features(
+    query: Tensor, targets: Tensor, values: Tensor, mean: Tensor, std: Tensor, node_mask: Tensor
+) -> Tensor:
+    """Query rows [B, Q, d] (with their intervention targets and values) -> features [B, Q, d, 3] in the
+    context's z-units: standardised row, intervention flag, standardised do-value (0 elsewhere)."""
+    m, scale = mean[:, None], (node_mask.float() / std)[:, None]  # [B, 1, d]
+    z_query = _z(query, m, scale)
+    z_values = _z(values, m, scale * (targets & node_mask[:, None]))
+    return torch.stack([z_query, targets.float(), z_values], -1) * node_mask[:, None, :, None].float()
 
 
 class NodeEncoder(nn.Module):
-    """Batch -> node tokens [B, d, D], query features [B, Q, d, 3] and pairwise features [B, d, d, F].
+    """Batch -> node tokens [B, d, D] and its context features (pairwise [B, d, d, F], location, scale).
 
     Features carry no gradient (they are statistics of the data); only the projections are learned.
     """
@@ -193,10 +245,10 @@ class NodeEncoder(nn.Module):
         self.shrinkage = shrinkage
         self.node_proj = nn.Sequential(nn.Linear(NUM_NODE_FEATURES, d_model), nn.GELU(), nn.Linear(d_model, d_model))
 
-    def forward(self, batch: DiscoveryBatch) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, batch: DiscoveryBatch) -> tuple[Tensor, ContextFeatures]:
         with torch.no_grad():
-            node_feats, query_feats, pair = _features(batch, self.shrinkage)
-        return self.node_proj(node_feats), query_feats, pair
+            feats = context_features(batch, self.shrinkage)
+        return self.node_proj(feats.node), feats
 
 
 class BiasedEncoderLayer(nn.Module):

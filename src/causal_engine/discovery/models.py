@@ -1,7 +1,7 @@
 """Models A-E: one node-token transformer, two heads, five ways of predicting structure and deltas.
 
 Shared skeleton (`PFNNet`):
-    encoder   batch -> node tokens [B, d, D], query features [B, Q, d, 3], pair features [B, d, d, F]
+    encoder   batch -> node tokens [B, d, D], pair features [B, d, d, F] (+ query features [B, Q, d, 3] per query)
     trunk     `n_layers` biased-attention layers over nodes (bias from the pair features) -> h [B, d, D]
     dag head  edge logit(i -> j) = <P h_i, C h_j> / sqrt(D) + MLP(pair_ij, P h_i + C h_j)   -> [B, d, d]
     delta     h + embedding of each query's features, flattened to [B*Q, d, D], `n_delta_layers` more
@@ -37,8 +37,8 @@ from causal_engine.discovery.encoder import (
     BiasedEncoderLayer,
     NodeEncoder,
     PairBias,
+    query_features,
     scaled_init,
-    standardise,
 )
 
 
@@ -51,6 +51,19 @@ class PFNOutput:
     @property
     def edge_probs(self) -> Tensor:
         return torch.sigmoid(self.edge_logits)
+
+
+@dataclass
+class Context:
+    """The part of a forward pass that does not depend on the queries, computed once per dataset: the graph is
+    read from here, and any number of query chunks reuse it for their deltas."""
+
+    h: Tensor  # [B, d, D] trunk tokens
+    edge_logits: Tensor  # [B, d, d]
+    pair: Tensor  # [B, d, d, F] pairwise features
+    mean: Tensor  # [B, d] observational location and ...
+    std: Tensor  # [B, d] ... scale: the z-units of queries and deltas
+    node_mask: Tensor  # [B, d] bool
 
 
 def gumbel_sigmoid(logits: Tensor, tau: float, hard: bool = False) -> Tensor:
@@ -110,11 +123,20 @@ class PFNNet(nn.Module):
 
     # Pieces -------------------------------------------------------------------------------------------------
     def edge_head(self, h: Tensor, pair: Tensor) -> Tensor:
-        """Tokens [B, d, D] + pair features -> edge logits [B, d, d]."""
+        """Tokens [B, d, D] + pair features -> edge logits [B, d, d].
+
+        The MLP reads concat(P h_i + C h_j, pair_ij). Its first layer is applied term by term,
+        W_h P h_i + W_h C h_j + W_pair pair_ij: the same function, but the d^2 pairs only meet the F-wide
+        W_pair instead of a (D + F)-wide product, the largest matrix product of inference at d >= 50.
+        """
         p, c = self.parent(h), self.child(h)  # [B, d, D]
         bilinear = p @ c.transpose(1, 2) / math.sqrt(self.d_model)
-        joint = torch.cat([p[:, :, None] + c[:, None, :], pair], -1)  # [B, d, d, D + F]
-        return bilinear + self.edge_mlp(joint).squeeze(-1)
+        first, rest = self.edge_mlp[0], self.edge_mlp[1:]
+        w_h, w_pair = first.weight.split([self.d_model, NUM_PAIR_FEATURES], dim=1)
+        hidden = nn.functional.linear(pair, w_pair)  # [B, d, d, D]
+        hidden += nn.functional.linear(p, w_h, first.bias)[:, :, None]
+        hidden += nn.functional.linear(c, w_h)[:, None, :]
+        return bilinear + rest(hidden).squeeze(-1)
 
     def structure(self, tokens: Tensor, pair: Tensor, node_mask: Tensor) -> tuple[Tensor, Tensor]:
         """Trunk over nodes -> (tokens h [B, d, D], edge logits [B, d, d])."""
@@ -142,25 +164,35 @@ class PFNNet(nn.Module):
         x = self.delta_norm(x)
         return self.project_delta(x, query_feats.reshape(b * q, d, -1)).view(b, q, d)
 
-    def forward(self, batch: DiscoveryBatch) -> PFNOutput:
+    # Whole passes ---------------------------------------------------------------------------------------------
+    def context(self, batch: DiscoveryBatch) -> Context:
+        """Samples -> features -> trunk -> edge logits: everything up to the graph (no query involved)."""
         if batch.num_nodes > self.max_nodes:
             raise ValueError(
                 f"{type(self).__name__} supports at most max_nodes={self.max_nodes} variables, got {batch.num_nodes}"
             )
-        tokens, query_feats, pair = self.encoder(batch)
-        h, logits = self.structure(tokens, pair, batch.node_mask)
-        delta = self.deltas(h, query_feats, pair, logits, batch.node_mask)
-        return PFNOutput(logits, exact_target_deltas(delta, batch), self.sample_edges(logits))
+        tokens, feats = self.encoder(batch)
+        h, logits = self.structure(tokens, feats.pair, batch.node_mask)
+        return Context(h, logits, feats.pair, feats.mean, feats.std, batch.node_mask)
+
+    def query_deltas(self, ctx: Context, query: Tensor, targets: Tensor, values: Tensor) -> Tensor:
+        """Standardised deltas [B, Q, d] of factual rows `query` [B, Q, d] under do(targets = values).
+
+        The intervened nodes' own deltas are known (do-value - factual value, in z-units) and written exactly.
+        """
+        with torch.no_grad():
+            feats = query_features(query, targets, values, ctx.mean, ctx.std, ctx.node_mask)  # [B, Q, d, 3]
+        delta = self.deltas(ctx.h, feats, ctx.pair, ctx.edge_logits, ctx.node_mask)
+        exact = feats[..., 2] - feats[..., 0]  # standardised do-value - standardised factual value
+        return torch.where(targets, exact, delta) * ctx.node_mask[:, None].float()
+
+    def forward(self, batch: DiscoveryBatch) -> PFNOutput:
+        ctx = self.context(batch)
+        delta = self.query_deltas(ctx, batch.query, batch.query_targets, batch.query_values)
+        return PFNOutput(ctx.edge_logits, delta, self.sample_edges(ctx.edge_logits))
 
     def sample_edges(self, logits: Tensor) -> Tensor | None:
         return None
-
-
-def exact_target_deltas(delta: Tensor, batch: DiscoveryBatch) -> Tensor:
-    """Overwrite the intervened nodes' standardised deltas with the known (do-value - factual value)."""
-    z = standardise(batch)
-    exact = z.query_values - z.query  # [B, Q, d]
-    return torch.where(batch.query_targets, exact, delta) * batch.node_mask[:, None].float()
 
 
 class ModelA(PFNNet):
