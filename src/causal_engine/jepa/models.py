@@ -56,7 +56,7 @@ class VideoEncoder(nn.Module):
     def __init__(
         self,
         in_channels: int = 1,
-        tubelet: Sequence[int] = (2, 4, 4),
+        tubelet: Sequence[int] = (2, 2, 2),
         dim: int = 64,
         depth: int = 2,
         heads: int = 4,

@@ -51,7 +51,7 @@ class JEPAModule(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
         in_channels: int = 1,
-        tubelet: Sequence[int] = (2, 4, 4),
+        tubelet: Sequence[int] = (2, 2, 2),
         rep_dim: int = 64,
         depth: int = 2,
         heads: int = 4,

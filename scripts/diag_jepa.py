@@ -1,0 +1,319 @@
+"""Diagnose one cross-fitting fold of JEPA-DML on simulated videos: is the bias in the representation or the nuisances?
+
+A full run fits K JEPAs; this fits one (fold `--fold` of the default plan, the same rows, inner split and
+seed as `task=crossfit`) and reports, on that fold's held-out rows:
+
+  probes      held-out R² of ridge regressions (penalty by leave-one-out CV) from the embeddings to each true
+              confounder U, to the treatment logit f(U) and to the baseline outcome g(U);
+  nuisances   held-out outcome MSE and propensity BCE of the configured networks (`dml.nuisance.*`, trained
+              exactly as in the run) next to ridge / logistic regression on the same embeddings, and the
+              references: ridge on the true U, the true g(U) (noise floor) and the true propensity;
+  remainder   the conditional bias of the AIPW estimate given the fitted nuisances,
+                  mean over held-out rows of (ê - e) · [(ĝ1 - g1) / ê + (ĝ0 - g0) / (1 - ê)],
+              computable only in simulation (e, g known) and free of outcome noise, so one fold already
+              estimates the bias of a full run (which averages it over folds; folds differ by a few
+              hundredths), with its SE over rows.
+
+Every extra argument is a Hydra override of `experiment=jepa_dml`, so each candidate change is one command:
+
+    .venv/bin/python scripts/diag_jepa.py seed=1 model.tubelet=[2,2,2]
+    .venv/bin/python scripts/diag_jepa.py --fold 2 seed=2 dml.nuisance.outcome.dropout=0.3
+
+Prints a table and writes `diag.json` under `--out` (default /tmp/diag_jepa/<overrides>).
+
+`--run DIR` instead reads a finished simulated run (`causal-engine experiment=jepa_dml hydra.run.dir=DIR`, its saved
+out-of-fold predictions `DIR/rep0/fold*/oof.npz`) and splits its error, estimate - truth, into the remainder over
+all rows (the bias the nuisances leave) and the rest (the sampling noise the CI accounts for); fits nothing:
+
+    .venv/bin/python scripts/diag_jepa.py --run outputs/runs/<date>/<time>
+
+`--reliability R2 ...` asks what remainder a representation of a given quality would leave: it replaces the
+video by the true U plus Gaussian noise such that each confounder's R² is the given value (one value, or six:
+x0 y0 vx vy size brightness), fits the linear nuisances on 1 600 rows and averages the remainder on the other
+400 over `--replicates` simulated data sets (no videos, no networks; seconds):
+
+    .venv/bin/python scripts/diag_jepa.py --reliability 0.9 0.9 0.75 0.75 0.93 0.8
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import time
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from omegaconf import OmegaConf
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _compose(overrides: list[str], output_dir: Path):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    from causal_engine.run import CONFIG_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["experiment=jepa_dml", *overrides])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.root_dir = str(REPO)
+    return cfg
+
+
+def _ridge_r2(z_tr: np.ndarray, v_tr: np.ndarray, z_te: np.ndarray, v_te: np.ndarray) -> np.ndarray:
+    """Held-out R² per column of v [n, k] of a ridge regression on standardised z (penalty by LOO-CV)."""
+    from sklearn.linear_model import RidgeCV
+
+    pred = RidgeCV(alphas=np.logspace(-2, 4, 13)).fit(z_tr, v_tr).predict(z_te).reshape(v_te.shape)
+    return 1.0 - ((v_te - pred) ** 2).sum(0) / ((v_te - v_te.mean(0)) ** 2).sum(0)
+
+
+def _linear_nuisances(
+    x_tr: np.ndarray, d_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ĝ0, ĝ1, ê) on the held-out rows: ridge per arm and L2-logistic regression, penalties by CV."""
+    from sklearn.linear_model import LogisticRegressionCV, RidgeCV
+
+    g = [RidgeCV(alphas=np.logspace(-2, 4, 13)).fit(x_tr[d_tr == a], y_tr[d_tr == a]).predict(x_te) for a in (0, 1)]
+    with warnings.catch_warnings():  # sklearn 1.9's FutureWarnings about its own defaults
+        warnings.simplefilter("ignore", FutureWarning)
+        m = LogisticRegressionCV(Cs=np.logspace(-4, 1, 8), cv=3, max_iter=1000).fit(x_tr, d_tr)
+    return g[0], g[1], m.predict_proba(x_te)[:, 1]
+
+
+def _losses(g0, g1, m, d, y, e, true0, true1) -> dict[str, float]:
+    """Held-out factual MSE, propensity BCE and the AIPW remainder (mean and SE over rows)."""
+    m = np.clip(m, 1e-3, 1 - 1e-3)
+    rem = aipw_remainder(g0, g1, m, e, true0, true1)  # [n_test]
+    return {
+        "outcome_mse": float(np.mean((y - np.where(d == 1, g1, g0)) ** 2)),
+        "propensity_bce": float(-np.mean(d * np.log(m) + (1 - d) * np.log(1 - m))),
+        "remainder": float(rem.mean()),
+        "remainder_se": float(rem.std(ddof=1) / np.sqrt(len(rem))),
+    }
+
+
+@torch.no_grad()
+def _embed(jepa, videos: torch.Tensor, encoder: str, pool: str) -> np.ndarray:
+    """Pooled features [N, D'] of the target (EMA) or online (context) encoder with pooling `pool`;
+    `encoder` "target+layers" concatenates the pooled tokens before and after every transformer block."""
+    net = jepa.encoder if encoder == "online" else jepa.target_encoder
+    configured, jepa.hparams.pool = jepa.hparams.pool, pool
+    jepa.eval()
+    out = []
+    for i in range(0, len(videos), 256):
+        chunk = videos[i : i + 256]  # [b, C, T, H, W]
+        if encoder == "target+layers":
+            x = net.tokens(chunk)  # [b, N, D]
+            layers = [x]
+            for block in net.blocks.layers:
+                x = block(x)
+                layers.append(x)
+            layers[-1] = net.norm(x)
+            out.append(torch.cat([jepa.pool(h, chunk.shape) for h in layers], dim=1))
+        else:
+            out.append(jepa.pool(net(chunk), chunk.shape))
+    jepa.hparams.pool = configured
+    return torch.cat(out).double().numpy()
+
+
+def aipw_remainder(
+    g0: np.ndarray, g1: np.ndarray, m: np.ndarray, e: np.ndarray, true0: np.ndarray, true1: np.ndarray
+) -> np.ndarray:
+    """Per-row conditional bias of the AIPW-ATE score given nuisances (ĝ0, ĝ1, ê) and the truth (g0, g1, e):
+    E[ψ | U] - τ(U) = (ê - e) · [(ĝ1 - g1) / ê + (ĝ0 - g0) / (1 - ê)], zero when either nuisance is exact."""
+    return (m - e) * ((g1 - true1) / m + (g0 - true0) / (1 - m))
+
+
+def reliability_remainder(r2: list[float], replicates: int = 8, n: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Mean (and SE over replicates) remainder of linear nuisances on U observed with noise of reliability `r2`."""
+    from causal_engine.jepa.simulate import CONFOUNDERS, _f, _g
+
+    rng = np.random.default_rng(seed)
+    reliability = np.broadcast_to(np.asarray(r2, dtype=float), (len(CONFOUNDERS),))
+    noise_sd = np.sqrt((1 / 3) * (1 - reliability) / reliability)  # Var U = 1/3 on [-1, 1]
+    out = []
+    for _ in range(replicates):
+        u = rng.uniform(-1, 1, (n, len(CONFOUNDERS)))  # [n, 6]
+        e = 1 / (1 + np.exp(-_f(u)))
+        d = (rng.uniform(size=n) < e).astype(float)
+        true0 = _g(u)
+        y = true0 + d + 0.5 * rng.normal(size=n)
+        z = u + rng.normal(size=u.shape) * noise_sd
+        z = (z - z.mean(0)) / z.std(0)
+        tr, te = np.arange(n) < 0.8 * n, np.arange(n) >= 0.8 * n
+        g0, g1, m = _linear_nuisances(z[tr], d[tr], y[tr], z[te])
+        out.append(aipw_remainder(g0, g1, np.clip(m, 1e-3, 1 - 1e-3), e[te], true0[te], true0[te] + 1).mean())
+    return float(np.mean(out)), float(np.std(out, ddof=1) / np.sqrt(replicates))
+
+
+def decompose_run(run_dir: Path) -> dict[str, float]:
+    """estimate - truth of a finished simulated run = mean remainder (nuisance bias) + sampling noise."""
+    from hydra.utils import instantiate
+
+    from causal_engine.jepa.simulate import _g, simulate_videos
+
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    truth = simulate_videos(**instantiate(cfg.data).sim_kwargs)
+    n = len(truth.outcome)
+    oof = {key: np.full(n, np.nan) for key in ("g0", "g1", "m")}
+    for path in sorted((run_dir / "rep0").glob("fold*/oof.npz")):
+        with np.load(path) as saved:
+            for key in oof:
+                oof[key][saved["test"]] = saved[key]
+    if np.isnan(oof["m"]).any():
+        raise SystemExit(f"{run_dir}: some rows have no out-of-fold prediction (an unfinished run?)")
+    m = np.clip(oof["m"], cfg.dml.trim, 1 - cfg.dml.trim)
+    d, y = truth.treatment, truth.outcome
+    psi = oof["g1"] - oof["g0"] + d * (y - oof["g1"]) / m - (1 - d) * (y - oof["g0"]) / (1 - m)  # [N]
+    true0 = _g(truth.confounders)
+    rem = aipw_remainder(oof["g0"], oof["g1"], m, truth.propensity, true0, true0 + truth.tau)
+    return {
+        "estimate": float(psi.mean()),
+        "truth": truth.true_ate,
+        "remainder": float(rem.mean()),
+        "remainder_se": float(rem.std(ddof=1) / np.sqrt(n)),
+        "noise": float(psi.mean() - truth.true_ate - rem.mean()),
+        "se": float(psi.std(ddof=1) / np.sqrt(n)),
+    }
+
+
+def diagnose(overrides: list[str], fold_k: int, out: Path, variants: list[str]) -> dict:
+    import lightning as L
+    from hydra.utils import instantiate
+
+    from causal_engine.dml.crossfit import _fit_fold, _loader
+    from causal_engine.dml.folds import stratified_folds
+    from causal_engine.jepa.data import SampleRows
+    from causal_engine.jepa.module import POOLS
+    from causal_engine.jepa.simulate import CONFOUNDERS, _f, _g, simulate_videos
+    from causal_engine.train import build_trainer
+
+    cfg = _compose(overrides, out)
+    dml = cfg.dml
+    data = instantiate(cfg.data)
+    sample = data.sample()
+    truth = simulate_videos(**data.sim_kwargs)  # the same draw, with the ground truth the sample leaves out
+    assert np.array_equal(truth.outcome, sample.outcome)  # the same draw as the run's data
+    u = truth.confounders
+    true0, e = _g(u), truth.propensity
+    true1 = true0 + truth.tau
+    fold = stratified_folds(sample.treatment, dml.k_folds, n_rep=1, seed=dml.split_seed)[0][fold_k]
+    seed = int(cfg.seed) + fold_k
+    # The same inner split and seeding as crossfit._fit_fold.
+    L.seed_everything(seed, workers=True, verbose=False)
+    perm = np.random.default_rng(seed).permutation(fold.train)
+    n_val = max(1, round(dml.val_fraction * len(perm)))
+    fit_rows, val_rows = np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+    jepa = instantiate(cfg.model, in_channels=int(sample.features.shape[1]), mask_seed=seed)
+    collate = jepa.mask_collator()
+    trainer = build_trainer(cfg, subdir="jepa", max_epochs=dml.jepa_epochs)
+    start, cpu = time.time(), time.process_time()
+    trainer.fit(
+        jepa,
+        _loader(SampleRows(sample, fit_rows), dml.jepa_batch_size, shuffle=True, collate_fn=collate),
+        _loader(SampleRows(sample, val_rows), dml.jepa_batch_size, shuffle=False, collate_fn=collate),
+    )
+    report: dict = {"overrides": overrides, "fold": fold_k, "jepa_wall_s": time.time() - start,
+                    "jepa_cpu_s": time.process_time() - cpu}  # fmt: skip
+    tr, te = fold.train, fold.test
+    d, y = sample.treatment, sample.outcome
+    args = (d[te], y[te], e[te], true0[te], true1[te])
+    targets = np.c_[u, _f(u), true0]  # [N, 8]
+    names = [*CONFOUNDERS, "f", "g"]
+    report["representations"] = {}
+    for encoder in ("target", "online", "target+layers"):
+        for pool in POOLS if encoder != "target+layers" else ("frames_std",):
+            z = _embed(jepa, sample.features, encoder, pool)  # [N, D']
+            zs = (z - z[tr].mean(0)) / (z[tr].std(0) + 1e-8)
+            r2 = _ridge_r2(zs[tr], targets[tr], zs[te], targets[te])
+            report["representations"][f"{encoder}/{pool}"] = {
+                "dim": int(z.shape[1]),
+                "probe_r2": dict(zip(names, np.round(r2, 3).tolist(), strict=True)),
+                "probe_r2_u_mean": float(np.mean(r2[: len(CONFOUNDERS)])),
+                "linear": _losses(*_linear_nuisances(zs[tr], d[tr], y[tr], zs[te]), *args),
+            }
+    # The configured networks on the configured representation, fit by the run's own fold code (the tabular
+    # path: no JEPA), once per nuisance variant.
+    z = torch.from_numpy(jepa.embed(sample.features)).float()
+    report["networks"] = {}
+    for i, variant in enumerate(variants):
+        vcfg = copy.deepcopy(cfg)
+        OmegaConf.update(vcfg, "paths.output_dir", str(out / f"variant{i}"))
+        for item in filter(None, variant.split(",")):
+            key, value = item.split("=", 1)
+            OmegaConf.update(vcfg, key, yaml.safe_load(value), force_add=True)
+        start = time.time()
+        preds, _ = _fit_fold(vcfg, replace(sample, features=z, confounders=None), fold, seed)
+        report["networks"][variant or "configured"] = {
+            **_losses(preds["g0"], preds["g1"], preds["m"], *args),
+            "wall_s": time.time() - start,
+        }
+    report["linear_on_true_u"] = _losses(*_linear_nuisances(u[tr], d[tr], y[tr], u[te]), *args)
+    report["truth"] = _losses(true0[te], true1[te], e[te], *args)
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fold", type=int, default=0, help="which fold of the run's plan to fit")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default /tmp/diag_jepa/<overrides>)")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        help="nuisance variant fit on the same embeddings, comma-separated keys, e.g. "
+        "dml.nuisance.outcome.dropout=0.3,dml.nuisance_epochs=60 (repeatable; '' = as configured)",
+    )
+    parser.add_argument("--run", type=Path, default=None, help="decompose a finished run's error instead (no fits)")
+    parser.add_argument("--reliability", type=float, nargs="+", default=None, help="remainder at these probe R²s")
+    parser.add_argument("--replicates", type=int, default=8, help="data sets for --reliability")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of experiment=jepa_dml, e.g. seed=1")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    logging.disable(logging.WARNING)
+    if args.reliability is not None:
+        if len(args.reliability) not in (1, 6):
+            parser.error("--reliability takes one R² or six (x0 y0 vx vy size brightness)")
+        mean, se = reliability_remainder(args.reliability, args.replicates)
+        print(f"reliability {args.reliability}: remainder {mean:+.3f} (SE {se:.3f}, {args.replicates} data sets)")
+        return
+    if args.run is not None:
+        r = decompose_run(args.run)
+        print(f"{args.run}: estimate {r['estimate']:.3f} (SE {r['se']:.3f}), truth {r['truth']:g}: error "
+              f"{r['estimate'] - r['truth']:+.3f} = remainder {r['remainder']:+.3f} (SE {r['remainder_se']:.3f}) "
+              f"+ noise {r['noise']:+.3f}")  # fmt: skip
+        return
+    out = args.out or Path("/tmp/diag_jepa") / ("_".join(args.overrides).replace("/", "-") or "defaults")
+    report = diagnose(args.overrides, args.fold, out, args.variant or [""])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "diag.json").write_text(json.dumps(report, indent=1))
+    print(f"overrides {args.overrides or '(defaults)'}, fold {args.fold}: "
+          f"JEPA fit {report['jepa_wall_s']:.0f} s wall / {report['jepa_cpu_s']:.0f} s CPU")  # fmt: skip
+    header = f"{'':<34} {'outcome MSE':>11} {'prop. BCE':>9} {'remainder (SE)':>16}"
+    print("probes: held-out ridge R²; linear nuisances: ridge per arm + logistic regression")
+    for name, rep in report["representations"].items():
+        probes = " ".join(f"{k} {v:.2f}" for k, v in rep["probe_r2"].items())
+        print(f"{name:<18} dim {rep['dim']:>4}  {probes} | U mean {rep['probe_r2_u_mean']:.3f}")
+    print(header)
+    rows = {f"linear on {k}": v["linear"] for k, v in report["representations"].items()}
+    rows |= {f"net {k}": v for k, v in report["networks"].items()}
+    rows |= {"linear on true U": report["linear_on_true_u"], "true g, e": report["truth"]}
+    for name, r in rows.items():
+        print(f"{name:<34} {r['outcome_mse']:>11.3f} {r['propensity_bce']:>9.3f} "
+              f"{r['remainder']:>+8.3f} ({r['remainder_se']:.3f})")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
