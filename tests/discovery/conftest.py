@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -20,3 +22,15 @@ def small_batch(sizes: tuple[int, ...] = (5, 8), graphs: int = 2, seed: int = 0)
 def mixed_batch() -> DiscoveryBatch:
     """Two 5-node and two 8-node graphs, padded to 8 nodes."""
     return small_batch()
+
+
+def no_regimes(batch: DiscoveryBatch) -> DiscoveryBatch:
+    """The same batch with every interventional regime removed (observational data only)."""
+    return replace(
+        batch,
+        interventional=batch.interventional[:, :0],
+        int_sample_mask=batch.int_sample_mask[:, :0],
+        regime_targets=batch.regime_targets[:, :0],
+        regime_values=batch.regime_values[:, :0],
+        regime_mask=batch.regime_mask[:, :0],
+    )

@@ -19,7 +19,7 @@ from causal_engine.discovery.discover import predict
 from causal_engine.discovery.encoder import context_features, query_features
 from causal_engine.discovery.models import ModelA, ModelD, ModelE, PFNNet
 
-from .conftest import small_batch
+from .conftest import no_regimes, small_batch
 
 CLIP, EPS = 50.0, 1e-6
 
@@ -91,17 +91,6 @@ def reference_features(batch: DiscoveryBatch, shrinkage: float) -> tuple[Tensor,
     pair = torch.stack([*forward, shift.mT, abs_shift.mT, slope.mT, eye.expand_as(shift)], -1)
     pair = torch.cat([pair[..., :-1] * (1 - eye)[..., None], pair[..., -1:]], -1)
     return node_feats, query_feats, (pair * (node[:, :, None] * node[:, None, :])[..., None]).clamp(-CLIP, CLIP)
-
-
-def no_regimes(batch: DiscoveryBatch) -> DiscoveryBatch:
-    return replace(
-        batch,
-        interventional=batch.interventional[:, :0],
-        int_sample_mask=batch.int_sample_mask[:, :0],
-        regime_targets=batch.regime_targets[:, :0],
-        regime_values=batch.regime_values[:, :0],
-        regime_mask=batch.regime_mask[:, :0],
-    )
 
 
 def saturated(batch: DiscoveryBatch) -> DiscoveryBatch:

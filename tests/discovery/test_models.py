@@ -11,7 +11,7 @@ from causal_engine.discovery.batch import DiscoveryBatch
 from causal_engine.discovery.encoder import query_features
 from causal_engine.discovery.models import ModelA, ModelB, ModelC, ModelD, ModelE, PFNNet, build_net
 
-from .conftest import small_batch
+from .conftest import no_regimes, small_batch
 
 VARIANTS = [ModelA, ModelB, ModelC, ModelD, ModelE]
 EQUIVARIANT = [ModelA, ModelC, ModelD, ModelE]
@@ -152,14 +152,7 @@ def test_too_many_nodes_is_an_error() -> None:
 @pytest.mark.parametrize("cls", VARIANTS)
 def test_no_interventional_regime_at_all(cls: type[PFNNet]) -> None:
     batch = small_batch(sizes=(5,))
-    empty = replace(
-        batch,
-        interventional=batch.interventional[:, :0],
-        int_sample_mask=batch.int_sample_mask[:, :0],
-        regime_targets=batch.regime_targets[:, :0],
-        regime_values=batch.regime_values[:, :0],
-        regime_mask=batch.regime_mask[:, :0],
-    )
+    empty = no_regimes(batch)
     with torch.no_grad():
         out = make(cls)(empty)
     assert torch.isfinite(out.edge_logits).all() and torch.isfinite(out.delta).all()
