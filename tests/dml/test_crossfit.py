@@ -12,6 +12,8 @@ from causal_engine.dml.crossfit import run_crossfit
 from causal_engine.errors import UserError
 from causal_engine.run import run
 
+from .conftest import table_overrides
+
 TINY_MODEL = [
     "experiment=jepa_dml",
     "model.rep_dim=12",
@@ -89,23 +91,9 @@ def _table(path: Path, n: int = 600, seed: int = 0, **columns) -> Path:
     return path
 
 
-def _table_overrides(path: Path) -> list[str]:
-    return [
-        "task=crossfit",
-        "data=table",
-        f"data.path={path}",
-        "data.treatment=t",
-        "data.outcome=y",
-        "data.covariates=[x1,x2]",
-        "callbacks=none",
-        "logger=csv",
-        "dml.k_folds=3",
-    ]
-
-
 def test_table_data_skips_the_jepa_and_covers_the_effect(compose, tmp_path):
     path = _table(tmp_path / "obs.csv")
-    out = run_crossfit(compose([*_table_overrides(path), "dml.nuisance_epochs=15", "dml.nuisance_batch_size=32"]))
+    out = run_crossfit(compose([*table_overrides(path), "dml.nuisance_epochs=15", "dml.nuisance_batch_size=32"]))
     assert set(out.records[0].trained_rows) == {"outcome", "propensity"}
     r = out.result
     # Neural nuisances on 600 rows: within 3 reported SEs of the truth (OLS on this draw is 1.4 SEs off;
@@ -126,20 +114,19 @@ def test_bad_tables_stop_with_a_clear_message(compose, tmp_path, column, edit, m
     path = _table(tmp_path / "obs.csv", n=60)
     edit(pd.read_csv(path)).to_csv(path, index=False)
     with pytest.raises(UserError, match=message):
-        run_crossfit(compose(_table_overrides(path)))
+        run_crossfit(compose(table_overrides(path)))
 
 
 def test_no_overlap_stops_above_the_clipped_share_limit(compose, tmp_path):
     path = _table(tmp_path / "obs.csv", n=60)
-    overrides = [*_table_overrides(path), "dml.nuisance_epochs=1", "dml.trim=0.49", "dml.max_clipped_share=0.0"]
+    overrides = [*table_overrides(path), "dml.nuisance_epochs=1", "dml.trim=0.49", "dml.max_clipped_share=0.0"]
     with pytest.raises(UserError, match="no overlap: .* dml.max_clipped_share=0.0"):
         run_crossfit(compose(overrides))
 
 
-def test_video_files_length_mismatch_is_reported(compose, tmp_path):
-    np.save(tmp_path / "v.npy", np.zeros((10, 1, 4, 8, 8), dtype=np.float32))
-    pd.DataFrame({"t": [0, 1] * 6, "y": np.arange(12.0)}).to_csv(tmp_path / "v.csv", index=False)
-    overrides = [
+def _video_file_overrides(tmp_path: Path) -> list[str]:
+    """`data=video_files` on v.npy + v.csv in `tmp_path`, with the tiny JEPA."""
+    return [
         *TINY_MODEL,
         "data=video_files",
         f"data.videos={tmp_path / 'v.npy'}",
@@ -147,6 +134,12 @@ def test_video_files_length_mismatch_is_reported(compose, tmp_path):
         "data.treatment=t",
         "data.outcome=y",
     ]
+
+
+def test_video_files_length_mismatch_is_reported(compose, tmp_path):
+    np.save(tmp_path / "v.npy", np.zeros((10, 1, 4, 8, 8), dtype=np.float32))
+    pd.DataFrame({"t": [0, 1] * 6, "y": np.arange(12.0)}).to_csv(tmp_path / "v.csv", index=False)
+    overrides = _video_file_overrides(tmp_path)
     with pytest.raises(UserError, match="12 rows but data.videos has 10 videos"):
         run_crossfit(compose(overrides))
 
@@ -155,14 +148,7 @@ def test_video_files_run_end_to_end(compose, tmp_path):
     rng = np.random.default_rng(0)
     np.save(tmp_path / "v.npy", rng.normal(size=(40, 1, 4, 8, 8)).astype(np.float32))
     pd.DataFrame({"t": [0, 1] * 20, "y": rng.normal(size=40)}).to_csv(tmp_path / "v.csv", index=False)
-    overrides = [
-        *TINY_MODEL,
-        "data=video_files",
-        f"data.videos={tmp_path / 'v.npy'}",
-        f"data.table={tmp_path / 'v.csv'}",
-        "data.treatment=t",
-        "data.outcome=y",
-    ]
+    overrides = _video_file_overrides(tmp_path)
     out = run_crossfit(compose(overrides))
     assert out.result.n == 40 and out.sample.true_ate is None and out.records[0].probe_r2 is None
 
@@ -187,13 +173,6 @@ def test_nan_in_videos_is_reported_with_its_row(compose, tmp_path):
     videos[5, 0, 1, 2, 3] = np.nan
     np.save(tmp_path / "v.npy", videos)
     pd.DataFrame({"t": [0, 1] * 6, "y": np.arange(12.0)}).to_csv(tmp_path / "v.csv", index=False)
-    overrides = [
-        *TINY_MODEL,
-        "data=video_files",
-        f"data.videos={tmp_path / 'v.npy'}",
-        f"data.table={tmp_path / 'v.csv'}",
-        "data.treatment=t",
-        "data.outcome=y",
-    ]
+    overrides = _video_file_overrides(tmp_path)
     with pytest.raises(UserError, match=r"NaN/inf \(first at row 5\)"):
         run_crossfit(compose(overrides))

@@ -9,6 +9,8 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from causal_engine.dml.crossfit import run_crossfit
 from causal_engine.dml.scores import estimate
 
+from .conftest import table_overrides
+
 
 @pytest.fixture(scope="module")
 def crossfitted(tmp_path_factory):
@@ -22,18 +24,7 @@ def crossfitted(tmp_path_factory):
     y = x[:, 0] + 0.5 * x[:, 1] ** 2 + d + rng.normal(size=300)
     pd.DataFrame({"x1": x[:, 0], "x2": x[:, 1], "t": d, "y": y}).to_csv(root / "obs.csv", index=False)
     cfg = compose_config(
-        [
-            "task=crossfit",
-            "data=table",
-            f"data.path={root / 'obs.csv'}",
-            "data.treatment=t",
-            "data.outcome=y",
-            "data.covariates=[x1,x2]",
-            "callbacks=none",
-            "logger=csv",
-            "dml.k_folds=3",
-            "dml.nuisance_epochs=5",
-        ],
+        [*table_overrides(root / "obs.csv"), "dml.nuisance_epochs=5"],
         root / "run",
     )
     return run_crossfit(cfg)
