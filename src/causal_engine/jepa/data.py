@@ -173,8 +173,11 @@ class VideoConfoundedDataModule(VideoDataModule):
         ate: float = 1.0,
         heterogeneous: bool = False,
         noise_sd: float = 0.5,
-        pixel_noise: float = 0.05,
-        texture_contrast: float = 0.05,
+        pixel_noise: float = 0.02,
+        texture_contrast: float = 0.02,
+        motion: float = 0.35,
+        spread: float = 0.25,
+        distractor: float = -0.5,
         seed: int = 0,
         **loader_kwargs: Any,
     ) -> None:
@@ -188,6 +191,9 @@ class VideoConfoundedDataModule(VideoDataModule):
             noise_sd=noise_sd,
             pixel_noise=pixel_noise,
             texture_contrast=texture_contrast,
+            motion=motion,
+            spread=spread,
+            distractor=distractor,
             seed=seed,
         )
 

@@ -1,0 +1,60 @@
+"""scripts/bench_dml.py: the replicate table, its Monte Carlo errors and the issue's target verdicts."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import bench_dml
+
+
+def _records(estimates: dict[str, list[float]], se: dict[str, float]) -> list[dict]:
+    """Replicates whose every estimator reports `estimates[name][i]` with a Wald CI of half-width 1.96·se."""
+    n = len(next(iter(estimates.values())))
+    out = []
+    for i in range(n):
+        rows = {}
+        for name in bench_dml.ESTIMATORS:
+            est = estimates[name][i]
+            rows[name] = {"estimate": est, "se": se[name], "ci_low": est - 1.96 * se[name],
+                          "ci_high": est + 1.96 * se[name], "seconds": 60.0, "probe_r2": 0.9}  # fmt: skip
+        out.append({"seed": i, "overrides": [], "estimators": rows})
+    return out
+
+
+def test_summary_counts_coverage_bias_and_their_monte_carlo_errors() -> None:
+    jepa = [1.0, 1.1, 0.9, 1.3]  # CIs ±0.196: the last one misses 1.0
+    est = dict.fromkeys(bench_dml.ESTIMATORS, [1.0] * 4) | {"jepa_dml": jepa}
+    table, stats = bench_dml.summarise(_records(est, dict.fromkeys(bench_dml.ESTIMATORS, 0.1)))
+    s = stats["jepa_dml"]
+    assert s["coverage"] == pytest.approx(0.75)
+    assert s["coverage_mcse"] == pytest.approx(np.sqrt(0.75 * 0.25 / 4))
+    assert s["bias"] == pytest.approx(0.075)
+    assert s["bias_mcse"] == pytest.approx(np.std(jepa, ddof=1) / 2)
+    assert "| coverage in [0.90, 0.99] | 0.75 | no |" in table
+
+
+def test_targets_are_met_only_when_every_condition_holds() -> None:
+    rng = np.random.default_rng(0)
+    truth_noise = rng.normal(0, 0.03, 40)
+    est = {
+        "jepa_dml": list(1.0 + truth_noise),
+        "oracle_dml": list(1.0 + truth_noise),
+        "naive": [1.9] * 40,
+        "pixel_dml": list(1.4 + truth_noise),
+        "doubleml_rf": list(1.5 + truth_noise),
+    }
+    table, _ = bench_dml.summarise(_records(est, dict.fromkeys(bench_dml.ESTIMATORS, 0.03)))
+    assert _verdicts(table) == ["yes"] * 4
+    est["jepa_dml"] = list(1.05 + truth_noise)  # biased by 0.05: > SE / 3, RMSE > 1.5 × the oracle's
+    table, _ = bench_dml.summarise(_records(est, dict.fromkeys(bench_dml.ESTIMATORS, 0.03)))
+    assert _verdicts(table) == ["no", "no", "no", "yes"]  # the CIs (±0.06) miss 1.0 too often as well
+
+
+def _verdicts(table: str) -> list[str]:
+    rows = table.split("| JEPA-DML target |")[1].splitlines()[2:6]
+    return [row.rsplit("|", 2)[1].strip() for row in rows]
