@@ -192,12 +192,10 @@ def diagnose(overrides: list[str], fold_k: int, out: Path, variants: list[str]) 
     import lightning as L
     from hydra.utils import instantiate
 
-    from causal_engine.dml.crossfit import _fit_fold, _loader
+    from causal_engine.dml.crossfit import fit_fold, fit_jepa, inner_split
     from causal_engine.dml.folds import stratified_folds
-    from causal_engine.jepa.data import SampleRows
     from causal_engine.jepa.module import POOLS
     from causal_engine.jepa.simulate import CONFOUNDERS, _f, _g, simulate_videos
-    from causal_engine.train import build_trainer
 
     cfg = _compose(overrides, out)
     dml = cfg.dml
@@ -210,21 +208,11 @@ def diagnose(overrides: list[str], fold_k: int, out: Path, variants: list[str]) 
     true1 = true0 + truth.tau
     fold = stratified_folds(sample.treatment, dml.k_folds, n_rep=1, seed=dml.split_seed)[0][fold_k]
     seed = int(cfg.seed) + fold_k
-    # The same inner split and seeding as crossfit._fit_fold.
+    # The same inner split, seeding and JEPA fit as crossfit.fit_fold.
     L.seed_everything(seed, workers=True, verbose=False)
-    perm = np.random.default_rng(seed).permutation(fold.train)
-    n_val = max(1, round(dml.val_fraction * len(perm)))
-    fit_rows, val_rows = np.sort(perm[n_val:]), np.sort(perm[:n_val])
-
-    jepa = instantiate(cfg.model, in_channels=int(sample.features.shape[1]), mask_seed=seed)
-    collate = jepa.mask_collator()
-    trainer = build_trainer(cfg, subdir="jepa", max_epochs=dml.jepa_epochs)
+    fit_rows, val_rows = inner_split(fold, seed, dml.val_fraction)
     start, cpu = time.time(), time.process_time()
-    trainer.fit(
-        jepa,
-        _loader(SampleRows(sample, fit_rows), dml.jepa_batch_size, shuffle=True, collate_fn=collate),
-        _loader(SampleRows(sample, val_rows), dml.jepa_batch_size, shuffle=False, collate_fn=collate),
-    )
+    jepa, _ = fit_jepa(cfg, sample, fit_rows, val_rows, seed, "jepa")
     report: dict = {"overrides": overrides, "fold": fold_k, "jepa_wall_s": time.time() - start,
                     "jepa_cpu_s": time.process_time() - cpu}  # fmt: skip
     tr, te = fold.train, fold.test
@@ -255,7 +243,7 @@ def diagnose(overrides: list[str], fold_k: int, out: Path, variants: list[str]) 
             key, value = item.split("=", 1)
             OmegaConf.update(vcfg, key, yaml.safe_load(value), force_add=True)
         start = time.time()
-        preds, _ = _fit_fold(vcfg, replace(sample, features=z, confounders=None), fold, seed)
+        preds, _ = fit_fold(vcfg, replace(sample, features=z, confounders=None), fold, seed)
         report["networks"][variant or "configured"] = {
             **_losses(preds["g0"], preds["g1"], preds["m"], *args),
             "wall_s": time.time() - start,

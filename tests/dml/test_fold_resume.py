@@ -37,8 +37,8 @@ def test_killed_fold_loop_resumes_at_the_first_unfinished_fold(compose, table, m
     assert [p.parent.name for p in saved] == ["fold0", "fold1", "fold2"]
 
     fitted = []
-    fit_fold = crossfit._fit_fold
-    monkeypatch.setattr(crossfit, "_fit_fold", lambda *a, **k: fitted.append(a[2].k) or fit_fold(*a, **k))
+    fit_fold = crossfit.fit_fold
+    monkeypatch.setattr(crossfit, "fit_fold", lambda *a, **k: fitted.append(a[2].k) or fit_fold(*a, **k))
     saved[2].unlink()  # as if the run had been killed during the last fold
     again = run(compose(overrides(table)))
     assert fitted == [2]

@@ -139,26 +139,42 @@ def _best_weights(trainer: L.Trainer, module: L.LightningModule) -> None:
         module.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["state_dict"])
 
 
-def _fit_fold(cfg: DictConfig, sample: CausalSample, fold: Fold, seed: int) -> tuple[dict[str, np.ndarray], FoldRecord]:
+def inner_split(fold: Fold, seed: int, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Split a fold's training rows once more: (`fit` rows that train, `val` rows that select checkpoints).
+    Held-out rows never enter either."""
+    perm = np.random.default_rng(seed).permutation(fold.train)
+    n_val = max(1, round(val_fraction * len(perm)))
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def fit_jepa(
+    cfg: DictConfig, sample: CausalSample, fit_rows: np.ndarray, val_rows: np.ndarray, seed: int, subdir: str
+) -> tuple[L.LightningModule, L.Trainer]:
+    """A fresh JEPA (`cfg.model`) fit on `fit_rows` of the videos for `dml.jepa_epochs`, `val_rows` validating."""
+    jepa = instantiate(cfg.model, in_channels=int(sample.features.shape[1]), mask_seed=seed)
+    collate = jepa.mask_collator()
+    trainer = build_trainer(cfg, subdir=subdir, max_epochs=cfg.dml.jepa_epochs)
+    batch = cfg.dml.jepa_batch_size
+    trainer.fit(
+        jepa,
+        _loader(SampleRows(sample, fit_rows), batch, shuffle=True, collate_fn=collate),
+        _loader(SampleRows(sample, val_rows), batch, shuffle=False, collate_fn=collate),
+    )
+    return jepa, trainer
+
+
+def fit_fold(cfg: DictConfig, sample: CausalSample, fold: Fold, seed: int) -> tuple[dict[str, np.ndarray], FoldRecord]:
+    """One fold's models (JEPA for videos, then outcome and propensity) on its training rows only, and their
+    out-of-fold predictions (g0, g1, m) on its held-out rows."""
     dml = cfg.dml
     tag = f"rep{fold.rep}/fold{fold.k}"
     L.seed_everything(seed, workers=True, verbose=False)
-    # Inner split of the training folds: `fit` rows train, `val` rows select checkpoints. Held-out rows never enter.
-    perm = np.random.default_rng(seed).permutation(fold.train)
-    n_val = max(1, round(dml.val_fraction * len(perm)))
-    fit_rows, val_rows = np.sort(perm[n_val:]), np.sort(perm[:n_val])
+    fit_rows, val_rows = inner_split(fold, seed, dml.val_fraction)
     trained: dict[str, np.ndarray] = {}
     probe, jepa_metrics = None, {}
 
     if sample.is_video:
-        jepa = instantiate(cfg.model, in_channels=int(sample.features.shape[1]), mask_seed=seed)
-        collate = jepa.mask_collator()
-        trainer = build_trainer(cfg, subdir=f"{tag}/jepa", max_epochs=dml.jepa_epochs)
-        trainer.fit(
-            jepa,
-            _loader(SampleRows(sample, fit_rows), dml.jepa_batch_size, shuffle=True, collate_fn=collate),
-            _loader(SampleRows(sample, val_rows), dml.jepa_batch_size, shuffle=False, collate_fn=collate),
-        )
+        jepa, trainer = fit_jepa(cfg, sample, fit_rows, val_rows, seed, f"{tag}/jepa")
         trained["jepa"] = _trained_rows(trainer)
         jepa_metrics = {k: v for k, v in _scalars(trainer).items() if k.startswith(("val/", "train/"))}
         # [N, D'] every row, inference only; under DDP each rank embeds a shard and all ranks get every row.
@@ -304,7 +320,7 @@ def run_crossfit(cfg: DictConfig, sample: CausalSample | None = None) -> Crossfi
             else:
                 # Each fold's models get their own seed: seed + fold (offset by repetition).
                 seed = int(cfg.seed) + fold.rep * dml.k_folds + fold.k
-                preds, record = _fit_fold(cfg, sample, fold, seed=seed)
+                preds, record = fit_fold(cfg, sample, fold, seed=seed)
                 if sample_from_config:
                     # The predictions are identical on every rank: one writer. The rank is read here, not before
                     # the loop: Lightning creates the process group at the first DDP fit.
