@@ -48,6 +48,13 @@ def _compose(overrides: list[str], output_dir: Path):
     return cfg
 
 
+def config_fingerprint(overrides: list[str]) -> str:
+    """What a replicate depends on besides its seed: the composed data, model and DML settings."""
+    from causal_engine.dml.crossfit import fold_fingerprint
+
+    return fold_fingerprint(_compose(["experiment=jepa_dml", "seed=0", *overrides], Path("/nonexistent")))
+
+
 def _row(result) -> dict[str, float]:
     return {
         "estimate": result.estimate,
@@ -159,7 +166,7 @@ def summarise(records: list[dict], truth: float = 1.0) -> tuple[str, dict[str, d
     jepa, oracle = stats["jepa_dml"], stats["oracle_dml"]
     targets = [
         ("coverage in [0.90, 0.99]", f"{jepa['coverage']:.2f}", 0.90 <= jepa["coverage"] <= 0.99),
-        ("|bias| < mean SE / 3", f"{abs(jepa['bias']):.3f} vs {jepa['mean_se'] / 3:.3f}",
+        ("abs(bias) < mean SE / 3", f"{abs(jepa['bias']):.3f} vs {jepa['mean_se'] / 3:.3f}",
          abs(jepa["bias"]) < jepa["mean_se"] / 3),
         ("RMSE ≤ 1.5 × oracle", f"{jepa['rmse']:.3f} vs {1.5 * oracle['rmse']:.3f}",
          jepa["rmse"] <= 1.5 * oracle["rmse"]),
@@ -216,11 +223,14 @@ def main() -> None:
     records = [json.loads(line) for line in store.read_text().splitlines()] if args.resume and store.exists() else []
     if not args.resume:
         store.write_text("")
-    stale = [r["seed"] for r in records if r["overrides"] != args.overrides]
+    # A replicate belongs to this run only if it was drawn with the same overrides *and* the same defaults
+    # (conf/ may have changed since): compare the composed settings' fingerprint, not just the command line.
+    fingerprint = config_fingerprint(args.overrides)
+    stale = [r["seed"] for r in records if (r["overrides"], r.get("config")) != (args.overrides, fingerprint)]
     if stale:
         sys.exit(
-            f"{store} holds replicates {stale} run with other overrides than {args.overrides}; "
-            "resume with the same overrides or use another --out"
+            f"{store} holds replicates {stale} run with other overrides or defaults than now ({args.overrides}); "
+            "resume with the same settings or use another --out"
         )
     done = {r["seed"] for r in records}
     todo = [seed for seed in range(args.first_seed, args.first_seed + args.replicates) if seed not in done]
@@ -231,7 +241,7 @@ def main() -> None:
         jobs = {pool.submit(replicate, seed, args.overrides, args.out / "runs", args.rf_trees): seed for seed in todo}
         for job in as_completed(jobs):
             seed, rows = jobs[job], job.result()
-            record = {"seed": seed, "overrides": args.overrides, "estimators": rows}
+            record = {"seed": seed, "overrides": args.overrides, "config": fingerprint, "estimators": rows}
             records.append(record)
             with store.open("a") as handle:
                 handle.write(json.dumps(record) + "\n")

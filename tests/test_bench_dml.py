@@ -58,3 +58,10 @@ def test_targets_are_met_only_when_every_condition_holds() -> None:
 def _verdicts(table: str) -> list[str]:
     rows = table.split("| JEPA-DML target |")[1].splitlines()[2:6]
     return [row.rsplit("|", 2)[1].strip() for row in rows]
+
+
+def test_resume_fingerprint_follows_the_composed_settings_not_only_the_command_line() -> None:
+    default = bench_dml.config_fingerprint([])
+    assert bench_dml.config_fingerprint([]) == default
+    assert bench_dml.config_fingerprint(["dml.k_folds=3"]) != default
+    assert bench_dml.config_fingerprint(["data.pixel_noise=0.05"]) != default

@@ -1,6 +1,7 @@
 """The cross-fitting task end to end at a tiny size: no leakage, honest output, clear errors on bad input."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +9,8 @@ import pandas as pd
 import pytest
 
 from causal_engine.config import ConfigError
-from causal_engine.dml.crossfit import run_crossfit
+from causal_engine.dml.crossfit import fit_fold, load_sample, run_crossfit
+from causal_engine.dml.folds import stratified_folds
 from causal_engine.errors import UserError
 from causal_engine.run import run
 
@@ -44,6 +46,20 @@ def test_no_fold_model_ever_sees_its_held_out_rows(compose):
         np.testing.assert_array_equal(tests, np.arange(120))
         assert all(np.isfinite(v).all() for v in preds.values())
     assert out.result.n_rep == 2 and len(set(out.result.rep_estimates)) == 2
+
+
+def test_held_out_predictions_do_not_depend_on_held_out_labels(compose):
+    # Stronger than the index check above: refit one fold with its held-out treatments and outcomes replaced;
+    # if any model saw them (directly, through standardisation, checkpoint selection, ...) its predictions move.
+    cfg = compose(TINY_VIDEO)
+    sample = load_sample(cfg.data)
+    fold = stratified_folds(sample.treatment, 3, n_rep=1, seed=0)[0][1]
+    first, _ = fit_fold(cfg, sample, fold, seed=5)
+    t, y = sample.treatment.copy(), sample.outcome.copy()
+    t[fold.test], y[fold.test] = 1.0 - t[fold.test], y[fold.test] + 100.0
+    second, _ = fit_fold(cfg, replace(sample, treatment=t, outcome=y), fold, seed=5)
+    for key in ("g0", "g1", "m"):
+        np.testing.assert_array_equal(first[key], second[key])
 
 
 def test_jepa_dml_experiment_writes_metrics_and_figures(compose):

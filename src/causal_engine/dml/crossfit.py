@@ -247,7 +247,7 @@ def _scalars(trainer: L.Trainer) -> dict[str, float]:
 _INFERENCE_KEYS = ("score", "trim", "max_clipped_share", "normalize", "level")
 
 
-def _fold_fingerprint(cfg: DictConfig) -> str:
+def fold_fingerprint(cfg: DictConfig) -> str:
     """What a saved fold depends on: data, representation model, the fitting part of `dml`, and seed."""
     fitting = {k: v for k, v in OmegaConf.to_container(cfg.dml, resolve=True).items() if k not in _INFERENCE_KEYS}
     parts = {"data": cfg.get("data"), "model": cfg.get("model"), "dml": fitting, "seed": cfg.get("seed")}
@@ -297,7 +297,7 @@ def run_crossfit(cfg: DictConfig, sample: CausalSample | None = None) -> Crossfi
     # Folds are saved and resumed only for the configured data (benchmarks pass their own `sample`).
     sample_from_config = sample is None
     sample = load_sample(cfg.data) if sample is None else sample
-    fingerprint = _fold_fingerprint(cfg)
+    fingerprint = fold_fingerprint(cfg)
     check_sample(sample, k_folds=dml.k_folds)
     if sample.is_video and cfg.get("model") is None:
         raise DMLInputError("video data needs a representation model: add `model=jepa`.")
