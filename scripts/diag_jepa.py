@@ -27,6 +27,12 @@ all rows (the bias the nuisances leave) and the rest (the sampling noise the CI 
 
     .venv/bin/python scripts/diag_jepa.py --run outputs/runs/<date>/<time>
 
+`--bench OUT` does the same for every replicate of a `scripts/bench_dml.py --out OUT` benchmark and prints the
+mean of each part (the sampling noise further split into what the true nuisances would see, which every
+estimator on the same data shares, and the rest):
+
+    .venv/bin/python scripts/diag_jepa.py --bench outputs/bench_dml
+
 `--reliability R2 ...` asks what remainder a representation of a given quality would leave: it replaces the
 video by the true U plus Gaussian noise such that each confounder's R² is the given value (one value, or six:
 x0 y0 vx vy size brightness), fits the linear nuisances on 1 600 rows and averages the remainder on the other
@@ -157,13 +163,15 @@ def reliability_remainder(r2: list[float], replicates: int = 8, n: int = 2000, s
     return float(np.mean(out)), float(np.std(out, ddof=1) / np.sqrt(replicates))
 
 
-def decompose_run(run_dir: Path) -> dict[str, float]:
-    """estimate - truth of a finished simulated run = mean remainder (nuisance bias) + sampling noise."""
+def decompose_run(run_dir: Path, cfg=None) -> dict[str, float]:
+    """estimate - truth of a finished simulated run = mean remainder (nuisance bias) + sampling noise; the noise
+    is split further into `oracle_noise` (the AIPW estimate with the true nuisances, shared by every estimator on
+    the same data) and the rest. `cfg` defaults to the run's own `.hydra/config.yaml`."""
     from hydra.utils import instantiate
 
     from causal_engine.jepa.simulate import _g, simulate_videos
 
-    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml") if cfg is None else cfg
     truth = simulate_videos(**instantiate(cfg.data).sim_kwargs)
     n = len(truth.outcome)
     oof = {key: np.full(n, np.nan) for key in ("g0", "g1", "m")}
@@ -173,19 +181,46 @@ def decompose_run(run_dir: Path) -> dict[str, float]:
                 oof[key][saved["test"]] = saved[key]
     if np.isnan(oof["m"]).any():
         raise SystemExit(f"{run_dir}: some rows have no out-of-fold prediction (an unfinished run?)")
-    m = np.clip(oof["m"], cfg.dml.trim, 1 - cfg.dml.trim)
     d, y = truth.treatment, truth.outcome
-    psi = oof["g1"] - oof["g0"] + d * (y - oof["g1"]) / m - (1 - d) * (y - oof["g0"]) / (1 - m)  # [N]
+
+    def aipw(g0: np.ndarray, g1: np.ndarray, m: np.ndarray) -> np.ndarray:  # ψ per row [N]
+        return g1 - g0 + d * (y - g1) / m - (1 - d) * (y - g0) / (1 - m)
+
+    m = np.clip(oof["m"], cfg.dml.trim, 1 - cfg.dml.trim)
+    psi = aipw(oof["g0"], oof["g1"], m)
     true0 = _g(truth.confounders)
     rem = aipw_remainder(oof["g0"], oof["g1"], m, truth.propensity, true0, true0 + truth.tau)
+    oracle = aipw(true0, true0 + truth.tau, truth.propensity).mean() - truth.true_ate
     return {
         "estimate": float(psi.mean()),
         "truth": truth.true_ate,
         "remainder": float(rem.mean()),
         "remainder_se": float(rem.std(ddof=1) / np.sqrt(n)),
         "noise": float(psi.mean() - truth.true_ate - rem.mean()),
+        "oracle_noise": float(oracle),
         "se": float(psi.std(ddof=1) / np.sqrt(n)),
     }
+
+
+def decompose_bench(out: Path) -> str:
+    """The mean over a `scripts/bench_dml.py --out OUT` benchmark's replicates of JEPA-DML's error and its parts
+    (from the replicates' saved folds), as a Markdown table."""
+    records = [json.loads(line) for line in (out / "replicates.jsonl").read_text().splitlines()]
+    parts = []
+    for r in sorted(records, key=lambda r: r["seed"]):
+        cfg = _compose([f"seed={r['seed']}", *r["overrides"]], out / "runs" / f"seed{r['seed']}")
+        p = decompose_run(out / "runs" / f"seed{r['seed']}", cfg)
+        error = p["estimate"] - p["truth"]
+        parts.append([error, p["oracle_noise"], p["remainder"], error - p["oracle_noise"] - p["remainder"]])
+    a = np.array(parts)  # [replicates, 4]
+    names = ("JEPA-DML error", "sampling noise (AIPW with the true nuisances)", "AIPW remainder",
+             "the rest (noise × nuisance-error cross terms)")  # fmt: skip
+    lines = [f"{len(a)} replicates", "", "| part | mean | SE | replicates > 0 |", "|---|---|---|---|"]
+    for i, name in enumerate(names):
+        col = a[:, i]
+        lines.append(f"| {name} | {col.mean():+.3f} | {col.std(ddof=1) / np.sqrt(len(col)):.3f} | "
+                     f"{int((col > 0).sum())}/{len(col)} |")  # fmt: skip
+    return "\n".join(lines)
 
 
 def diagnose(overrides: list[str], fold_k: int, out: Path, variants: list[str]) -> dict:
@@ -265,6 +300,7 @@ def main() -> None:
         "dml.nuisance.outcome.dropout=0.3,dml.nuisance_epochs=60 (repeatable; '' = as configured)",
     )
     parser.add_argument("--run", type=Path, default=None, help="decompose a finished run's error instead (no fits)")
+    parser.add_argument("--bench", type=Path, default=None, help="decompose a bench_dml.py --out folder instead")
     parser.add_argument("--reliability", type=float, nargs="+", default=None, help="remainder at these probe R²s")
     parser.add_argument("--replicates", type=int, default=8, help="data sets for --reliability")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of experiment=jepa_dml, e.g. seed=1")
@@ -276,6 +312,9 @@ def main() -> None:
             parser.error("--reliability takes one R² or six (x0 y0 vx vy size brightness)")
         mean, se = reliability_remainder(args.reliability, args.replicates)
         print(f"reliability {args.reliability}: remainder {mean:+.3f} (SE {se:.3f}, {args.replicates} data sets)")
+        return
+    if args.bench is not None:
+        print(decompose_bench(args.bench))
         return
     if args.run is not None:
         r = decompose_run(args.run)
