@@ -33,6 +33,11 @@ estimator on the same data shares, and the rest):
 
     .venv/bin/python scripts/diag_jepa.py --bench outputs/bench_dml
 
+`--pixel-bound` fits nothing either: it reads the confounders from hand-made per-frame pixel features (centroid,
+mass, peak, spread), a bound on what the simulated frames show at the given simulator settings:
+
+    .venv/bin/python scripts/diag_jepa.py --pixel-bound seed=1 data.pixel_noise=0.05 data.texture_contrast=0.05
+
 `--reliability R2 ...` asks what remainder a representation of a given quality would leave: it replaces the
 video by the true U plus Gaussian noise such that each confounder's R² is the given value (one value, or six:
 x0 y0 vx vy size brightness), fits the linear nuisances on 1 600 rows and averages the remainder on the other
@@ -169,6 +174,7 @@ def decompose_run(run_dir: Path, cfg=None) -> dict[str, float]:
     the same data) and the rest. `cfg` defaults to the run's own `.hydra/config.yaml`."""
     from hydra.utils import instantiate
 
+    from causal_engine.dml.scores import score_elements
     from causal_engine.jepa.simulate import _g, simulate_videos
 
     cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml") if cfg is None else cfg
@@ -183,11 +189,11 @@ def decompose_run(run_dir: Path, cfg=None) -> dict[str, float]:
         raise SystemExit(f"{run_dir}: some rows have no out-of-fold prediction (an unfinished run?)")
     d, y = truth.treatment, truth.outcome
 
-    def aipw(g0: np.ndarray, g1: np.ndarray, m: np.ndarray) -> np.ndarray:  # ψ per row [N]
-        return g1 - g0 + d * (y - g1) / m - (1 - d) * (y - g0) / (1 - m)
+    def aipw(g0: np.ndarray, g1: np.ndarray, m: np.ndarray) -> np.ndarray:  # the run's own ATE score ψ per row [N]
+        return score_elements("ate", y, d, g0=g0, g1=g1, m=m, trim=cfg.dml.trim).psi_b
 
+    psi = aipw(oof["g0"], oof["g1"], oof["m"])
     m = np.clip(oof["m"], cfg.dml.trim, 1 - cfg.dml.trim)
-    psi = aipw(oof["g0"], oof["g1"], m)
     true0 = _g(truth.confounders)
     rem = aipw_remainder(oof["g0"], oof["g1"], m, truth.propensity, true0, true0 + truth.tau)
     oracle = aipw(true0, true0 + truth.tau, truth.propensity).mean() - truth.true_ate
@@ -221,6 +227,27 @@ def decompose_bench(out: Path) -> str:
         lines.append(f"| {name} | {col.mean():+.3f} | {col.std(ddof=1) / np.sqrt(len(col)):.3f} | "
                      f"{int((col > 0).sum())}/{len(col)} |")  # fmt: skip
     return "\n".join(lines)
+
+
+def pixel_bound(overrides: list[str]) -> dict[str, float]:
+    """What the frames show without any learning: held-out ridge R² (1 600 / 400 videos) of each confounder from
+    hand-made per-frame features of the bright part of the image (intensity-weighted centroid, mass, peak,
+    spread, and the centroid's squares and product). A simulator setting that keeps this low hides U."""
+    from hydra.utils import instantiate
+
+    from causal_engine.jepa.simulate import CONFOUNDERS, simulate_videos
+
+    truth = simulate_videos(**instantiate(_compose(overrides, Path("/nonexistent")).data).sim_kwargs)
+    v = np.clip(truth.videos.numpy().mean(1), 0, None)  # [N, T, H, W], channels averaged; the distractor is dark
+    yy, xx = np.meshgrid(np.arange(v.shape[2]), np.arange(v.shape[3]), indexing="ij")
+    mass = v.sum((2, 3))  # [N, T]
+    cx, cy = (v * xx).sum((2, 3)) / mass, (v * yy).sum((2, 3)) / mass
+    spread = (v * (xx - cx[..., None, None]) ** 2).sum((2, 3)) / mass
+    z = np.c_[cx, cy, mass, v.max((2, 3)), spread, cx**2, cy**2, cx * cy]  # [N, 8T]
+    z = (z - z[:1600].mean(0)) / (z[:1600].std(0) + 1e-8)
+    u = truth.confounders
+    r2 = _ridge_r2(z[:1600], u[:1600], z[1600:2000], u[1600:2000])
+    return dict(zip(CONFOUNDERS, np.round(r2, 3).tolist(), strict=True))
 
 
 def diagnose(overrides: list[str], fold_k: int, out: Path, variants: list[str]) -> dict:
@@ -300,6 +327,7 @@ def main() -> None:
         "dml.nuisance.outcome.dropout=0.3,dml.nuisance_epochs=60 (repeatable; '' = as configured)",
     )
     parser.add_argument("--run", type=Path, default=None, help="decompose a finished run's error instead (no fits)")
+    parser.add_argument("--pixel-bound", action="store_true", help="R² of U from hand-made pixel features instead")
     parser.add_argument("--bench", type=Path, default=None, help="decompose a bench_dml.py --out folder instead")
     parser.add_argument("--reliability", type=float, nargs="+", default=None, help="remainder at these probe R²s")
     parser.add_argument("--replicates", type=int, default=8, help="data sets for --reliability")
@@ -312,6 +340,9 @@ def main() -> None:
             parser.error("--reliability takes one R² or six (x0 y0 vx vy size brightness)")
         mean, se = reliability_remainder(args.reliability, args.replicates)
         print(f"reliability {args.reliability}: remainder {mean:+.3f} (SE {se:.3f}, {args.replicates} data sets)")
+        return
+    if args.pixel_bound:
+        print(f"{args.overrides or '(defaults)'}: {pixel_bound(args.overrides)}")
         return
     if args.bench is not None:
         print(decompose_bench(args.bench))

@@ -64,3 +64,10 @@ def test_bench_decomposition_with_the_true_nuisances_is_all_sampling_noise(tmp_p
     assert rows["AIPW remainder"] in ("+0.000", "-0.000")
     assert rows["the rest (noise × nuisance-error cross terms)"] in ("+0.000", "-0.000")
     assert rows["JEPA-DML error"] == rows["sampling noise (AIPW with the true nuisances)"] != "+0.000"
+
+
+def test_pixel_bound_reads_the_confounders_and_falls_with_the_noise():
+    clean = diag_jepa.pixel_bound(["data.pixel_noise=0", "data.texture_contrast=0", "data.distractor=0"])
+    noisy = diag_jepa.pixel_bound(["data.pixel_noise=0.1", "data.texture_contrast=0.1"])
+    assert min(clean[k] for k in ("x0", "y0", "vx", "vy")) > 0.99
+    assert all(noisy[k] < clean[k] for k in ("x0", "y0", "vx", "vy"))

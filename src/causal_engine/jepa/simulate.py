@@ -98,7 +98,7 @@ def simulate_videos(
     dx = (0.5 + 0.4 * d[:, :1]) * span_x + 0.2 * d[:, 2:3] * frames * span_x
     dy = (0.5 + 0.4 * d[:, 1:2]) * span_y + 0.2 * d[:, 3:4] * frames * span_y
     d_amp = np.broadcast_to(distractor * (1.0 + 0.2 * d[:, 4:5]), dx.shape)
-    scene = _render(dx, dy, np.full_like(dx, 0.08 * scale), np.ones_like(dx), h, w) * d_amp[..., None, None]
+    scene = _render(dx, dy, np.full_like(dx, 0.08 * scale), d_amp, h, w)  # [N, T, H, W]
     scene = scene + rng.normal(size=(n_samples, 1, h, w)) * rng.uniform(0.0, texture_contrast, (n_samples, 1, 1, 1))
     # The object is composited over the scene (its blob profile is its opacity), so the nuisances never
     # change how it looks: the video determines U up to pixel noise, as identification requires.
