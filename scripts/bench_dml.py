@@ -73,6 +73,7 @@ def replicate(seed: int, overrides: list[str], workdir: Path, rf_trees: int) -> 
     from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
     from causal_engine.dml.crossfit import run_crossfit
+    from causal_engine.train import with_output_dir
 
     cfg = _compose(
         # The run's own settings (the best-validation checkpoint selects each nuisance) without its logging:
@@ -107,12 +108,11 @@ def replicate(seed: int, overrides: list[str], workdir: Path, rf_trees: int) -> 
     }
     sample = out.sample
     pixels = sample.features.reshape(len(sample), -1)  # [N, C·T·H·W]
-    rows["pixel_dml"] = _row(run_crossfit(cfg, replace(sample, features=pixels, confounders=None)).result)
-    rows["oracle_dml"] = _row(
-        run_crossfit(
-            cfg, replace(sample, features=torch.from_numpy(sample.confounders).float(), confounders=None)
-        ).result
-    )
+    # The other two cross-fitted estimators write their checkpoints beside JEPA-DML's, not into its folders.
+    own = {name: with_output_dir(cfg, Path(cfg.paths.output_dir) / name) for name in ("pixel_dml", "oracle_dml")}
+    rows["pixel_dml"] = _row(run_crossfit(own["pixel_dml"], replace(sample, features=pixels, confounders=None)).result)
+    u = torch.from_numpy(sample.confounders).float()
+    rows["oracle_dml"] = _row(run_crossfit(own["oracle_dml"], replace(sample, features=u, confounders=None)).result)
     data = DoubleMLData.from_arrays(pixels.numpy().astype(np.float64), sample.outcome, sample.treatment)
     irm = DoubleMLIRM(
         data,

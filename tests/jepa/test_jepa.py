@@ -150,3 +150,8 @@ def test_jepa_step_learns_and_embeds():
     np.testing.assert_allclose(z[:, 12:24], per_frame[:, 0].std(1, correction=0).detach().numpy(), atol=1e-5)
     module.hparams.pool = "frames"
     assert module.embed(s.videos).shape == (32, 2 * 12)  # mean over space per time step only
+    module.hparams.pool = "frames_max"
+    z = module.embed(s.videos)
+    assert z.shape == (32, 2 * 3 * 12)  # (mean, std, max) per time step
+    np.testing.assert_allclose(z[:, 24:36], per_frame[:, 0].amax(1).detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(z[:, 36:48], per_frame[:, 1].mean(1).detach().numpy(), atol=1e-5)

@@ -40,7 +40,7 @@ def momentum_at(step: int, total_steps: int, start: float, end: float) -> float:
     return start + (end - start) * frac
 
 
-POOLS = ("frames_std", "frames", "mean")
+POOLS = ("frames_max", "frames_std", "frames", "mean")
 
 
 class JEPAModule(L.LightningModule):
@@ -151,19 +151,24 @@ class JEPAModule(L.LightningModule):
 
     # --- the representation ------------------------------------------------------------------------
     def pool(self, tokens: torch.Tensor, video_shape: Sequence[int]) -> torch.Tensor:
-        """[B, N, D] → [B, T' · 2D] (mean and std over space per time step), [B, T' · D] (mean over space per
-        time step) or [B, D] (mean over all tokens).
+        """[B, N, D] → per time step over space: mean, std and max ([B, T' · 3D], `frames_max`), mean and std
+        ([B, T' · 2D], `frames_std`) or the mean ([B, T' · D], `frames`); or the mean over all tokens ([B, D]).
 
         The spatial std keeps what a mean over mostly-background tokens dilutes: how far the few object
-        tokens stand out (brightness, size) and, frame by frame, where they are (motion).
+        tokens stand out (brightness, size) and, frame by frame, where they are (motion). The max keeps the
+        strongest response of each feature apart from the rest of the scene, where a mean or std adds the
+        object and a distractor together.
         """
         if self.hparams.pool == "mean":
             return tokens.mean(dim=1)
         gt = self.encoder.grid(video_shape)[0]
         per_frame = tokens.reshape(tokens.shape[0], gt, -1, tokens.shape[-1])  # [B, T', H'W', D]
-        if self.hparams.pool == "frames":
-            return per_frame.mean(dim=2).flatten(1)
-        return torch.cat([per_frame.mean(dim=2), per_frame.std(dim=2, correction=0)], dim=-1).flatten(1)
+        stats = [per_frame.mean(dim=2)]  # each [B, T', D]
+        if self.hparams.pool != "frames":
+            stats.append(per_frame.std(dim=2, correction=0))
+        if self.hparams.pool == "frames_max":
+            stats.append(per_frame.amax(dim=2))
+        return torch.cat(stats, dim=-1).flatten(1)
 
     @torch.no_grad()
     def embed(self, videos: torch.Tensor, batch_size: int = 256) -> np.ndarray:
