@@ -229,6 +229,72 @@ def decompose_bench(out: Path) -> str:
     return "\n".join(lines)
 
 
+def compare_readouts(out: Path, replicates: int, workdir: Path = Path("/tmp/diag_jepa/readouts")) -> str:
+    """Each pooling of the JEPAs a `bench_dml.py --out OUT` benchmark fitted (its saved per-fold checkpoints, so
+    no JEPA is refit): held-out ridge R² of U, f and g, and the AIPW remainder of the configured networks refit
+    on that pooling, over the folds of the first `replicates` replicates. Two references bound what a readout can
+    do: the networks on the true U, and on the ridge projection of the `frames_std` embedding onto U (six
+    numbers that carry what a linear readout finds; it uses U, so it is a diagnostic, not an estimator). The
+    networks are refit here without the JEPA fit before them, so their initialisation, and the remainder of the
+    configured pooling, differ slightly from the benchmark's own; compare the rows with each other (paired by
+    fold), not with the benchmark. The refits write under `workdir`."""
+    from hydra.utils import instantiate
+    from sklearn.linear_model import RidgeCV
+
+    from causal_engine.dml.crossfit import fit_fold
+    from causal_engine.dml.folds import stratified_folds
+    from causal_engine.jepa.data import CausalSample
+    from causal_engine.jepa.module import POOLS
+    from causal_engine.jepa.simulate import CONFOUNDERS, _f, _g, simulate_videos
+    from causal_engine.train import with_output_dir
+
+    records = [json.loads(line) for line in (out / "replicates.jsonl").read_text().splitlines()]
+    rows: dict[str, list[list[float]]] = {}
+    for r in sorted(records, key=lambda r: r["seed"])[:replicates]:
+        run = out / "runs" / f"seed{r['seed']}"
+        quiet = ["~logger", "~callbacks.progress_bar", "~callbacks.lr_monitor", "+trainer.enable_progress_bar=false"]
+        cfg = _compose([f"seed={r['seed']}", *quiet, *r["overrides"]], workdir)
+        truth = simulate_videos(**instantiate(cfg.data).sim_kwargs)
+        u = truth.confounders
+        targets = np.c_[u, _f(u), _g(u)]  # [N, 8]
+        true0, true1 = _g(u), _g(u) + truth.tau
+        for fold in stratified_folds(truth.treatment, cfg.dml.k_folds, n_rep=1, seed=cfg.dml.split_seed)[0]:
+            jepa = instantiate(cfg.model, in_channels=int(truth.videos.shape[1]))
+            ckpt = torch.load(run / f"rep0/fold{fold.k}/jepa/checkpoints/last.ckpt", map_location="cpu",
+                              weights_only=False)  # fmt: skip
+            jepa.load_state_dict(ckpt["state_dict"])
+            tr, te = fold.train, fold.test
+            features = {f"target/{pool}": _embed(jepa, truth.videos, "target", pool) for pool in POOLS}
+            zs = features["target/frames_std"]
+            zs = (zs - zs[tr].mean(0)) / (zs[tr].std(0) + 1e-8)
+            features["U projected from frames_std"] = (
+                RidgeCV(alphas=np.logspace(-2, 4, 13)).fit(zs[tr], u[tr]).predict(zs)
+            )
+            features["true U"] = u
+            for name, z in features.items():
+                zz = (z - z[tr].mean(0)) / (z[tr].std(0) + 1e-8)
+                r2 = _ridge_r2(zz[tr], targets[tr], zz[te], targets[te])
+                sample = CausalSample(torch.from_numpy(z).float(), truth.treatment, truth.outcome)
+                fcfg = with_output_dir(cfg, workdir / f"seed{r['seed']}" / name.replace("/", "-"))
+                preds, _ = fit_fold(fcfg, sample, fold, int(cfg.seed) + fold.k)
+                m = np.clip(preds["m"], cfg.dml.trim, 1 - cfg.dml.trim)
+                rem = aipw_remainder(preds["g0"], preds["g1"], m, truth.propensity[te], true0[te], true1[te]).mean()
+                rows.setdefault(name, []).append([*r2, rem, z.shape[1]])
+            print(f"seed {r['seed']} fold {fold.k} done", flush=True)
+    base = np.array(rows["target/frames_std"])
+    head = " | ".join((*CONFOUNDERS, "f", "g"))
+    lines = [f"{len(base)} folds of {min(replicates, len(records))} replicates; R²: held-out ridge probes",
+             "", f"| readout | dim | {head} | remainder | vs frames_std (SE) |",
+             "|---|---|" + "---|" * (len(CONFOUNDERS) + 4)]  # fmt: skip
+    for name, vals in rows.items():
+        a = np.array(vals)  # [folds, 8 R² + remainder + dim]
+        diff = a[:, -2] - base[:, -2]
+        r2 = " | ".join(f"{x:.3f}" for x in a[:, :-2].mean(0))
+        lines.append(f"| {name} | {int(a[0, -1])} | {r2} | {a[:, -2].mean():+.4f} | "
+                     f"{diff.mean():+.4f} ({diff.std(ddof=1) / np.sqrt(len(diff)):.4f}) |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def pixel_bound(overrides: list[str]) -> dict[str, float]:
     """What the frames show without any learning: held-out ridge R² (1 600 / 400 videos) of each confounder from
     hand-made per-frame features of the bright part of the image (intensity-weighted centroid, mass, peak,
@@ -329,6 +395,8 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=None, help="decompose a finished run's error instead (no fits)")
     parser.add_argument("--pixel-bound", action="store_true", help="R² of U from hand-made pixel features instead")
     parser.add_argument("--bench", type=Path, default=None, help="decompose a bench_dml.py --out folder instead")
+    parser.add_argument("--readouts", type=Path, default=None, help="compare poolings of a bench's saved JEPAs")
+    parser.add_argument("--readout-replicates", type=int, default=6, help="replicates for --readouts")
     parser.add_argument("--reliability", type=float, nargs="+", default=None, help="remainder at these probe R²s")
     parser.add_argument("--replicates", type=int, default=8, help="data sets for --reliability")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of experiment=jepa_dml, e.g. seed=1")
@@ -346,6 +414,9 @@ def main() -> None:
         return
     if args.bench is not None:
         print(decompose_bench(args.bench))
+        return
+    if args.readouts is not None:
+        print(compare_readouts(args.readouts, args.readout_replicates))
         return
     if args.run is not None:
         r = decompose_run(args.run)

@@ -71,3 +71,25 @@ def test_pixel_bound_reads_the_confounders_and_falls_with_the_noise():
     noisy = diag_jepa.pixel_bound(["data.pixel_noise=0.1", "data.texture_contrast=0.1"])
     assert min(clean[k] for k in ("x0", "y0", "vx", "vy")) > 0.99
     assert all(noisy[k] < clean[k] for k in ("x0", "y0", "vx", "vy"))
+
+
+def test_readouts_of_a_benchmark_reuse_its_jepas_and_compare_every_pooling(tmp_path):
+    # One tiny real replicate (its per-fold JEPA checkpoints are what the comparison loads), then every pooling.
+    import json
+
+    import bench_dml
+
+    overrides = ["data.n_samples=120", "data.dims=[1,4,8,8]", "dml.k_folds=2", "dml.jepa_epochs=1",
+                 "dml.nuisance_epochs=2", "model.rep_dim=12", "model.heads=2", "model.pred_dim=6"]  # fmt: skip
+    rows = bench_dml.replicate(7, overrides, tmp_path / "runs", rf_trees=5)
+    record = {"seed": 7, "overrides": overrides, "estimators": rows}
+    (tmp_path / "replicates.jsonl").write_text(json.dumps(record) + "\n")
+    table = diag_jepa.compare_readouts(tmp_path, replicates=1, workdir=tmp_path / "readouts").splitlines()
+    assert table[0].startswith("2 folds of 1 replicates")
+    by_name = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in table[4:]}
+    assert set(by_name) == {"target/frames_max", "target/frames_std", "target/frames", "target/mean",
+                            "U projected from frames_std", "true U"}  # fmt: skip
+    # Widths: T' = 2 time steps × (mean, std, max) × 12; the true U has six columns; R² of U from U itself is 1.
+    assert [int(by_name[k][1]) for k in ("target/frames_max", "target/frames_std", "true U")] == [72, 48, 6]
+    assert all(float(x) > 0.999 for x in by_name["true U"][2:8])
+    assert by_name["target/frames_std"][-1].strip(" |") == "+0.0000 (0.0000)"
