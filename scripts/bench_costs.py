@@ -206,6 +206,14 @@ def dml_point(n: int, jepa_epochs: int, nuisance_epochs: int) -> dict[str, float
         return measure(lambda: run_crossfit(cfg), min_seconds=0.0)
 
 
+def preset_epochs() -> str:
+    """The epochs `experiment=jepa_dml` trains with, as the page states them (the points use fewer)."""
+    from bench_dml import _compose
+
+    dml = _compose(["experiment=jepa_dml"], Path("/nonexistent")).dml
+    return f"{dml.jepa_epochs} JEPA and {dml.nuisance_epochs} nuisance"
+
+
 POINTS: dict[str, Callable[..., dict[str, float]]] = {
     "scm": scm_point,
     "pfn": pfn_point,
@@ -488,8 +496,10 @@ def render(results: dict[str, list[dict]], meta: dict[str, Any], figures: dict[s
         "dml": (
             "`causal_engine.dml.crossfit.run_crossfit` on the composed `experiment=jepa_dml` config "
             f"(`callbacks=none ~logger data.n_samples=N dml.jepa_epochs={meta['jepa_epochs']} "
-            f"dml.nuisance_epochs={meta['nuisance_epochs']}`; the preset's 20 JEPA and 30 nuisance epochs take "
-            "correspondingly longer). One run per N, including simulating the videos and the 5 folds."
+            f"dml.nuisance_epochs={meta['nuisance_epochs']}`"
+            # Pages rendered from an older results.json (--render-only) do not know the preset of their day.
+            + (f"; the preset's {meta['preset_dml']} epochs take longer" if "preset_dml" in meta else "")
+            + "). One run per N, including simulating the videos and the 5 folds."
         ),
     }
     for section, rows in results.items():
@@ -564,6 +574,7 @@ def main() -> None:
         "threads": args.threads,
         "blas_threads": os.environ["OMP_NUM_THREADS"],
         "pfn": f"{source}: " + ", ".join(f"{k} {v}" for k, v in net_args.items()),
+        "preset_dml": preset_epochs(),
     }
     print(write_page(out, results, meta))
 

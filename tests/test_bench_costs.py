@@ -103,6 +103,7 @@ def test_page_has_a_table_fit_and_plot_per_series(tmp_path: Path) -> None:
         "blas_threads": "1",
         "pfn": "fresh ModelA",
         "baseline_limit": 60.0,
+        "preset_dml": "4 JEPA and 60 nuisance",
     }
     page = bench_costs.write_page(tmp_path / "benchmarks.md", results, meta)
 
@@ -111,6 +112,7 @@ def test_page_has_a_table_fit_and_plot_per_series(tmp_path: Path) -> None:
     assert saved == json.loads(json.dumps({"meta": meta, "results": results}))  # --render-only reads this back
 
     assert "`python scripts/bench_costs.py --quick`" in page and "load average 9.0" in page
+    assert "the preset's 4 JEPA and 60 nuisance epochs take longer" in page
     for section, (title, *_rest) in bench_costs.SECTIONS.items():
         assert f"## {title}" in page and f"](benchmarks/{section}.png)" in page
         assert (tmp_path / "benchmarks" / f"{section}.png").stat().st_size > 0
