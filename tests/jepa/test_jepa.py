@@ -143,15 +143,15 @@ def test_jepa_step_learns_and_embeds():
     assert losses[-1] < losses[0]
     assert not any(p.requires_grad for p in module.target_encoder.parameters())
     z = module.embed(s.videos)
-    assert z.shape == (32, 2 * 2 * 12)  # frames_std pooling: T' = 2 time steps × (mean, std) × rep_dim
+    assert z.shape == (32, 2 * 3 * 12)  # frames_max pooling: T' = 2 time steps × (mean, std, max) × rep_dim
     tokens = module.target_encoder(s.videos)  # [32, T'H'W' = 2 · 4, 12]
     per_frame = tokens.reshape(32, 2, 4, 12)
     np.testing.assert_allclose(z[:, :12], per_frame[:, 0].mean(1).detach().numpy(), atol=1e-5)
     np.testing.assert_allclose(z[:, 12:24], per_frame[:, 0].std(1, correction=0).detach().numpy(), atol=1e-5)
-    module.hparams.pool = "frames"
-    assert module.embed(s.videos).shape == (32, 2 * 12)  # mean over space per time step only
-    module.hparams.pool = "frames_max"
-    z = module.embed(s.videos)
-    assert z.shape == (32, 2 * 3 * 12)  # (mean, std, max) per time step
     np.testing.assert_allclose(z[:, 24:36], per_frame[:, 0].amax(1).detach().numpy(), atol=1e-5)
     np.testing.assert_allclose(z[:, 36:48], per_frame[:, 1].mean(1).detach().numpy(), atol=1e-5)
+    module.hparams.pool = "frames_std"  # (mean, std) per time step: the same numbers without the max
+    np.testing.assert_allclose(module.embed(s.videos)[:, :24], z[:, :24], atol=1e-6)
+    assert module.embed(s.videos).shape == (32, 2 * 2 * 12)
+    module.hparams.pool = "frames"
+    assert module.embed(s.videos).shape == (32, 2 * 12)  # mean over space per time step only

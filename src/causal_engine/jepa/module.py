@@ -4,10 +4,11 @@ The target encoder is a frozen deep copy of the context encoder, updated after e
 an exponential moving average whose momentum ramps linearly from `ema[0]` to `ema[1]` over training.
 The loss is L1 between the predictor's output and layer-normalised target features at the masked
 positions. The representation used downstream (`embed`) is the target encoder's output pooled over
-space per time step: mean and std (`pool="frames_std"`, [T' · 2 · rep_dim], the default), the mean only
-(`pool="frames"`, [T' · rep_dim]), or the mean over all tokens (`pool="mean"`, [rep_dim]). Per-time-step
-pooling keeps motion linearly readable; the spatial std keeps brightness and size, which a mean over
-mostly-background tokens dilutes.
+space per time step: mean, std and max (`pool="frames_max"`, [T' · 3 · rep_dim], the default), mean and std
+(`pool="frames_std"`, [T' · 2 · rep_dim]), the mean only (`pool="frames"`, [T' · rep_dim]), or the mean over
+all tokens (`pool="mean"`, [rep_dim]). Per-time-step pooling keeps motion linearly readable; the spatial std
+keeps brightness and size, which a mean over mostly-background tokens dilutes; the max keeps the object apart
+from a distractor that a mean and std add to it.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class JEPAModule(L.LightningModule):
         n_blocks: int = 2,
         block_scale: Sequence[float] = (0.15, 0.25),
         mask_seed: int = 0,
-        pool: str = "frames_std",
+        pool: str = "frames_max",
     ) -> None:
         super().__init__()
         if pool not in POOLS:
