@@ -251,7 +251,8 @@ def main() -> None:
             )
     records.sort(key=lambda r: r["seed"])
     table, _ = summarise(records)
-    command = "nice -n 10 .venv/bin/python scripts/bench_dml.py " + " ".join(sys.argv[1:])
+    # What was run (not a recommended prefix such as `nice`, which the process cannot see).
+    command = ".venv/bin/python scripts/bench_dml.py " + " ".join(sys.argv[1:])
     (args.out / "results.md").write_text(f"# bench_dml\n\n`{command}`\n\n{table}\n")
     figure(records, args.out / "results.png")
     print(table)
