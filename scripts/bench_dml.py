@@ -30,6 +30,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 ESTIMATORS = ("jepa_dml", "naive", "pixel_dml", "doubleml_rf", "oracle_dml")
+# A run's settings without its logging: no logger, no progress bars (fits run side by side, or by the hundred).
+QUIET = ["~logger", "~callbacks.progress_bar", "~callbacks.lr_monitor", "+trainer.enable_progress_bar=false"]
 
 
 def _compose(overrides: list[str], output_dir: Path):
@@ -82,10 +84,7 @@ def replicate(seed: int, overrides: list[str], workdir: Path, rf_trees: int) -> 
         [
             "experiment=jepa_dml",
             f"seed={seed}",
-            "~logger",
-            "~callbacks.progress_bar",
-            "~callbacks.lr_monitor",
-            "+trainer.enable_progress_bar=false",
+            *QUIET,
             "dml.max_clipped_share=1.0",
             *overrides,
         ],

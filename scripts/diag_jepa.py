@@ -54,6 +54,7 @@ import json
 import logging
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -115,13 +116,13 @@ def _losses(g0, g1, m, d, y, e, true0, true1) -> dict[str, float]:
 
 
 @torch.no_grad()
-def _embed(jepa, videos: torch.Tensor, encoder: str, pool: str) -> np.ndarray:
-    """Pooled features [N, D'] of the target (EMA) or online (context) encoder with pooling `pool`;
-    `encoder` "target+layers" concatenates the pooled tokens before and after every transformer block."""
+def _embed(jepa, videos: torch.Tensor, encoder: str, pools: Sequence[str]) -> dict[str, np.ndarray]:
+    """Features [N, D'] per pooling in `pools` of the target (EMA) or online (context) encoder, from one pass of
+    the encoder; `encoder` "target+layers" concatenates the pooled tokens before and after every transformer
+    block."""
     net = jepa.encoder if encoder == "online" else jepa.target_encoder
-    configured, jepa.hparams.pool = jepa.hparams.pool, pool
     jepa.eval()
-    out = []
+    out: dict[str, list[torch.Tensor]] = {pool: [] for pool in pools}
     for i in range(0, len(videos), 256):
         chunk = videos[i : i + 256]  # [b, C, T, H, W]
         if encoder == "target+layers":
@@ -131,11 +132,11 @@ def _embed(jepa, videos: torch.Tensor, encoder: str, pool: str) -> np.ndarray:
                 x = block(x)
                 layers.append(x)
             layers[-1] = net.norm(x)
-            out.append(torch.cat([jepa.pool(h, chunk.shape) for h in layers], dim=1))
         else:
-            out.append(jepa.pool(net(chunk), chunk.shape))
-    jepa.hparams.pool = configured
-    return torch.cat(out).double().numpy()
+            layers = [net(chunk)]
+        for pool in pools:
+            out[pool].append(torch.cat([jepa.pool(h, chunk.shape, pool) for h in layers], dim=1))
+    return {pool: torch.cat(parts).double().numpy() for pool, parts in out.items()}
 
 
 def aipw_remainder(
@@ -241,6 +242,7 @@ def compare_readouts(out: Path, replicates: int, workdir: Path = Path("/tmp/diag
     from hydra.utils import instantiate
     from sklearn.linear_model import RidgeCV
 
+    from bench_dml import QUIET
     from causal_engine.dml.crossfit import fit_fold
     from causal_engine.dml.folds import stratified_folds
     from causal_engine.jepa.data import CausalSample
@@ -252,8 +254,7 @@ def compare_readouts(out: Path, replicates: int, workdir: Path = Path("/tmp/diag
     rows: dict[str, list[list[float]]] = {}
     for r in sorted(records, key=lambda r: r["seed"])[:replicates]:
         run = out / "runs" / f"seed{r['seed']}"
-        quiet = ["~logger", "~callbacks.progress_bar", "~callbacks.lr_monitor", "+trainer.enable_progress_bar=false"]
-        cfg = _compose([f"seed={r['seed']}", *quiet, *r["overrides"]], workdir)
+        cfg = _compose([f"seed={r['seed']}", *QUIET, *r["overrides"]], workdir)
         truth = simulate_videos(**instantiate(cfg.data).sim_kwargs)
         u = truth.confounders
         targets = np.c_[u, _f(u), _g(u)]  # [N, 8]
@@ -264,7 +265,7 @@ def compare_readouts(out: Path, replicates: int, workdir: Path = Path("/tmp/diag
                               weights_only=False)  # fmt: skip
             jepa.load_state_dict(ckpt["state_dict"])
             tr, te = fold.train, fold.test
-            features = {f"target/{pool}": _embed(jepa, truth.videos, "target", pool) for pool in POOLS}
+            features = {f"target/{pool}": z for pool, z in _embed(jepa, truth.videos, "target", POOLS).items()}
             zs = features["target/frames_std"]
             zs = (zs - zs[tr].mean(0)) / (zs[tr].std(0) + 1e-8)
             features["U projected from frames_std"] = (
@@ -350,8 +351,8 @@ def diagnose(overrides: list[str], fold_k: int, out: Path, variants: list[str]) 
     names = [*CONFOUNDERS, "f", "g"]
     report["representations"] = {}
     for encoder in ("target", "online", "target+layers"):
-        for pool in POOLS if encoder != "target+layers" else ("frames_std",):
-            z = _embed(jepa, sample.features, encoder, pool)  # [N, D']
+        pools = POOLS if encoder != "target+layers" else ("frames_std",)
+        for pool, z in _embed(jepa, sample.features, encoder, pools).items():  # each [N, D']
             zs = (z - z[tr].mean(0)) / (z[tr].std(0) + 1e-8)
             r2 = _ridge_r2(zs[tr], targets[tr], zs[te], targets[te])
             report["representations"][f"{encoder}/{pool}"] = {

@@ -151,23 +151,27 @@ class JEPAModule(L.LightningModule):
         }
 
     # --- the representation ------------------------------------------------------------------------
-    def pool(self, tokens: torch.Tensor, video_shape: Sequence[int]) -> torch.Tensor:
+    def pool(self, tokens: torch.Tensor, video_shape: Sequence[int], how: str | None = None) -> torch.Tensor:
         """[B, N, D] → per time step over space: mean, std and max ([B, T' · 3D], `frames_max`), mean and std
         ([B, T' · 2D], `frames_std`) or the mean ([B, T' · D], `frames`); or the mean over all tokens ([B, D]).
+        `how` defaults to the configured `pool` (diagnostics compare the others on the same tokens).
 
         The spatial std keeps what a mean over mostly-background tokens dilutes: how far the few object
         tokens stand out (brightness, size) and, frame by frame, where they are (motion). The max keeps the
         strongest response of each feature apart from the rest of the scene, where a mean or std adds the
         object and a distractor together.
         """
-        if self.hparams.pool == "mean":
+        how = self.hparams.pool if how is None else how
+        if how not in POOLS:
+            raise ValueError(f"pool {how!r} must be one of {', '.join(POOLS)}")
+        if how == "mean":
             return tokens.mean(dim=1)
         gt = self.encoder.grid(video_shape)[0]
         per_frame = tokens.reshape(tokens.shape[0], gt, -1, tokens.shape[-1])  # [B, T', H'W', D]
         stats = [per_frame.mean(dim=2)]  # each [B, T', D]
-        if self.hparams.pool != "frames":
+        if how != "frames":
             stats.append(per_frame.std(dim=2, correction=0))
-        if self.hparams.pool == "frames_max":
+        if how == "frames_max":
             stats.append(per_frame.amax(dim=2))
         return torch.cat(stats, dim=-1).flatten(1)
 
