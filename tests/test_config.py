@@ -26,6 +26,7 @@ def test_missing_required_value_names_the_key(compose):
         ("seed: -1", r"'seed' = -1 is too small"),
         ("monitor_mode: up", r"'monitor_mode' = 'up' is not an allowed choice; it must be a string one of"),
         ("trainer: {devices: 0}", r"'trainer.devices' = 0 is too small"),
+        ("model: {embed_from: [target, context]}", r"'model.embed_from' = \['target', 'context'\] is not an allowed"),
     ],
 )
 def test_bad_values_are_reported_with_key_value_and_rule(yaml, message):

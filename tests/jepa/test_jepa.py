@@ -155,3 +155,10 @@ def test_jepa_step_learns_and_embeds():
     assert module.embed(s.videos).shape == (32, 2 * 2 * 12)
     module.hparams.pool = "frames"
     assert module.embed(s.videos).shape == (32, 2 * 12)  # mean over space per time step only
+    module.hparams.embed_from = ("target", "online")  # the online encoder's pooled tokens follow the target's
+    both = module.embed(s.videos)
+    online = module.pool(module.encoder(s.videos), s.videos.shape).detach().numpy()
+    assert both.shape == (32, 2 * 2 * 12) and not np.allclose(both[:, 24:], both[:, :24])
+    np.testing.assert_allclose(both[:, 24:], online, atol=1e-5)
+    with pytest.raises(ValueError, match="model.embed_from"):
+        JEPAModule(optimizer=partial(torch.optim.AdamW), embed_from=("target", "target"))

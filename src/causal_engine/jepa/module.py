@@ -42,6 +42,8 @@ def momentum_at(step: int, total_steps: int, start: float, end: float) -> float:
 
 
 POOLS = ("frames_max", "frames_std", "frames", "mean")
+# Encoders whose pooled tokens make the representation (`embed_from`), concatenated in this order.
+ENCODERS = ("target", "online")
 
 
 class JEPAModule(L.LightningModule):
@@ -63,10 +65,14 @@ class JEPAModule(L.LightningModule):
         block_scale: Sequence[float] = (0.15, 0.25),
         mask_seed: int = 0,
         pool: str = "frames_max",
+        embed_from: Sequence[str] = ("target",),
     ) -> None:
         super().__init__()
         if pool not in POOLS:
             raise ValueError(f"model.pool={pool!r} must be one of {', '.join(POOLS)}")
+        if not embed_from or any(e not in ENCODERS for e in embed_from) or len(set(embed_from)) < len(embed_from):
+            choices = ", ".join(ENCODERS)
+            raise ValueError(f"model.embed_from={list(embed_from)} must list distinct encoders of: {choices}")
         # Hydra partials (optimizer, scheduler) stay out of hparams: checkpoints must load with
         # torch.load(weights_only=True), which rejects them.
         self.save_hyperparameters(logger=False, ignore=["optimizer", "scheduler"])
@@ -116,7 +122,7 @@ class JEPAModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self.log("val/loss", self._step(batch), prog_bar=True, sync_dist=True)
-        z = self.pool(self.target_encoder(batch["video"]), batch["video"].shape)  # [B, D']
+        z = self.represent(batch["video"])  # [B, D']
         self._probe["z"].append(z)
         if "confounders" in batch:
             self._probe["u"].append(batch["confounders"])
@@ -175,14 +181,23 @@ class JEPAModule(L.LightningModule):
             stats.append(per_frame.amax(dim=2))
         return torch.cat(stats, dim=-1).flatten(1)
 
+    def represent(self, video: torch.Tensor) -> torch.Tensor:
+        """[B, C, T, H, W] → the pooled tokens of each encoder in `embed_from`, concatenated: [B, D'].
+
+        The target (EMA) encoder alone is V-JEPA's choice; adding the online (context) encoder, a later and
+        noisier snapshot of the same network, makes a two-member ensemble whose errors about the scene
+        partly differ, at no extra training cost (docs/jepa_dml.md, "Fifth pass")."""
+        nets = {"target": self.target_encoder, "online": self.encoder}
+        return torch.cat([self.pool(nets[e](video), video.shape) for e in self.hparams.embed_from], dim=1)
+
     @torch.no_grad()
     def embed(self, videos: torch.Tensor, batch_size: int = 256) -> np.ndarray:
-        """Representations [N, D'] of videos [N, C, T, H, W] from the (EMA) target encoder."""
+        """Representations [N, D'] of videos [N, C, T, H, W] (`represent`, in inference mode)."""
         was_training = self.training
         self.eval()
         out = []
         for i in range(0, len(videos), batch_size):
             chunk = videos[i : i + batch_size].to(self.device)  # [b, C, T, H, W]
-            out.append(self.pool(self.target_encoder(chunk), chunk.shape).cpu())
+            out.append(self.represent(chunk).cpu())
         self.train(was_training)
         return torch.cat(out).double().numpy()
