@@ -11,6 +11,11 @@ Writes outputs/bench_dml/{replicates.jsonl, results.md, results.png} and prints 
 appended as they finish, so an interrupted run keeps its results (rerun with --resume to continue).
 
     nice -n 10 .venv/bin/python scripts/bench_dml.py --replicates 30 --workers 2
+
+`--compare A B` runs nothing: it pairs two benchmarks' replicates by seed (same seeds draw the same data and
+folds) and prints each estimator's estimate in B minus A, the one fair way to tell whether a setting helped:
+
+    .venv/bin/python scripts/bench_dml.py --compare outputs/bench_dml outputs/bench_dml_max
 """
 
 from __future__ import annotations
@@ -185,6 +190,25 @@ def summarise(records: list[dict], truth: float = 1.0) -> tuple[str, dict[str, d
     return "\n".join(lines), stats
 
 
+def compare(first: list[dict], second: list[dict], truth: float = 1.0) -> str:
+    """Per estimator, the second benchmark's estimate minus the first's over the seeds both ran (paired: the same
+    seed draws the same data and fold plan), as a Markdown table with the difference's SE over replicates."""
+    a, b = ({r["seed"]: r["estimators"] for r in recs} for recs in (first, second))
+    seeds = sorted(a.keys() & b.keys())
+    if len(seeds) < 2:
+        raise SystemExit(f"the benchmarks share {len(seeds)} seed(s); pairing needs at least 2")
+    lines = [f"{len(seeds)} paired replicates (seeds {seeds[0]}–{seeds[-1]}); second minus first", "",
+             "| estimator | mean difference | SE | lower in second | second's mean abs error − first's |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for name in ESTIMATORS:
+        x = np.array([a[s][name]["estimate"] for s in seeds])
+        y = np.array([b[s][name]["estimate"] for s in seeds])
+        d, gain = y - x, np.abs(y - truth).mean() - np.abs(x - truth).mean()
+        lines.append(f"| {name} | {d.mean():+.4f} | {d.std(ddof=1) / np.sqrt(len(d)):.4f} | "
+                     f"{int((d < 0).sum())}/{len(d)} | {gain:+.4f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def figure(records: list[dict], path: Path, truth: float = 1.0) -> None:
     from causal_engine.plots import plt, save_figure
 
@@ -214,8 +238,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="replicates run at once, one process each")
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench_dml")
     parser.add_argument("--resume", action="store_true", help="keep replicates already in replicates.jsonl")
+    parser.add_argument("--compare", type=Path, nargs=2, metavar=("A", "B"), help="pair two --out folders; no runs")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. dml.jepa_epochs=10")
     args = parser.parse_args()
+    if args.compare:
+        recs = [
+            [json.loads(line) for line in (out / "replicates.jsonl").read_text().splitlines()] for out in args.compare
+        ]
+        print(compare(*recs))
+        return
     _worker_init(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     store = args.out / "replicates.jsonl"

@@ -65,3 +65,16 @@ def test_resume_fingerprint_follows_the_composed_settings_not_only_the_command_l
     assert bench_dml.config_fingerprint([]) == default
     assert bench_dml.config_fingerprint(["dml.k_folds=3"]) != default
     assert bench_dml.config_fingerprint(["data.pixel_noise=0.05"]) != default
+
+
+def test_compare_pairs_replicates_by_seed() -> None:
+    est = {name: [1.0, 1.2, 0.9] for name in bench_dml.ESTIMATORS}
+    first = _records(est, dict.fromkeys(bench_dml.ESTIMATORS, 0.1))
+    second = _records(est | {"jepa_dml": [1.0, 1.1, 0.95]}, dict.fromkeys(bench_dml.ESTIMATORS, 0.1))
+    table = bench_dml.compare(first, second[::-1])  # order does not matter: seeds pair the replicates
+    jepa = next(line for line in table.splitlines() if line.startswith("| jepa_dml"))
+    # differences 0, -0.1, +0.05: mean -0.0167, SE sd/sqrt(3), 1 of 3 lower; mean abs error 0.1 → 0.05
+    assert jepa == f"| jepa_dml | -0.0167 | {np.std([0, -0.1, 0.05], ddof=1) / np.sqrt(3):.4f} | 1/3 | -0.0500 |"
+    assert "| naive | +0.0000 | 0.0000 | 0/3 | +0.0000 |" in table
+    with pytest.raises(SystemExit, match="share 1 seed"):
+        bench_dml.compare(first[:1], second)
