@@ -8,7 +8,9 @@ Estimators per replicate (same data, same fold plan where it applies):
   oracle_dml    the same nuisances on the true confounders U
 
 Writes outputs/bench_dml/{replicates.jsonl, results.md, results.png} and prints the table. Replicates are
-appended as they finish, so an interrupted run keeps its results (rerun with --resume to continue).
+appended as they finish, so an interrupted run keeps its results (rerun with --resume to continue). Stop a run
+with Ctrl-C or by killing its process group (`kill -- -PGID`): killing only the parent leaves its worker
+processes computing.
 
     nice -n 10 .venv/bin/python scripts/bench_dml.py --replicates 30 --workers 2
 

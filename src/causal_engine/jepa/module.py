@@ -184,9 +184,9 @@ class JEPAModule(L.LightningModule):
     def represent(self, video: torch.Tensor) -> torch.Tensor:
         """[B, C, T, H, W] → the pooled tokens of each encoder in `embed_from`, concatenated: [B, D'].
 
-        The target (EMA) encoder alone is V-JEPA's choice; adding the online (context) encoder, a later and
-        noisier snapshot of the same network, makes a two-member ensemble whose errors about the scene
-        partly differ, at no extra training cost (docs/jepa_dml.md, "Fifth pass")."""
+        The target (EMA) encoder alone is V-JEPA's choice and the default. Adding the online (context) encoder,
+        a later and noisier snapshot of the same network, is a two-member ensemble at no extra training cost; on
+        the simulated benchmark it did not lower the bias (docs/jepa_dml.md, "Fifth pass")."""
         nets = {"target": self.target_encoder, "online": self.encoder}
         return torch.cat([self.pool(nets[e](video), video.shape) for e in self.hparams.embed_from], dim=1)
 
