@@ -78,3 +78,25 @@ def test_compare_pairs_replicates_by_seed() -> None:
     assert "| naive | +0.0000 | 0.0000 | 0/3 | +0.0000 |" in table
     with pytest.raises(SystemExit, match="share 1 seed"):
         bench_dml.compare(first[:1], second)
+
+
+def test_jepa_only_records_mark_the_baseline_targets_not_run_and_pair_with_a_full_benchmark() -> None:
+    est = {name: [1.0, 1.2, 0.9] for name in bench_dml.ESTIMATORS}
+    full = _records(est, dict.fromkeys(bench_dml.ESTIMATORS, 0.1))
+    jepa_only = [{**r, "estimators": {k: r["estimators"][k] for k in ("jepa_dml", "naive")}} for r in full]
+    table, stats = bench_dml.summarise(jepa_only)
+    assert set(stats) == {"jepa_dml", "naive"}
+    assert _verdicts(table)[2:] == ["n/a", "n/a"]
+    assert "| RMSE ≤ 1.5 × oracle | oracle_dml not run | n/a |" in table
+    paired = bench_dml.compare(full, jepa_only)
+    assert [line.split(" | ")[0] for line in paired.splitlines()[4:]] == ["| jepa_dml", "| naive"]
+
+
+def test_a_jepa_only_replicate_is_the_full_replicate_without_the_baselines(tmp_path) -> None:
+    overrides = ["data.n_samples=120", "data.dims=[1,4,8,8]", "dml.k_folds=2", "dml.jepa_epochs=1",
+                 "dml.nuisance_epochs=2", "model.rep_dim=12", "model.heads=2", "model.pred_dim=6"]  # fmt: skip
+    full = bench_dml.replicate(7, overrides, tmp_path / "full", rf_trees=5)
+    only = bench_dml.replicate(7, overrides, tmp_path / "only", rf_trees=5, baselines=False)
+    assert set(full) == set(bench_dml.ESTIMATORS) and set(only) == {"jepa_dml", "naive"}
+    for name in only:
+        assert only[name]["estimate"] == full[name]["estimate"]
