@@ -68,6 +68,11 @@ def config_fingerprint(overrides: list[str]) -> str:
     return fold_fingerprint(_compose(["experiment=jepa_dml", "seed=0", *overrides], Path("/nonexistent")))
 
 
+def load_replicates(out: Path) -> list[dict]:
+    """The replicate records of a `--out OUT` benchmark (`OUT/replicates.jsonl`, one JSON object a line)."""
+    return [json.loads(line) for line in (out / "replicates.jsonl").read_text().splitlines()]
+
+
 def _row(result) -> dict[str, float]:
     return {
         "estimate": result.estimate,
@@ -224,7 +229,8 @@ def compare(first: list[dict], second: list[dict], truth: float = 1.0) -> str:
     lines = [f"{len(seeds)} paired replicates (seeds {seeds[0]}–{seeds[-1]}); second minus first", "",
              "| estimator | mean difference | SE | lower in second | second's mean abs error − first's |",
              "|---|---|---|---|---|"]  # fmt: skip
-    for name in [n for n in _present(first) if n in _present(second)]:
+    both = set(_present(second))
+    for name in [n for n in _present(first) if n in both]:
         x = np.array([a[s][name]["estimate"] for s in seeds])
         y = np.array([b[s][name]["estimate"] for s in seeds])
         d, gain = y - x, np.abs(y - truth).mean() - np.abs(x - truth).mean()
@@ -268,15 +274,12 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. dml.jepa_epochs=10")
     args = parser.parse_args()
     if args.compare:
-        recs = [
-            [json.loads(line) for line in (out / "replicates.jsonl").read_text().splitlines()] for out in args.compare
-        ]
-        print(compare(*recs))
+        print(compare(*map(load_replicates, args.compare)))
         return
     _worker_init(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     store = args.out / "replicates.jsonl"
-    records = [json.loads(line) for line in store.read_text().splitlines()] if args.resume and store.exists() else []
+    records = load_replicates(args.out) if args.resume and store.exists() else []
     if not args.resume:
         store.write_text("")
     # A replicate belongs to this run only if it was drawn with the same overrides *and* the same defaults
@@ -284,7 +287,9 @@ def main() -> None:
     fingerprint = config_fingerprint(args.overrides)
     setting = (args.overrides, fingerprint, not args.jepa_only)
     stale = [
-        r["seed"] for r in records if (r["overrides"], r.get("config"), "oracle_dml" in r["estimators"]) != setting
+        r["seed"]
+        for r in records
+        if (r["overrides"], r.get("config"), set(BASELINES) <= r["estimators"].keys()) != setting
     ]
     if stale:
         sys.exit(

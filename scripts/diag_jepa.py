@@ -212,7 +212,9 @@ def decompose_run(run_dir: Path, cfg=None) -> dict[str, float]:
 def decompose_bench(out: Path) -> str:
     """The mean over a `scripts/bench_dml.py --out OUT` benchmark's replicates of JEPA-DML's error and its parts
     (from the replicates' saved folds), as a Markdown table."""
-    records = [json.loads(line) for line in (out / "replicates.jsonl").read_text().splitlines()]
+    from bench_dml import load_replicates
+
+    records = load_replicates(out)
     parts = []
     for r in sorted(records, key=lambda r: r["seed"]):
         cfg = _compose([f"seed={r['seed']}", *r["overrides"]], out / "runs" / f"seed{r['seed']}")
@@ -242,7 +244,7 @@ def compare_readouts(out: Path, replicates: int, workdir: Path = Path("/tmp/diag
     from hydra.utils import instantiate
     from sklearn.linear_model import RidgeCV
 
-    from bench_dml import QUIET
+    from bench_dml import QUIET, load_replicates
     from causal_engine.dml.crossfit import fit_fold
     from causal_engine.dml.folds import stratified_folds
     from causal_engine.jepa.data import CausalSample
@@ -250,7 +252,7 @@ def compare_readouts(out: Path, replicates: int, workdir: Path = Path("/tmp/diag
     from causal_engine.jepa.simulate import CONFOUNDERS, _f, _g, simulate_videos
     from causal_engine.train import with_output_dir
 
-    records = [json.loads(line) for line in (out / "replicates.jsonl").read_text().splitlines()]
+    records = load_replicates(out)
     rows: dict[str, list[list[float]]] = {}
     for r in sorted(records, key=lambda r: r["seed"])[:replicates]:
         run = out / "runs" / f"seed{r['seed']}"
