@@ -9,8 +9,7 @@ Estimators per replicate (same data, same fold plan where it applies):
 
 Writes outputs/bench_dml/{replicates.jsonl, results.md, results.png} and prints the table. Replicates are
 appended as they finish, so an interrupted run keeps its results (rerun with --resume to continue). Stop a run
-with Ctrl-C or by killing its process group (`kill -- -PGID`): killing only the parent leaves its worker
-processes computing.
+with Ctrl-C or by killing it (`kill PID`); its worker processes exit within a second of their parent.
 
     nice -n 10 .venv/bin/python scripts/bench_dml.py --replicates 30 --workers 2
 
@@ -29,6 +28,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
@@ -260,6 +260,21 @@ def _worker_init(threads: int) -> None:
     logging.disable(logging.WARNING)
 
 
+def _pool_worker_init(threads: int) -> None:
+    """A pool worker: `_worker_init`, and exit as soon as the parent is gone. A spawned worker otherwise outlives
+    a parent killed by a signal it cannot catch (SIGKILL, or SIGTERM from `kill`/`pkill`) and goes on computing
+    a replicate nobody will record, slowing whatever runs next."""
+    _worker_init(threads)
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:  # a dead parent's children are re-parented
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--replicates", type=int, default=30)
@@ -300,7 +315,7 @@ def main() -> None:
     todo = [seed for seed in range(args.first_seed, args.first_seed + args.replicates) if seed not in done]
     # One process per replicate slot, each on `--threads` torch threads: replicates are independent, and
     # finished ones are appended as they arrive (in any order), so an interrupted run resumes where it stood.
-    with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"), initializer=_worker_init,
+    with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"), initializer=_pool_worker_init,
                              initargs=(args.threads,)) as pool:  # fmt: skip
         jobs = {
             pool.submit(replicate, seed, args.overrides, args.out / "runs", args.rf_trees, not args.jepa_only): seed

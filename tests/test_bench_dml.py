@@ -100,3 +100,34 @@ def test_a_jepa_only_replicate_is_the_full_replicate_without_the_baselines(tmp_p
     assert set(full) == set(bench_dml.ESTIMATORS) and set(only) == {"jepa_dml", "naive"}
     for name in only:
         assert only[name]["estimate"] == full[name]["estimate"]
+
+
+def test_pool_workers_exit_when_the_benchmark_is_killed(tmp_path: Path) -> None:
+    """A SIGKILLed benchmark (no handler can run) leaves no worker computing: each exits when its parent is gone."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    parent = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import sys, time; sys.path.insert(0, sys.argv[1]); import bench_dml\n"
+            "from concurrent.futures import ProcessPoolExecutor\nfrom multiprocessing import get_context\n"
+            "pool = ProcessPoolExecutor(1, mp_context=get_context('spawn'), initializer=bench_dml._pool_worker_init,"
+            " initargs=(1,))\nprint(pool.submit(__import__('os').getpid).result(), flush=True)\n"
+            "pool.submit(time.sleep, 600)\ntime.sleep(600)\n"
+        ), str(Path(bench_dml.__file__).parent)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    worker = int(parent.stdout.readline())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker, 0)  # still running?
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.kill(worker, signal.SIGKILL)
+    pytest.fail(f"worker {worker} still ran 30 s after its parent was killed")
