@@ -73,6 +73,19 @@ def test_pixel_bound_reads_the_confounders_and_falls_with_the_noise():
     assert all(noisy[k] < clean[k] for k in ("x0", "y0", "vx", "vy"))
 
 
+def test_supervised_bound_reads_the_confounders_and_falls_when_the_frames_hide_them():
+    # Tiny: 240 training videos, a 1-block 16-wide encoder, 160 steps; pixel noise of sd 1 buries the object.
+    tiny = ["data.n_samples=300", "model.rep_dim=16", "model.depth=1"]
+    kwargs = {"epochs": 40, "n_train": 240, "n_test": 60}
+    clear = diag_jepa.supervised_bound(tiny, **kwargs)
+    hidden = diag_jepa.supervised_bound([*tiny, "data.pixel_noise=1.0"], **kwargs)
+    assert list(clear) == ["x0", "y0", "vx", "vy", "size", "brightness", "f", "g"]
+    assert clear["x0"] > 0.5 and clear["brightness"] > 0.5
+    assert np.mean(list(hidden.values())) < np.mean(list(clear.values())) - 0.2
+    with pytest.raises(ValueError, match="n_samples"):
+        diag_jepa.supervised_bound(tiny, n_train=300, n_test=60)
+
+
 def test_readouts_of_a_benchmark_reuse_its_jepas_and_compare_every_pooling(tmp_path):
     # One tiny real replicate (its per-fold JEPA checkpoints are what the comparison loads), then every pooling.
     import json
