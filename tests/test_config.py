@@ -27,6 +27,7 @@ def test_missing_required_value_names_the_key(compose):
         ("monitor_mode: up", r"'monitor_mode' = 'up' is not an allowed choice; it must be a string one of"),
         ("trainer: {devices: 0}", r"'trainer.devices' = 0 is too small"),
         ("model: {embed_from: [target, context]}", r"'model.embed_from' = \['target', 'context'\] is not an allowed"),
+        ("model: {target_norm: layer}", r"'model.target_norm' = 'layer' is not an allowed choice"),
     ],
 )
 def test_bad_values_are_reported_with_key_value_and_rule(yaml, message):

@@ -22,7 +22,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from causal_engine.errors import UserError
-from causal_engine.jepa.module import ENCODERS, POOLS
+from causal_engine.jepa.module import ENCODERS, POOLS, TARGET_NORMS
 from causal_engine.scm.zoo import ZOO as _ZOO
 
 
@@ -172,6 +172,7 @@ RULES: list[Rule] = [
     Rule("model.block_scale", "list", length=2, item="float", low=0, high=1, low_open=True, high_open=True),
     Rule("model.pool", "str", choices=POOLS),
     Rule("model.embed_from", "list", item="str", choices=ENCODERS),
+    Rule("model.target_norm", "str", choices=TARGET_NORMS),
 ]
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from causal_engine.jepa.masks import TubeMaskCollator, tube_masks
-from causal_engine.jepa.module import JEPAModule, ema_update, momentum_at
+from causal_engine.jepa.module import JEPAModule, ema_update, momentum_at, normalise_targets
 from causal_engine.jepa.simulate import simulate_videos
 
 
@@ -162,3 +162,23 @@ def test_jepa_step_learns_and_embeds():
     np.testing.assert_allclose(both[:, 24:], online, atol=1e-5)
     with pytest.raises(ValueError, match="model.embed_from"):
         JEPAModule(optimizer=partial(torch.optim.AdamW), embed_from=("target", "target"))
+
+
+def test_target_norms_weigh_tokens_equally_or_by_how_much_they_stand_out():
+    torch.manual_seed(0)
+    h = 0.1 * torch.randn(4, 16, 8)  # [B, N, D]: plain background tokens...
+    h[:, 3] += 5.0 * torch.randn(4, 8)  # ...and one object token per sample
+    token = normalise_targets(h, "token")
+    torch.testing.assert_close(token, torch.nn.functional.layer_norm(h, (8,)))
+    batch = normalise_targets(h, "batch")
+    flat = batch.flatten(0, 1)  # [B·N, D]: every feature standardised over the batch's tokens
+    torch.testing.assert_close(flat.mean(0), torch.zeros(8), atol=1e-5, rtol=0)
+    torch.testing.assert_close(flat.std(0), torch.ones(8), atol=1e-5, rtol=0)
+    background = [i for i in range(16) if i != 3]
+    # Layer norm gives each token the same scale; the batch norm keeps the object token far larger.
+    assert token[:, 3].norm(dim=-1).mean() / token[:, background].norm(dim=-1).mean() < 1.5
+    assert batch[:, 3].norm(dim=-1).mean() / batch[:, background].norm(dim=-1).mean() > 10
+    with pytest.raises(ValueError, match="model.target_norm"):
+        normalise_targets(h, "layer")
+    with pytest.raises(ValueError, match="model.target_norm"):
+        JEPAModule(optimizer=partial(torch.optim.AdamW), target_norm="layer")

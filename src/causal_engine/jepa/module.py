@@ -2,13 +2,15 @@
 
 The target encoder is a frozen deep copy of the context encoder, updated after every optimiser step by
 an exponential moving average whose momentum ramps linearly from `ema[0]` to `ema[1]` over training.
-The loss is L1 between the predictor's output and layer-normalised target features at the masked
-positions. The representation used downstream (`embed`) is the target encoder's output pooled over
-space per time step: mean, std and max (`pool="frames_max"`, [T' · 3 · rep_dim], the default), mean and std
-(`pool="frames_std"`, [T' · 2 · rep_dim]), the mean only (`pool="frames"`, [T' · rep_dim]), or the mean over
-all tokens (`pool="mean"`, [rep_dim]). Per-time-step pooling keeps motion linearly readable; the spatial std
-keeps brightness and size, which a mean over mostly-background tokens dilutes; the max keeps the object apart
-from a distractor that a mean and std add to it.
+The loss is L1 between the predictor's output and normalised target features at the masked positions:
+layer-normalised per token as in V-JEPA (`target_norm="token"`), or standardised per feature over the
+batch's tokens (`"batch"`), which weighs the few tokens that carry objects above a plain background.
+The representation used downstream (`embed`) is the target encoder's output pooled over space per time
+step: mean, std and max (`pool="frames_max"`, [T' · 3 · rep_dim], the default), mean and std
+(`pool="frames_std"`, [T' · 2 · rep_dim]), the mean only (`pool="frames"`, [T' · rep_dim]), or the mean
+over all tokens (`pool="mean"`, [rep_dim]). Per-time-step pooling keeps motion linearly readable; the
+spatial std keeps brightness and size, which a mean over mostly-background tokens dilutes; the max keeps
+the object apart from a distractor that a mean and std add to it.
 """
 
 from __future__ import annotations
@@ -41,6 +43,22 @@ def momentum_at(step: int, total_steps: int, start: float, end: float) -> float:
     return start + (end - start) * frac
 
 
+def normalise_targets(h: torch.Tensor, how: str) -> torch.Tensor:
+    """Target features [B, N, D] → the regression targets of the JEPA loss, per `how`:
+
+    token  layer norm of each token's features (V-JEPA): every token weighs the same in the loss, background or not.
+    batch  each feature standardised over all B·N tokens of the batch: a token weighs as much as it stands out, so
+           a scene of mostly plain background puts the loss where the objects are.
+    """
+    if how == "token":
+        return F.layer_norm(h, h.shape[-1:])
+    if how == "batch":
+        flat = h.flatten(0, 1)  # [B·N, D]
+        return (h - flat.mean(0)) / flat.std(0).clamp_min(1e-6)
+    raise ValueError(f"model.target_norm={how!r} must be one of {', '.join(TARGET_NORMS)}")
+
+
+TARGET_NORMS = ("token", "batch")
 POOLS = ("frames_max", "frames_std", "frames", "mean")
 # Encoders whose pooled tokens make the representation (`embed_from`), concatenated in this order.
 ENCODERS = ("target", "online")
@@ -66,6 +84,7 @@ class JEPAModule(L.LightningModule):
         mask_seed: int = 0,
         pool: str = "frames_max",
         embed_from: Sequence[str] = ("target",),
+        target_norm: str = "token",
     ) -> None:
         super().__init__()
         if pool not in POOLS:
@@ -73,6 +92,8 @@ class JEPAModule(L.LightningModule):
         if not embed_from or any(e not in ENCODERS for e in embed_from) or len(set(embed_from)) < len(embed_from):
             choices = ", ".join(ENCODERS)
             raise ValueError(f"model.embed_from={list(embed_from)} must list distinct encoders of: {choices}")
+        if target_norm not in TARGET_NORMS:
+            raise ValueError(f"model.target_norm={target_norm!r} must be one of {', '.join(TARGET_NORMS)}")
         # Hydra partials (optimizer, scheduler) stay out of hparams: checkpoints must load with
         # torch.load(weights_only=True), which rejects them.
         self.save_hyperparameters(logger=False, ignore=["optimizer", "scheduler"])
@@ -96,7 +117,7 @@ class JEPAModule(L.LightningModule):
     def forward_target(self, video: torch.Tensor, pred_idx: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             h = self.target_encoder(video)  # [B, N, D]
-            h = F.layer_norm(h, h.shape[-1:])
+            h = normalise_targets(h, self.hparams.target_norm)
             return gather_tokens(h, pred_idx)  # [B, Np, D]
 
     def forward_context(self, video: torch.Tensor, ctx_idx: torch.Tensor, pred_idx: torch.Tensor) -> torch.Tensor:
