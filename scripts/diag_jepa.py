@@ -238,15 +238,20 @@ def decompose_bench(out: Path) -> str:
     return "\n".join(lines)
 
 
-def compare_readouts(out: Path, replicates: int, workdir: Path = Path("/tmp/diag_jepa/readouts")) -> str:
+def compare_readouts(
+    out: Path, replicates: int, pools: Sequence[str] | None = None, workdir: Path = Path("/tmp/diag_jepa/readouts")
+) -> str:
     """Each pooling of the JEPAs a `bench_dml.py --out OUT` benchmark fitted (its saved per-fold checkpoints, so
     no JEPA is refit): held-out ridge R² of U, f and g, and the AIPW remainder of the configured networks refit
     on that pooling, over the folds of the first `replicates` replicates. Two references bound what a readout can
-    do: the networks on the true U, and on the ridge projection of the `frames_std` embedding onto U (six
-    numbers that carry what a linear readout finds; it uses U, so it is a diagnostic, not an estimator). The
-    networks are refit here without the JEPA fit before them, so their initialisation, and the remainder of the
-    configured pooling, differ slightly from the benchmark's own; compare the rows with each other (paired by
-    fold), not with the benchmark. The refits write under `workdir`."""
+    do: the networks on the true U, and on the ridge projection of the configured pooling (`model.pool`) onto U
+    (six numbers that carry what a linear readout finds; it uses U, so it is a diagnostic, not an estimator). If
+    the networks leave more remainder on the embedding than on its projection, they fail to use what the
+    embedding holds. `pools` limits the poolings refit (default: all; the configured one is always included, as
+    the base of the paired differences). The networks are refit here without the JEPA fit before them, so their
+    initialisation, and the remainder of the configured pooling, differ slightly from the benchmark's own;
+    compare the rows with each other (paired by fold), not with the benchmark. The refits write under
+    `workdir`."""
     from hydra.utils import instantiate
     from sklearn.linear_model import RidgeCV
 
@@ -273,10 +278,11 @@ def compare_readouts(out: Path, replicates: int, workdir: Path = Path("/tmp/diag
                               weights_only=False)  # fmt: skip
             jepa.load_state_dict(ckpt["state_dict"])
             tr, te = fold.train, fold.test
-            features = {f"target/{pool}": z for pool, z in _embed(jepa, truth.videos, "target", POOLS).items()}
-            zs = features["target/frames_std"]
+            chosen = [cfg.model.pool, *(p for p in (pools or POOLS) if p != cfg.model.pool)]
+            features = {f"target/{pool}": z for pool, z in _embed(jepa, truth.videos, "target", chosen).items()}
+            zs = features[f"target/{cfg.model.pool}"]
             zs = (zs - zs[tr].mean(0)) / (zs[tr].std(0) + 1e-8)
-            features["U projected from frames_std"] = (
+            features[f"U projected from {cfg.model.pool}"] = (
                 RidgeCV(alphas=np.logspace(-2, 4, 13)).fit(zs[tr], u[tr]).predict(zs)
             )
             features["true U"] = u
@@ -290,10 +296,11 @@ def compare_readouts(out: Path, replicates: int, workdir: Path = Path("/tmp/diag
                 rem = aipw_remainder(preds["g0"], preds["g1"], m, truth.propensity[te], true0[te], true1[te]).mean()
                 rows.setdefault(name, []).append([*r2, rem, z.shape[1]])
             print(f"seed {r['seed']} fold {fold.k} done", flush=True)
-    base = np.array(rows["target/frames_std"])
+    base_name = f"target/{cfg.model.pool}"
+    base = np.array(rows[base_name])
     head = " | ".join((*CONFOUNDERS, "f", "g"))
     lines = [f"{len(base)} folds of {min(replicates, len(records))} replicates; R²: held-out ridge probes",
-             "", f"| readout | dim | {head} | remainder | vs frames_std (SE) |",
+             "", f"| readout | dim | {head} | remainder | vs {base_name} (SE) |",
              "|---|---|" + "---|" * (len(CONFOUNDERS) + 4)]  # fmt: skip
     for name, vals in rows.items():
         a = np.array(vals)  # [folds, 8 R² + remainder + dim]
@@ -454,6 +461,7 @@ def main() -> None:
     parser.add_argument("--bench", type=Path, default=None, help="decompose a bench_dml.py --out folder instead")
     parser.add_argument("--readouts", type=Path, default=None, help="compare poolings of a bench's saved JEPAs")
     parser.add_argument("--readout-replicates", type=int, default=6, help="replicates for --readouts")
+    parser.add_argument("--readout-pools", nargs="+", default=None, help="poolings for --readouts (default all)")
     parser.add_argument("--reliability", type=float, nargs="+", default=None, help="remainder at these probe R²s")
     parser.add_argument("--replicates", type=int, default=8, help="data sets for --reliability")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of experiment=jepa_dml, e.g. seed=1")
@@ -476,7 +484,8 @@ def main() -> None:
         print(decompose_bench(args.bench))
         return
     if args.readouts is not None:
-        print(compare_readouts(args.readouts, args.readout_replicates))
+        workdir = args.out or Path("/tmp/diag_jepa/readouts") / args.readouts.name
+        print(compare_readouts(args.readouts, args.readout_replicates, args.readout_pools, workdir))
         return
     if args.run is not None:
         r = decompose_run(args.run)

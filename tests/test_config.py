@@ -28,6 +28,7 @@ def test_missing_required_value_names_the_key(compose):
         ("trainer: {devices: 0}", r"'trainer.devices' = 0 is too small"),
         ("model: {embed_from: [target, context]}", r"'model.embed_from' = \['target', 'context'\] is not an allowed"),
         ("model: {target_norm: layer}", r"'model.target_norm' = 'layer' is not an allowed choice"),
+        ("model: {xy_temperature: 0}", r"'model.xy_temperature' = 0 is too small; it must be a number > 0"),
     ],
 )
 def test_bad_values_are_reported_with_key_value_and_rule(yaml, message):

@@ -173,6 +173,7 @@ RULES: list[Rule] = [
     Rule("model.pool", "str", choices=POOLS),
     Rule("model.embed_from", "list", item="str", choices=ENCODERS),
     Rule("model.target_norm", "str", choices=TARGET_NORMS),
+    Rule("model.xy_temperature", "float", low=0, low_open=True),
 ]
 
 

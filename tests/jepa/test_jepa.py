@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from causal_engine.jepa.masks import TubeMaskCollator, tube_masks
-from causal_engine.jepa.module import JEPAModule, ema_update, momentum_at, normalise_targets
+from causal_engine.jepa.module import JEPAModule, ema_update, momentum_at, normalise_targets, soft_argmax
 from causal_engine.jepa.simulate import simulate_videos
 
 
@@ -182,3 +182,40 @@ def test_target_norms_weigh_tokens_equally_or_by_how_much_they_stand_out():
         normalise_targets(h, "layer")
     with pytest.raises(ValueError, match="model.target_norm"):
         JEPAModule(optimizer=partial(torch.optim.AdamW), target_norm="layer")
+
+
+def test_soft_argmax_finds_where_each_feature_fires_and_frames_xy_appends_it():
+    # A 4×8 token grid (H' × W'), two frames, three features: feature 0 peaks at row 1, column 6 in frame 0 and at
+    # row 3, column 0 in frame 1; feature 1 at the opposite corners; feature 2 is noise with no peak.
+    torch.manual_seed(0)
+    per_frame = 0.01 * torch.randn(2, 2, 4 * 8, 3)  # [B, T', H'W', D]
+    for t, (row, col) in enumerate([(1, 6), (3, 0)]):
+        per_frame[:, t, row * 8 + col, 0] = 5.0
+        per_frame[:, t, (3 - row) * 8 + (7 - col), 1] = 5.0
+    mean, std = per_frame.mean(dim=2), per_frame.std(dim=2, correction=0)
+    x, y = soft_argmax(per_frame, mean, std, (4, 8), temperature=0.2)  # each [B, T', D]
+    grid_x, grid_y = torch.linspace(-1, 1, 8), torch.linspace(-1, 1, 4)
+    for t, (row, col) in enumerate([(1, 6), (3, 0)]):
+        torch.testing.assert_close(x[:, t, 0], grid_x[col].expand(2), atol=1e-3, rtol=0)
+        torch.testing.assert_close(y[:, t, 0], grid_y[row].expand(2), atol=1e-3, rtol=0)
+        torch.testing.assert_close(x[:, t, 1], grid_x[7 - col].expand(2), atol=1e-3, rtol=0)
+    # The weights are invariant to a feature's scale and offset (standardised over space first).
+    x2, y2 = soft_argmax(3.0 * per_frame + 1.0, 3.0 * mean + 1.0, 3.0 * std, (4, 8), temperature=0.2)
+    torch.testing.assert_close(x2, x, atol=1e-4, rtol=0)
+    torch.testing.assert_close(y2, y, atol=1e-4, rtol=0)
+    # A warmer softmax spreads the weight and pulls the estimate towards the centre.
+    warm, _ = soft_argmax(per_frame, mean, std, (4, 8), temperature=5.0)
+    assert warm[:, 0, 0].abs().max() < 0.5 * x[:, 0, 0].abs().min()
+
+    module = JEPAModule(optimizer=partial(torch.optim.AdamW), rep_dim=12, heads=2, pred_dim=6, pool="frames_xy")
+    video = torch.randn(5, 1, 4, 8, 16)  # grid T', H', W' = 2, 4, 8
+    z = module.embed(video)
+    assert z.shape == (5, 2 * 5 * 12)  # T' × (mean, std, max, x, y) × rep_dim
+    module.hparams.pool = "frames_max"
+    np.testing.assert_allclose(z.reshape(5, 2, 60)[:, :, :36], module.embed(video).reshape(5, 2, 36), atol=1e-5)
+    tokens = module.target_encoder(video).reshape(5, 2, 32, 12)
+    x, y = soft_argmax(tokens, tokens.mean(2), tokens.std(2, correction=0), (4, 8), 0.5)
+    np.testing.assert_allclose(z.reshape(5, 2, 60)[:, :, 36:48], x.detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(z.reshape(5, 2, 60)[:, :, 48:], y.detach().numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="model.xy_temperature"):
+        JEPAModule(optimizer=partial(torch.optim.AdamW), xy_temperature=0.0)

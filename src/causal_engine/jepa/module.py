@@ -58,8 +58,30 @@ def normalise_targets(h: torch.Tensor, how: str) -> torch.Tensor:
     raise ValueError(f"model.target_norm={how!r} must be one of {', '.join(TARGET_NORMS)}")
 
 
+def soft_argmax(
+    per_frame: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, grid_hw: Sequence[int], temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each feature fires in each frame: per_frame [B, T', H'W', D] (tokens in row-major (h, w) order, with
+    their spatial mean and std [B, T', D]) → expected x and y in [-1, 1], each [B, T', D].
+
+    Each feature is standardised over the frame's tokens before the softmax, so the temperature is in units of
+    that feature's own spatial spread and the weights do not depend on the feature's scale. The coordinates of a
+    feature that does not single out a place are noise, which the nuisance networks learn to ignore."""
+    gh, gw = grid_hw
+    z = (per_frame - mean[:, :, None]) / (std[:, :, None] + 1e-6)  # [B, T', H'W', D]
+    w = torch.softmax(z / temperature, dim=2)  # [B, T', H'W', D]
+    ys, xs = torch.meshgrid(
+        torch.linspace(-1.0, 1.0, gh, device=z.device, dtype=z.dtype),
+        torch.linspace(-1.0, 1.0, gw, device=z.device, dtype=z.dtype),
+        indexing="ij",
+    )  # each [H', W']
+    x = (w * xs.reshape(1, 1, -1, 1)).sum(dim=2)  # [B, T', D]
+    y = (w * ys.reshape(1, 1, -1, 1)).sum(dim=2)
+    return x, y
+
+
 TARGET_NORMS = ("token", "batch")
-POOLS = ("frames_max", "frames_std", "frames", "mean")
+POOLS = ("frames_xy", "frames_max", "frames_std", "frames", "mean")
 # Encoders whose pooled tokens make the representation (`embed_from`), concatenated in this order.
 ENCODERS = ("target", "online")
 
@@ -85,6 +107,7 @@ class JEPAModule(L.LightningModule):
         pool: str = "frames_max",
         embed_from: Sequence[str] = ("target",),
         target_norm: str = "token",
+        xy_temperature: float = 0.5,
     ) -> None:
         super().__init__()
         if pool not in POOLS:
@@ -92,6 +115,8 @@ class JEPAModule(L.LightningModule):
         if not embed_from or any(e not in ENCODERS for e in embed_from) or len(set(embed_from)) < len(embed_from):
             choices = ", ".join(ENCODERS)
             raise ValueError(f"model.embed_from={list(embed_from)} must list distinct encoders of: {choices}")
+        if not xy_temperature > 0:
+            raise ValueError(f"model.xy_temperature={xy_temperature} must be > 0 (the soft-argmax's temperature)")
         if target_norm not in TARGET_NORMS:
             raise ValueError(f"model.target_norm={target_norm!r} must be one of {', '.join(TARGET_NORMS)}")
         # Hydra partials (optimizer, scheduler) stay out of hparams: checkpoints must load with
@@ -179,27 +204,33 @@ class JEPAModule(L.LightningModule):
 
     # --- the representation ------------------------------------------------------------------------
     def pool(self, tokens: torch.Tensor, video_shape: Sequence[int], how: str | None = None) -> torch.Tensor:
-        """[B, N, D] → per time step over space: mean, std and max ([B, T' · 3D], `frames_max`), mean and std
+        """[B, N, D] → per time step over space: mean, std, max and the soft-argmax (x, y) of each feature
+        ([B, T' · 5D], `frames_xy`), mean, std and max ([B, T' · 3D], `frames_max`), mean and std
         ([B, T' · 2D], `frames_std`) or the mean ([B, T' · D], `frames`); or the mean over all tokens ([B, D]).
         `how` defaults to the configured `pool` (diagnostics compare the others on the same tokens).
 
         The spatial std keeps what a mean over mostly-background tokens dilutes: how far the few object
         tokens stand out (brightness, size) and, frame by frame, where they are (motion). The max keeps the
         strongest response of each feature apart from the rest of the scene, where a mean or std adds the
-        object and a distractor together.
+        object and a distractor together. The max says how strongly a feature fires, not where: the soft-argmax
+        (the spatial keypoints of Finn et al. 2016, "Deep spatial autoencoders") reads the position off the
+        token grid, which a linear readout of the other statistics recovers only approximately.
         """
         how = self.hparams.pool if how is None else how
         if how not in POOLS:
             raise ValueError(f"pool {how!r} must be one of {', '.join(POOLS)}")
         if how == "mean":
             return tokens.mean(dim=1)
-        gt = self.encoder.grid(video_shape)[0]
+        gt, gh, gw = self.encoder.grid(video_shape)
         per_frame = tokens.reshape(tokens.shape[0], gt, -1, tokens.shape[-1])  # [B, T', H'W', D]
-        stats = [per_frame.mean(dim=2)]  # each [B, T', D]
+        mean, std = per_frame.mean(dim=2), per_frame.std(dim=2, correction=0)  # each [B, T', D]
+        stats = [mean]
         if how != "frames":
-            stats.append(per_frame.std(dim=2, correction=0))
-        if how == "frames_max":
+            stats.append(std)
+        if how in ("frames_max", "frames_xy"):
             stats.append(per_frame.amax(dim=2))
+        if how == "frames_xy":
+            stats.extend(soft_argmax(per_frame, mean, std, (gh, gw), self.hparams.xy_temperature))
         return torch.cat(stats, dim=-1).flatten(1)
 
     def represent(self, video: torch.Tensor) -> torch.Tensor:
