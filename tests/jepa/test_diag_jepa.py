@@ -100,19 +100,16 @@ def test_readouts_of_a_benchmark_reuse_its_jepas_and_compare_every_pooling(tmp_p
     table = diag_jepa.compare_readouts(tmp_path, replicates=1, workdir=tmp_path / "readouts").splitlines()
     assert table[0].startswith("2 folds of 1 replicates")
     by_name = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in table[4:]}
-    assert set(by_name) == {"target/frames_max", "target/frames_std", "target/frames", "target/mean",
-                            "U projected from frames_max", "true U"}  # fmt: skip
-    # Widths: T' = 2 time steps × (mean, std, max) × 12; the true U has six columns; R² of U from U itself is 1.
-    assert [int(by_name[k][1]) for k in ("target/frames_max", "target/frames_std", "true U")] == [72, 48, 6]
+    assert set(by_name) == {"target/frames_xy", "target/frames_max", "target/frames_std", "target/frames",
+                            "target/mean", "U projected from frames_xy", "true U"}  # fmt: skip
+    # Widths: T' = 2 time steps × (mean, std, max[, x, y]) × 12; the true U has six columns; R² of U from U is 1.
+    widths = [int(by_name[k][1]) for k in ("target/frames_xy", "target/frames_max", "target/frames_std", "true U")]
+    assert widths == [120, 72, 48, 6]
     assert all(float(x) > 0.999 for x in by_name["true U"][2:8])
-    # The differences are paired against the configured pooling (frames_max).
-    assert table[2].endswith("| vs target/frames_max (SE) |")
-    assert by_name["target/frames_max"][-1].strip(" |") == "+0.0000 (0.0000)"
+    # The differences are paired against the configured pooling (frames_xy).
+    assert table[2].endswith("| vs target/frames_xy (SE) |")
+    assert by_name["target/frames_xy"][-1].strip(" |") == "+0.0000 (0.0000)"
     # `pools` limits the refits to those named, plus the configured pooling and the two references.
     few = diag_jepa.compare_readouts(tmp_path, replicates=1, pools=["mean"], workdir=tmp_path / "few").splitlines()
-    assert {line.split(" | ")[0].lstrip("| ") for line in few[4:]} == {
-        "target/frames_max",
-        "target/mean",
-        "U projected from frames_max",
-        "true U",
-    }
+    names = {line.split(" | ")[0].lstrip("| ") for line in few[4:]}
+    assert names == {"target/frames_xy", "target/mean", "U projected from frames_xy", "true U"}
