@@ -223,9 +223,10 @@ class JEPAModule(L.LightningModule):
             return tokens.mean(dim=1)
         gt, gh, gw = self.encoder.grid(video_shape)
         per_frame = tokens.reshape(tokens.shape[0], gt, -1, tokens.shape[-1])  # [B, T', H'W', D]
-        mean, std = per_frame.mean(dim=2), per_frame.std(dim=2, correction=0)  # each [B, T', D]
+        mean = per_frame.mean(dim=2)  # [B, T', D]
         stats = [mean]
         if how != "frames":
+            std = per_frame.std(dim=2, correction=0)  # [B, T', D]
             stats.append(std)
         if how in ("frames_max", "frames_xy"):
             stats.append(per_frame.amax(dim=2))
