@@ -33,6 +33,14 @@ estimator on the same data shares, and the rest):
 
     .venv/bin/python scripts/diag_jepa.py --bench outputs/bench_dml
 
+`--nuisances OUT` refits only the outcome and propensity networks, on the embeddings of that benchmark's own
+saved per-fold JEPAs, once as configured and once per `--variant`, over its first `--replicates` replicates;
+it prints each variant's bias, coverage, mean SE, remainder and held-out losses, the estimate and remainder
+paired by replicate against the configured networks (about 30 s per replicate and variant):
+
+    .venv/bin/python scripts/diag_jepa.py --nuisances outputs/bench_dml --replicates 30 \
+        --variant dml.val_fraction=0.2 --variant dml.nuisance.propensity.optimizer.lr=0.0005
+
 `--pixel-bound` fits nothing either: it reads the confounders from hand-made per-frame pixel features (centroid,
 mass, peak, spread), a bound on what the simulated frames show at the given simulator settings:
 
@@ -60,9 +68,11 @@ import json
 import logging
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
+from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 import torch
@@ -175,26 +185,14 @@ def reliability_remainder(r2: list[float], replicates: int = 8, n: int = 2000, s
     return float(np.mean(out)), float(np.std(out, ddof=1) / np.sqrt(replicates))
 
 
-def decompose_run(run_dir: Path, cfg=None) -> dict[str, float]:
-    """estimate - truth of a finished simulated run = mean remainder (nuisance bias) + sampling noise; the noise
-    is split further into `oracle_noise` (the AIPW estimate with the true nuisances, shared by every estimator on
-    the same data) and the rest. `cfg` defaults to the run's own `.hydra/config.yaml`."""
-    from hydra.utils import instantiate
-
+def decompose(cfg, truth, oof: dict[str, np.ndarray]) -> dict[str, float]:
+    """estimate - truth of out-of-fold predictions `oof` (g0, g1, m, each [N]) on the simulated draw `truth` =
+    mean remainder (nuisance bias) + sampling noise; the noise is split further into `oracle_noise` (the AIPW
+    estimate with the true nuisances, shared by every estimator on the same data) and the rest."""
     from causal_engine.dml.scores import score_elements
-    from causal_engine.jepa.simulate import _g, simulate_videos
+    from causal_engine.jepa.simulate import _g
 
-    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml") if cfg is None else cfg
-    truth = simulate_videos(**instantiate(cfg.data).sim_kwargs)
-    n = len(truth.outcome)
-    oof = {key: np.full(n, np.nan) for key in ("g0", "g1", "m")}
-    for path in sorted((run_dir / "rep0").glob("fold*/oof.npz")):
-        with np.load(path) as saved:
-            for key in oof:
-                oof[key][saved["test"]] = saved[key]
-    if np.isnan(oof["m"]).any():
-        raise SystemExit(f"{run_dir}: some rows have no out-of-fold prediction (an unfinished run?)")
-    d, y = truth.treatment, truth.outcome
+    d, y, n = truth.treatment, truth.outcome, len(truth.outcome)
 
     def aipw(g0: np.ndarray, g1: np.ndarray, m: np.ndarray) -> np.ndarray:  # the run's own ATE score ψ per row [N]
         return score_elements("ate", y, d, g0=g0, g1=g1, m=m, trim=cfg.dml.trim).psi_b
@@ -213,6 +211,25 @@ def decompose_run(run_dir: Path, cfg=None) -> dict[str, float]:
         "oracle_noise": float(oracle),
         "se": float(psi.std(ddof=1) / np.sqrt(n)),
     }
+
+
+def decompose_run(run_dir: Path, cfg=None) -> dict[str, float]:
+    """`decompose` of a finished simulated run's saved folds; `cfg` defaults to the run's own
+    `.hydra/config.yaml`."""
+    from hydra.utils import instantiate
+
+    from causal_engine.jepa.simulate import simulate_videos
+
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml") if cfg is None else cfg
+    truth = simulate_videos(**instantiate(cfg.data).sim_kwargs)
+    oof = {key: np.full(len(truth.outcome), np.nan) for key in ("g0", "g1", "m")}
+    for path in sorted((run_dir / "rep0").glob("fold*/oof.npz")):
+        with np.load(path) as saved:
+            for key in oof:
+                oof[key][saved["test"]] = saved[key]
+    if np.isnan(oof["m"]).any():
+        raise SystemExit(f"{run_dir}: some rows have no out-of-fold prediction (an unfinished run?)")
+    return decompose(cfg, truth, oof)
 
 
 def decompose_bench(out: Path) -> str:
@@ -238,6 +255,86 @@ def decompose_bench(out: Path) -> str:
     return "\n".join(lines)
 
 
+def bench_jepas(out: Path, replicates: int, workdir: Path) -> Iterator[tuple[int, Any, Any, Iterator]]:
+    """The first `replicates` replicates (by seed) of a `bench_dml.py --out OUT` benchmark: per replicate its
+    seed, its composed config (outputs under `workdir`), the simulated draw with its truth, and a lazy iterator
+    over its fold plan of (fold, the JEPA the benchmark fitted and saved for that fold). Nothing is refit."""
+    from hydra.utils import instantiate
+
+    from bench_dml import QUIET, load_replicates
+    from causal_engine.dml.folds import stratified_folds
+    from causal_engine.jepa.simulate import simulate_videos
+
+    def folds(seed: int, cfg, truth) -> Iterator:
+        for fold in stratified_folds(truth.treatment, cfg.dml.k_folds, n_rep=1, seed=cfg.dml.split_seed)[0]:
+            jepa = instantiate(cfg.model, in_channels=int(truth.videos.shape[1]))
+            path = out / "runs" / f"seed{seed}" / f"rep0/fold{fold.k}/jepa/checkpoints/last.ckpt"
+            jepa.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["state_dict"])
+            yield fold, jepa
+
+    for r in sorted(load_replicates(out), key=lambda r: r["seed"])[:replicates]:
+        cfg = _compose([f"seed={r['seed']}", *QUIET, *r["overrides"]], workdir)
+        truth = simulate_videos(**instantiate(cfg.data).sim_kwargs)
+        yield r["seed"], cfg, truth, folds(r["seed"], cfg, truth)
+
+
+def with_variant(cfg, variant: str, output_dir: Path):
+    """A copy of `cfg` with a nuisance variant's comma-separated `key=value` overrides (values parsed as YAML)
+    and its outputs under `output_dir`."""
+    vcfg = copy.deepcopy(cfg)
+    OmegaConf.update(vcfg, "paths.output_dir", str(output_dir))
+    for item in filter(None, variant.split(",")):
+        key, value = item.split("=", 1)
+        OmegaConf.update(vcfg, key, yaml.safe_load(value), force_add=True)
+    return vcfg
+
+
+def compare_nuisances(out: Path, replicates: int, variants: Sequence[str], workdir: Path) -> str:
+    """Nuisance variants refit on the embeddings of a `bench_dml.py --out OUT` benchmark's own saved per-fold
+    JEPAs (nothing but the outcome and propensity networks is refit): per variant, over the first `replicates`
+    replicates, JEPA-DML's bias, coverage and mean SE, the AIPW remainder and the held-out losses, with the
+    estimate and remainder paired by replicate against the first variant. The networks are fit without the
+    JEPA fit before them, so even the configured variant ('') differs from the benchmark's own nuisances by
+    their initialisation: compare the variants with each other, not with the benchmark."""
+    from causal_engine.dml.crossfit import fit_fold
+    from causal_engine.jepa.data import CausalSample
+
+    variants = list(variants)
+    rows: dict[str, list[list[float]]] = {v: [] for v in variants}
+    for seed, cfg, truth, fold_jepas in bench_jepas(out, replicates, workdir):
+        n = len(truth.outcome)
+        oof = {v: {key: np.full(n, np.nan) for key in ("g0", "g1", "m")} for v in variants}
+        losses = {v: [] for v in variants}
+        for fold, jepa in fold_jepas:
+            sample = CausalSample(torch.from_numpy(jepa.embed(truth.videos)).float(), truth.treatment, truth.outcome)
+            for i, variant in enumerate(variants):
+                vcfg = with_variant(cfg, variant, workdir / f"seed{seed}" / f"variant{i}")
+                preds, record = fit_fold(vcfg, sample, fold, int(cfg.seed) + fold.k)
+                for key in oof[variant]:
+                    oof[variant][key][fold.test] = preds[key]
+                losses[variant].append([record.outcome_mse, record.propensity_bce])
+        for variant in variants:
+            p = decompose(cfg, truth, oof[variant])
+            covered = abs(p["estimate"] - p["truth"]) <= NormalDist().inv_cdf(0.5 + cfg.dml.level / 2) * p["se"]
+            rows[variant].append([p["estimate"] - p["truth"], p["remainder"], p["se"], covered,
+                                  *np.mean(losses[variant], 0)])  # fmt: skip
+        print(f"seed {seed} done", flush=True)
+    base = np.array(rows[variants[0]])  # [replicates, 6]
+
+    def mean_se(x: np.ndarray) -> str:
+        return f"{x.mean():+.4f} ({x.std(ddof=1) / np.sqrt(len(x)):.4f})" if len(x) > 1 else f"{x.mean():+.4f}"
+
+    lines = [f"{len(base)} replicates of {out}; paired against {variants[0] or '(as configured)'}", "",
+             "| nuisance variant | bias (SE) | coverage | mean SE | remainder (SE) | outcome MSE | propensity BCE "
+             "| Δ estimate (SE) | Δ remainder (SE) |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for variant, vals in rows.items():
+        a = np.array(vals)
+        lines.append(f"| {variant or '(as configured)'} | {mean_se(a[:, 0])} | {a[:, 3].mean():.2f} | "
+                     f"{a[:, 2].mean():.4f} | {mean_se(a[:, 1])} | {a[:, 4].mean():.4f} | {a[:, 5].mean():.4f} | "
+                     f"{mean_se(a[:, 0] - base[:, 0])} | {mean_se(a[:, 1] - base[:, 1])} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def compare_readouts(
     out: Path, replicates: int, pools: Sequence[str] | None = None, workdir: Path = Path("/tmp/diag_jepa/readouts")
 ) -> str:
@@ -252,31 +349,22 @@ def compare_readouts(
     initialisation, and the remainder of the configured pooling, differ slightly from the benchmark's own;
     compare the rows with each other (paired by fold), not with the benchmark. The refits write under
     `workdir`."""
-    from hydra.utils import instantiate
     from sklearn.linear_model import RidgeCV
 
-    from bench_dml import QUIET, load_replicates
     from causal_engine.dml.crossfit import fit_fold
-    from causal_engine.dml.folds import stratified_folds
     from causal_engine.jepa.data import CausalSample
     from causal_engine.jepa.module import POOLS
-    from causal_engine.jepa.simulate import CONFOUNDERS, _f, _g, simulate_videos
+    from causal_engine.jepa.simulate import CONFOUNDERS, _f, _g
     from causal_engine.train import with_output_dir
 
-    records = load_replicates(out)
     rows: dict[str, list[list[float]]] = {}
-    for r in sorted(records, key=lambda r: r["seed"])[:replicates]:
-        run = out / "runs" / f"seed{r['seed']}"
-        cfg = _compose([f"seed={r['seed']}", *QUIET, *r["overrides"]], workdir)
-        truth = simulate_videos(**instantiate(cfg.data).sim_kwargs)
+    n_replicates = 0
+    for seed, cfg, truth, fold_jepas in bench_jepas(out, replicates, workdir):
+        n_replicates += 1
         u = truth.confounders
         targets = np.c_[u, _f(u), _g(u)]  # [N, 8]
         true0, true1 = _g(u), _g(u) + truth.tau
-        for fold in stratified_folds(truth.treatment, cfg.dml.k_folds, n_rep=1, seed=cfg.dml.split_seed)[0]:
-            jepa = instantiate(cfg.model, in_channels=int(truth.videos.shape[1]))
-            ckpt = torch.load(run / f"rep0/fold{fold.k}/jepa/checkpoints/last.ckpt", map_location="cpu",
-                              weights_only=False)  # fmt: skip
-            jepa.load_state_dict(ckpt["state_dict"])
+        for fold, jepa in fold_jepas:
             tr, te = fold.train, fold.test
             chosen = [cfg.model.pool, *(p for p in (pools or POOLS) if p != cfg.model.pool)]
             features = {f"target/{pool}": z for pool, z in _embed(jepa, truth.videos, "target", chosen).items()}
@@ -290,16 +378,16 @@ def compare_readouts(
                 zz = (z - z[tr].mean(0)) / (z[tr].std(0) + 1e-8)
                 r2 = _ridge_r2(zz[tr], targets[tr], zz[te], targets[te])
                 sample = CausalSample(torch.from_numpy(z).float(), truth.treatment, truth.outcome)
-                fcfg = with_output_dir(cfg, workdir / f"seed{r['seed']}" / name.replace("/", "-"))
+                fcfg = with_output_dir(cfg, workdir / f"seed{seed}" / name.replace("/", "-"))
                 preds, _ = fit_fold(fcfg, sample, fold, int(cfg.seed) + fold.k)
                 m = np.clip(preds["m"], cfg.dml.trim, 1 - cfg.dml.trim)
                 rem = aipw_remainder(preds["g0"], preds["g1"], m, truth.propensity[te], true0[te], true1[te]).mean()
                 rows.setdefault(name, []).append([*r2, rem, z.shape[1]])
-            print(f"seed {r['seed']} fold {fold.k} done", flush=True)
+            print(f"seed {seed} fold {fold.k} done", flush=True)
     base_name = f"target/{cfg.model.pool}"
     base = np.array(rows[base_name])
     head = " | ".join((*CONFOUNDERS, "f", "g"))
-    lines = [f"{len(base)} folds of {min(replicates, len(records))} replicates; R²: held-out ridge probes",
+    lines = [f"{len(base)} folds of {n_replicates} replicates; R²: held-out ridge probes",
              "", f"| readout | dim | {head} | remainder | vs {base_name} (SE) |",
              "|---|---|" + "---|" * (len(CONFOUNDERS) + 4)]  # fmt: skip
     for name, vals in rows.items():
@@ -428,11 +516,7 @@ def diagnose(overrides: list[str], fold_k: int, out: Path, variants: list[str]) 
     z = torch.from_numpy(jepa.embed(sample.features)).float()
     report["networks"] = {}
     for i, variant in enumerate(variants):
-        vcfg = copy.deepcopy(cfg)
-        OmegaConf.update(vcfg, "paths.output_dir", str(out / f"variant{i}"))
-        for item in filter(None, variant.split(",")):
-            key, value = item.split("=", 1)
-            OmegaConf.update(vcfg, key, yaml.safe_load(value), force_add=True)
+        vcfg = with_variant(cfg, variant, out / f"variant{i}")
         start = time.time()
         preds, _ = fit_fold(vcfg, replace(sample, features=z, confounders=None), fold, seed)
         report["networks"][variant or "configured"] = {
@@ -460,10 +544,12 @@ def main() -> None:
     parser.add_argument("--supervised-bound", action="store_true", help="R² of U from the encoder trained on U")
     parser.add_argument("--bench", type=Path, default=None, help="decompose a bench_dml.py --out folder instead")
     parser.add_argument("--readouts", type=Path, default=None, help="compare poolings of a bench's saved JEPAs")
+    parser.add_argument("--nuisances", type=Path, default=None,
+                        help="compare --variant nuisances on a bench's saved JEPAs")  # fmt: skip
     parser.add_argument("--readout-replicates", type=int, default=6, help="replicates for --readouts")
     parser.add_argument("--readout-pools", nargs="+", default=None, help="poolings for --readouts (default all)")
     parser.add_argument("--reliability", type=float, nargs="+", default=None, help="remainder at these probe R²s")
-    parser.add_argument("--replicates", type=int, default=8, help="data sets for --reliability")
+    parser.add_argument("--replicates", type=int, default=8, help="data sets for --reliability, --nuisances")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of experiment=jepa_dml, e.g. seed=1")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -486,6 +572,10 @@ def main() -> None:
     if args.readouts is not None:
         workdir = args.out or Path("/tmp/diag_jepa/readouts") / args.readouts.name
         print(compare_readouts(args.readouts, args.readout_replicates, args.readout_pools, workdir))
+        return
+    if args.nuisances is not None:
+        workdir = args.out or Path("/tmp/diag_jepa/nuisances") / args.nuisances.name
+        print(compare_nuisances(args.nuisances, args.replicates, ["", *(args.variant or [])], workdir))
         return
     if args.run is not None:
         r = decompose_run(args.run)

@@ -86,18 +86,24 @@ def test_supervised_bound_reads_the_confounders_and_falls_when_the_frames_hide_t
         diag_jepa.supervised_bound(tiny, n_train=300, n_test=60)
 
 
-def test_readouts_of_a_benchmark_reuse_its_jepas_and_compare_every_pooling(tmp_path):
-    # One tiny real replicate (its per-fold JEPA checkpoints are what the comparison loads), then every pooling.
+@pytest.fixture(scope="module")
+def tiny_bench(tmp_path_factory) -> Path:
+    """One tiny real `bench_dml.py` replicate: its per-fold JEPA checkpoints are what the comparisons load."""
     import json
 
     import bench_dml
 
+    out = tmp_path_factory.mktemp("bench")
     overrides = ["data.n_samples=120", "data.dims=[1,4,8,8]", "dml.k_folds=2", "dml.jepa_epochs=1",
                  "dml.nuisance_epochs=2", "model.rep_dim=12", "model.heads=2", "model.pred_dim=6"]  # fmt: skip
-    rows = bench_dml.replicate(7, overrides, tmp_path / "runs", rf_trees=5)
+    rows = bench_dml.replicate(7, overrides, out / "runs", rf_trees=5)
     record = {"seed": 7, "overrides": overrides, "estimators": rows}
-    (tmp_path / "replicates.jsonl").write_text(json.dumps(record) + "\n")
-    table = diag_jepa.compare_readouts(tmp_path, replicates=1, workdir=tmp_path / "readouts").splitlines()
+    (out / "replicates.jsonl").write_text(json.dumps(record) + "\n")
+    return out
+
+
+def test_readouts_of_a_benchmark_reuse_its_jepas_and_compare_every_pooling(tiny_bench, tmp_path):
+    table = diag_jepa.compare_readouts(tiny_bench, replicates=1, workdir=tmp_path / "readouts").splitlines()
     assert table[0].startswith("2 folds of 1 replicates")
     by_name = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in table[4:]}
     assert set(by_name) == {"target/frames_xy", "target/frames_max", "target/frames_std", "target/frames",
@@ -110,6 +116,22 @@ def test_readouts_of_a_benchmark_reuse_its_jepas_and_compare_every_pooling(tmp_p
     assert table[2].endswith("| vs target/frames_xy (SE) |")
     assert by_name["target/frames_xy"][-1].strip(" |") == "+0.0000 (0.0000)"
     # `pools` limits the refits to those named, plus the configured pooling and the two references.
-    few = diag_jepa.compare_readouts(tmp_path, replicates=1, pools=["mean"], workdir=tmp_path / "few").splitlines()
+    few = diag_jepa.compare_readouts(tiny_bench, replicates=1, pools=["mean"], workdir=tmp_path / "few").splitlines()
     names = {line.split(" | ")[0].lstrip("| ") for line in few[4:]}
     assert names == {"target/frames_xy", "target/mean", "U projected from frames_xy", "true U"}
+
+
+def test_nuisance_variants_are_refit_on_the_benchmarks_jepas_and_paired(tiny_bench, tmp_path):
+    # The configured networks, the same again spelled out (must reproduce them exactly), and a real change.
+    variants = ["", "dml.nuisance_epochs=2", "dml.nuisance_epochs=6,dml.nuisance.outcome.hidden=8"]
+    table = diag_jepa.compare_nuisances(tiny_bench, 1, variants, tmp_path / "nuisances").splitlines()
+    assert table[0].startswith("1 replicates of ") and table[0].endswith("paired against (as configured)")
+    cells = {line.split(" | ")[0].lstrip("| "): [c.strip(" |") for c in line.split(" | ")[1:]] for line in table[4:]}
+    assert list(cells) == ["(as configured)", *variants[1:]]
+    # bias, coverage, mean SE, remainder, outcome MSE, propensity BCE, Δ estimate, Δ remainder
+    assert cells["(as configured)"][-2:] == ["+0.0000", "+0.0000"]
+    assert cells["dml.nuisance_epochs=2"] == cells["(as configured)"]
+    changed = cells[variants[2]]
+    assert changed[4] != cells["(as configured)"][4] and changed[-2] != "+0.0000"
+    assert float(changed[-2]) == pytest.approx(float(changed[0]) - float(cells["(as configured)"][0]), abs=2e-4)
+    assert changed[1] in ("0.00", "1.00") and float(changed[2]) > 0
