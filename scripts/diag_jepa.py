@@ -29,7 +29,7 @@ all rows (the bias the nuisances leave) and the rest (the sampling noise the CI 
 
 `--bench OUT` does the same for every replicate of a `scripts/bench_dml.py --out OUT` benchmark and prints the
 mean of each part (the sampling noise further split into what the true nuisances would see, which every
-estimator on the same data shares, and the rest):
+estimator on the same data shares, and the rest), then the remainder's share by bin of the true propensity:
 
     .venv/bin/python scripts/diag_jepa.py --bench outputs/bench_dml
 
@@ -185,10 +185,16 @@ def reliability_remainder(r2: list[float], replicates: int = 8, n: int = 2000, s
     return float(np.mean(out)), float(np.std(out, ddof=1) / np.sqrt(replicates))
 
 
-def decompose(cfg, truth, oof: dict[str, np.ndarray]) -> dict[str, float]:
+# Edges of the true-propensity bins over which `decompose` splits the remainder.
+E_BINS = (0.0, 0.1, 0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 1.0)
+
+
+def decompose(cfg, truth, oof: dict[str, np.ndarray]) -> dict:
     """estimate - truth of out-of-fold predictions `oof` (g0, g1, m, each [N]) on the simulated draw `truth` =
     mean remainder (nuisance bias) + sampling noise; the noise is split further into `oracle_noise` (the AIPW
-    estimate with the true nuisances, shared by every estimator on the same data) and the rest."""
+    estimate with the true nuisances, shared by every estimator on the same data) and the rest.
+    `remainder_by_e` is each true-propensity bin's (`E_BINS`) share of the remainder (they sum to it): the
+    1/ê weights make the tails' share depend on a few rows."""
     from causal_engine.dml.scores import score_elements
     from causal_engine.jepa.simulate import _g
 
@@ -202,7 +208,9 @@ def decompose(cfg, truth, oof: dict[str, np.ndarray]) -> dict[str, float]:
     true0 = _g(truth.confounders)
     rem = aipw_remainder(oof["g0"], oof["g1"], m, truth.propensity, true0, true0 + truth.tau)
     oracle = aipw(true0, true0 + truth.tau, truth.propensity).mean() - truth.true_ate
+    bins = np.digitize(truth.propensity, E_BINS[1:-1])  # [N] bin of each row's true propensity
     return {
+        "remainder_by_e": [float(rem[bins == b].sum() / n) for b in range(len(E_BINS) - 1)],
         "estimate": float(psi.mean()),
         "truth": truth.true_ate,
         "remainder": float(rem.mean()),
@@ -238,12 +246,13 @@ def decompose_bench(out: Path) -> str:
     from bench_dml import load_replicates
 
     records = load_replicates(out)
-    parts = []
+    parts, shares = [], []
     for r in sorted(records, key=lambda r: r["seed"]):
         cfg = _compose([f"seed={r['seed']}", *r["overrides"]], out / "runs" / f"seed{r['seed']}")
         p = decompose_run(out / "runs" / f"seed{r['seed']}", cfg)
         error = p["estimate"] - p["truth"]
         parts.append([error, p["oracle_noise"], p["remainder"], error - p["oracle_noise"] - p["remainder"]])
+        shares.append(p["remainder_by_e"])
     a = np.array(parts)  # [replicates, 4]
     names = ("JEPA-DML error", "sampling noise (AIPW with the true nuisances)", "AIPW remainder",
              "the rest (noise × nuisance-error cross terms)")  # fmt: skip
@@ -252,6 +261,11 @@ def decompose_bench(out: Path) -> str:
         col = a[:, i]
         lines.append(f"| {name} | {col.mean():+.3f} | {col.std(ddof=1) / np.sqrt(len(col)):.3f} | "
                      f"{int((col > 0).sum())}/{len(col)} |")  # fmt: skip
+    b = np.array(shares)  # [replicates, bins]
+    lines += ["", "| rows by true propensity e | share of the remainder | SE |", "|---|---|---|"]
+    for k, col in enumerate(b.T):
+        se = col.std(ddof=1) / np.sqrt(len(col)) if len(col) > 1 else float("nan")
+        lines.append(f"| {E_BINS[k]:.2f} ≤ e < {E_BINS[k + 1]:.2f} | {col.mean():+.4f} | {se:.4f} |")
     return "\n".join(lines)
 
 

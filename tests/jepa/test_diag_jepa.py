@@ -60,10 +60,26 @@ def test_bench_decomposition_with_the_true_nuisances_is_all_sampling_noise(tmp_p
         np.savez(path / "oof.npz", test=test, g0=g0[test], g1=g0[test] + s.tau[test], m=s.propensity[test])
     (tmp_path / "replicates.jsonl").write_text(json.dumps({"seed": 7, "overrides": []}) + "\n")
     table = diag_jepa.decompose_bench(tmp_path).splitlines()
-    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in table[4:]}
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in table[4:8]}
     assert rows["AIPW remainder"] in ("+0.000", "-0.000")
     assert rows["the rest (noise × nuisance-error cross terms)"] in ("+0.000", "-0.000")
     assert rows["JEPA-DML error"] == rows["sampling noise (AIPW with the true nuisances)"] != "+0.000"
+    shares = [line.split("|")[2].strip() for line in table[11:]]
+    assert len(shares) == len(diag_jepa.E_BINS) - 1 and set(shares) <= {"+0.0000", "-0.0000"}
+
+
+def test_remainder_shares_by_propensity_sum_to_the_remainder():
+    from omegaconf import OmegaConf
+
+    from causal_engine.jepa.simulate import _g, simulate_videos
+
+    s = simulate_videos(2000, seed=3)
+    g0 = _g(s.confounders)
+    shrunk = {"g0": 0.7 * g0, "g1": 0.7 * g0 + s.tau, "m": 0.5 + 0.6 * (s.propensity - 0.5)}
+    p = diag_jepa.decompose(OmegaConf.create({"dml": {"trim": 0.01}}), s, shrunk)
+    assert sum(p["remainder_by_e"]) == pytest.approx(p["remainder"], abs=1e-12)
+    # Both nuisances shrunk towards the middle: every bin's share is positive, the remainder clearly so.
+    assert min(p["remainder_by_e"]) >= 0 and p["remainder"] > 5 * p["remainder_se"]
 
 
 def test_pixel_bound_reads_the_confounders_and_falls_with_the_noise():
