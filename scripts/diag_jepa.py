@@ -63,7 +63,6 @@ x0 y0 vx vy size brightness), fits the linear nuisances on 1 600 rows and averag
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import time
@@ -117,6 +116,11 @@ def _linear_nuisances(
         warnings.simplefilter("ignore", FutureWarning)
         m = LogisticRegressionCV(Cs=np.logspace(-4, 1, 8), cv=3, max_iter=1000).fit(x_tr, d_tr)
     return g[0], g[1], m.predict_proba(x_te)[:, 1]
+
+
+def _mean_se(x: np.ndarray) -> str:
+    """`+mean (SE of the mean)` of x [n]; the SE only when n > 1."""
+    return f"{x.mean():+.4f} ({x.std(ddof=1) / np.sqrt(len(x)):.4f})" if len(x) > 1 else f"{x.mean():+.4f}"
 
 
 def _losses(g0, g1, m, d, y, e, true0, true1) -> dict[str, float]:
@@ -221,7 +225,7 @@ def decompose(cfg, truth, oof: dict[str, np.ndarray]) -> dict:
     }
 
 
-def decompose_run(run_dir: Path, cfg=None) -> dict[str, float]:
+def decompose_run(run_dir: Path, cfg=None) -> dict:
     """`decompose` of a finished simulated run's saved folds; `cfg` defaults to the run's own
     `.hydra/config.yaml`."""
     from hydra.utils import instantiate
@@ -295,8 +299,9 @@ def bench_jepas(out: Path, replicates: int, workdir: Path) -> Iterator[tuple[int
 def with_variant(cfg, variant: str, output_dir: Path):
     """A copy of `cfg` with a nuisance variant's comma-separated `key=value` overrides (values parsed as YAML)
     and its outputs under `output_dir`."""
-    vcfg = copy.deepcopy(cfg)
-    OmegaConf.update(vcfg, "paths.output_dir", str(output_dir))
+    from causal_engine.train import with_output_dir
+
+    vcfg = with_output_dir(cfg, output_dir)
     for item in filter(None, variant.split(",")):
         key, value = item.split("=", 1)
         OmegaConf.update(vcfg, key, yaml.safe_load(value), force_add=True)
@@ -327,25 +332,22 @@ def compare_nuisances(out: Path, replicates: int, variants: Sequence[str], workd
                 for key in oof[variant]:
                     oof[variant][key][fold.test] = preds[key]
                 losses[variant].append([record.outcome_mse, record.propensity_bce])
+        z = NormalDist().inv_cdf(0.5 + cfg.dml.level / 2)
         for variant in variants:
             p = decompose(cfg, truth, oof[variant])
-            covered = abs(p["estimate"] - p["truth"]) <= NormalDist().inv_cdf(0.5 + cfg.dml.level / 2) * p["se"]
+            covered = abs(p["estimate"] - p["truth"]) <= z * p["se"]
             rows[variant].append([p["estimate"] - p["truth"], p["remainder"], p["se"], covered,
                                   *np.mean(losses[variant], 0)])  # fmt: skip
         print(f"seed {seed} done", flush=True)
     base = np.array(rows[variants[0]])  # [replicates, 6]
-
-    def mean_se(x: np.ndarray) -> str:
-        return f"{x.mean():+.4f} ({x.std(ddof=1) / np.sqrt(len(x)):.4f})" if len(x) > 1 else f"{x.mean():+.4f}"
-
     lines = [f"{len(base)} replicates of {out}; paired against {variants[0] or '(as configured)'}", "",
              "| nuisance variant | bias (SE) | coverage | mean SE | remainder (SE) | outcome MSE | propensity BCE "
              "| Δ estimate (SE) | Δ remainder (SE) |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for variant, vals in rows.items():
         a = np.array(vals)
-        lines.append(f"| {variant or '(as configured)'} | {mean_se(a[:, 0])} | {a[:, 3].mean():.2f} | "
-                     f"{a[:, 2].mean():.4f} | {mean_se(a[:, 1])} | {a[:, 4].mean():.4f} | {a[:, 5].mean():.4f} | "
-                     f"{mean_se(a[:, 0] - base[:, 0])} | {mean_se(a[:, 1] - base[:, 1])} |")  # fmt: skip
+        lines.append(f"| {variant or '(as configured)'} | {_mean_se(a[:, 0])} | {a[:, 3].mean():.2f} | "
+                     f"{a[:, 2].mean():.4f} | {_mean_se(a[:, 1])} | {a[:, 4].mean():.4f} | {a[:, 5].mean():.4f} | "
+                     f"{_mean_se(a[:, 0] - base[:, 0])} | {_mean_se(a[:, 1] - base[:, 1])} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -408,8 +410,7 @@ def compare_readouts(
         a = np.array(vals)  # [folds, 8 R² + remainder + dim]
         diff = a[:, -2] - base[:, -2]
         r2 = " | ".join(f"{x:.3f}" for x in a[:, :-2].mean(0))
-        lines.append(f"| {name} | {int(a[0, -1])} | {r2} | {a[:, -2].mean():+.4f} | "
-                     f"{diff.mean():+.4f} ({diff.std(ddof=1) / np.sqrt(len(diff)):.4f}) |")  # fmt: skip
+        lines.append(f"| {name} | {int(a[0, -1])} | {r2} | {a[:, -2].mean():+.4f} | {_mean_se(diff)} |")
     return "\n".join(lines)
 
 
