@@ -27,7 +27,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts
-	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/ruff format --check src tests scripts docs README.md
 
 # Every benchmark in a quick/reduced mode (results under outputs/bench_quick/, not the full runs' folders), then
 # the cost-growth sweep, which writes docs/benchmarks.md and its plots. The reduced settings (full versions:
