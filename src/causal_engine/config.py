@@ -128,7 +128,7 @@ RULES: list[Rule] = [
     Rule("model.loss.acyclic_ramp_steps", "int", low=1),
     Rule("task.threshold", "float", low=0, high=1, low_open=True, high_open=True),
     Rule("task.query_batch", "int", low=1),
-    # causal fine-tuning (intervene): conf/data/intervene_zoo.yaml, conf/model/{causal_mlp,mlp}*.yaml,
+    # causal fine-tuning (intervene): conf/data/intervene_zoo.yaml, conf/model/{structural_mlp,mlp}*.yaml,
     # conf/task/query.yaml
     Rule("data.scm", "str", choices=tuple(sorted(_ZOO))),
     Rule("data.n_train", "int", low=10),

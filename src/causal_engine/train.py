@@ -74,6 +74,13 @@ def register_hp_metrics(module: L.LightningModule, names: Sequence[str]) -> None
             logger.log_hyperparams(module.hparams, dict.fromkeys(names, float("nan")))
 
 
+def log_text(module: L.LightningModule, tag: str, text: str) -> None:
+    """Add `text` (markdown) to every TensorBoard logger of `module`, at its current global step."""
+    for logger in module.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_text(tag, text, global_step=module.global_step)
+
+
 def _best_checkpoint(trainer: L.Trainer) -> str | None:
     callback = trainer.checkpoint_callback
     if isinstance(callback, ModelCheckpoint) and callback.best_model_path:

@@ -1,7 +1,7 @@
 """The seed's Phase 1, kept runnable as the negative control: `causal-engine experiment=causal_mlp_phase1`.
 
 The toy y = x1 + 2 x2 − 3 x3 + noise with do(x2 = 0.5) on half of the training rows; a plain MLP (M1) and
-the CausalMLP are fitted on the same rows; both should recover the coefficients (independent inputs make
+the StructuralMLP are fitted on the same rows; both should recover the coefficients (independent inputs make
 substitution equal to the do-operator, so this experiment cannot tell the two apart — that is its point).
 """
 
