@@ -141,3 +141,13 @@ def test_gate_confidence_intervals_cover_the_true_group_effects():
     for hits in (gate_hits, slope_hits):
         se = np.sqrt(0.95 * 0.05 / len(hits))
         assert abs(np.mean(hits) - 0.95) <= 3 * se, (np.mean(hits), len(hits))
+
+
+def test_group_effects_figure_has_one_row_per_group(fitted, tmp_path):
+    from causal_engine.plots import group_effects_figure, save_figure
+
+    _, d, y, _, preds, groups = fitted
+    effects = gate("ate", y, d, groups, [preds])
+    fig = group_effects_figure(effects.names, effects.estimate, effects.ci_low, effects.ci_high, overall=1.0)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == list(effects.names)
+    assert save_figure(fig, tmp_path / "gate.png").stat().st_size > 0

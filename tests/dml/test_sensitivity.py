@@ -193,3 +193,17 @@ def test_out_of_range_strengths_name_the_config_key(table, kwargs, field):
     frame, _, long, _ = table
     with pytest.raises(UserError, match=f"dml.sensitivity.{field}"):
         sensitivity_analysis([_elements("ate", frame, long)], **kwargs)
+
+
+def test_contour_figure_marks_the_benchmark_and_saves(table, tmp_path):
+    from causal_engine.plots import save_figure, sensitivity_contour_figure
+
+    frame, _, long, short = table
+    reps = [_elements("ate", frame, long)]
+    point = benchmark(reps, [_elements("ate", frame, short)])
+    grid = np.linspace(0.0, 0.5, 6)
+    fig = sensitivity_contour_figure(
+        grid, grid, contour_grid(reps, grid, grid), scenario=(0.03, 0.03), benchmarks={"x3": (point.cf_y, point.cf_d)}
+    )
+    assert "x3" in [text.get_text() for text in fig.axes[0].texts]
+    assert save_figure(fig, tmp_path / "sensitivity.png").stat().st_size > 0
