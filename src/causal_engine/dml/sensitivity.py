@@ -109,7 +109,8 @@ def sensitivity_elements(
     fallback = nu2 <= 0.0
     if fallback:
         # The orthogonal moment can go negative in small samples with extreme weights; E[α̂²] is positive
-        # (not orthogonal, so its interval is optimistic) and is what DoubleML falls back to as well.
+        # (not orthogonal, so its interval is optimistic) and is what DoubleML falls back to as well; its
+        # influence function is centred here like every other (DoubleML leaves it uncentred, widening its CI).
         nu2 = float(np.mean(riesz**2))
         psi_nu2 = riesz**2 - nu2
     sigma2 = float(np.mean(residual**2))
