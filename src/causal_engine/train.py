@@ -81,7 +81,8 @@ def log_text(module: L.LightningModule, tag: str, text: str) -> None:
             logger.experiment.add_text(tag, text, global_step=module.global_step)
 
 
-def _best_checkpoint(trainer: L.Trainer) -> str | None:
+def best_checkpoint(trainer: L.Trainer) -> str | None:
+    """The checkpoint callback's best model path, or None (no checkpoint callback, or nothing written)."""
     callback = trainer.checkpoint_callback
     if isinstance(callback, ModelCheckpoint) and callback.best_model_path:
         return callback.best_model_path
@@ -100,7 +101,7 @@ def fit(cfg: DictConfig, test: bool = True) -> dict[str, float]:
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = collect_metrics(trainer)
     if test and not trainer.interrupted:
-        best = _best_checkpoint(trainer)
+        best = best_checkpoint(trainer)
         log.info("Testing %s", best or "the in-memory weights (no checkpoint was written)")
         trainer.test(model, datamodule=datamodule, ckpt_path=best)
         metrics.update(collect_metrics(trainer))

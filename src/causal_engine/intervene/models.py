@@ -1,4 +1,4 @@
-"""Networks that answer do-queries: the structural `StructuralMLP` and the plain `OutcomeMLP` baselines.
+"""Networks that answer do-queries: the structural `StructuralMLP` and the outcome regressors (`OutcomeMLP`).
 
 Both work in standardised units inside (`loc`/`scale` buffers set from the training rows) and take and
 return variables in the data's own units. Both expose the same three methods the LightningModule uses:
@@ -206,14 +206,14 @@ class StructuralMLP(_Standardised):
         return self.rollout(noise, interventions)
 
 
-class OutcomeMLP(_Standardised):
-    """A plain regressor of one outcome on a set of other variables: the M1/M2 baselines, built on the seed's
-    `CausalMLP` (do(X = v) is its layer-0 intervention on the input X).
+class OutcomeNet(_Standardised):
+    """A regressor of one outcome on a set of other variables, do(X = v) by substituting the network's input X.
 
     `features="all"` (M1, the seed's behaviour): every other variable, so descendants of the treatment sit
     among the inputs and substituting X = v leaves them at their factual values (biased at any N).
     `features="nondescendants"`: the treatment and its non-descendants (M2, the fair back-door baseline).
     Its counterfactual changes only the intervened inputs and the outcome: y' = y + f(x') − f(x).
+    Subclasses supply the network through `_forward`.
     """
 
     def __init__(
@@ -223,10 +223,6 @@ class OutcomeMLP(_Standardised):
         outcome: int,
         features: Literal["all", "nondescendants"] = "all",
         names: Sequence[str] | None = None,
-        hidden_dims: Sequence[int] = (32, 32),
-        activation: str = "silu",
-        record_history: bool = False,
-        max_history: int = 1000,
     ) -> None:
         num_nodes = len(adjacency)
         super().__init__(num_nodes)
@@ -240,20 +236,18 @@ class OutcomeMLP(_Standardised):
             raise ValueError(f"features must be 'all' or 'nondescendants', got {features!r}")
         self.outcome = outcome
         self.register_buffer("inputs", torch.tensor(inputs, dtype=torch.long), persistent=False)
-        self.net = CausalMLP(len(inputs), hidden_dims, 1, activation, record_history, max_history)
         self.unit = CausalUnit()  # resolves an `Interventions` set to the new values of the variables
 
-    @property
-    def history(self) -> list[dict[str, Any]]:
-        """The network's layer-0 intervention records (see `CausalUnit`); `units` index `inputs`."""
-        return self.net.history
+    def _forward(self, z: Tensor, do: tuple[Tensor, Tensor] | None) -> Tensor:
+        """The network on standardised inputs z [B, I], with do = (mask, values) [B, I] at its input -> [B, 1]."""
+        raise NotImplementedError
 
     def predict(self, x: Tensor, touched: Tensor | None = None) -> Tensor:
         """Standardised outcome prediction [B] from the inputs of x [B, D]; the entries in `touched` [B, D]
-        bool were set by an intervention and enter as the network's layer-0 do-operator."""
+        bool were set by an intervention and enter through the network's input do-operator."""
         z = self.standardise(x)[:, self.inputs]  # [B, I]
-        do = None if touched is None or not touched.any() else {0: (touched[:, self.inputs], z)}
-        return self.net(z, do).squeeze(-1)
+        do = None if touched is None or not touched.any() else (touched[:, self.inputs], z)
+        return self._forward(z, do).squeeze(-1)
 
     def fit_terms(self, x: Tensor, cut: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(prediction, target, cut) [B, 1] standardised: the outcome only (rows where it is cut excluded)."""
@@ -273,3 +267,31 @@ class OutcomeMLP(_Standardised):
     def interventional(self, x_ref: Tensor, interventions: Interventions | Mapping | None) -> Tensor:
         """Samples [N, D]: the reference rows' counterfactuals (residuals kept), as for StructuralMLP."""
         return self.counterfactual(x_ref, interventions)
+
+
+class OutcomeMLP(OutcomeNet):
+    """The M1/M2 baselines as the seed's `CausalMLP`: do(X = v) is its layer-0 intervention on the input X.
+    See `OutcomeNet` for `features`."""
+
+    def __init__(
+        self,
+        adjacency: Tensor | np.ndarray,
+        treatment: int,
+        outcome: int,
+        features: Literal["all", "nondescendants"] = "all",
+        names: Sequence[str] | None = None,
+        hidden_dims: Sequence[int] = (32, 32),
+        activation: str = "silu",
+        record_history: bool = False,
+        max_history: int = 1000,
+    ) -> None:
+        super().__init__(adjacency, treatment, outcome, features, names)
+        self.net = CausalMLP(len(self.inputs), hidden_dims, 1, activation, record_history, max_history)
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """The network's layer-0 intervention records (see `CausalUnit`); `units` index `inputs`."""
+        return self.net.history
+
+    def _forward(self, z: Tensor, do: tuple[Tensor, Tensor] | None) -> Tensor:
+        return self.net(z, None if do is None else {0: do})
