@@ -21,6 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
+import lightning as L
 import numpy as np
 import torch
 from hydra.utils import instantiate
@@ -197,10 +198,10 @@ def _train_rows(datamodule: InterveneDataModule, keep: Tensor) -> InterveneDataM
 
 def _fit_and_test(
     cfg: DictConfig, model_cfg: DictConfig, n_obs: int, n_int: int, keep: Callable[[Tensor], Tensor], stage: str
-) -> tuple[InterveneModule, dict[str, float]]:
+) -> tuple[InterveneModule, dict[str, float], L.Trainer]:
     """Fit `model_cfg` on the training rows `keep(row_is_interventional)` selects, out of n_obs observational
     and n_int interventional rows; test the best checkpoint (the in-memory weights if none was written).
-    Returns the module, holding the tested weights, and its metrics."""
+    Returns the module, holding the tested weights, its metrics and the trainer."""
     full: InterveneDataModule = instantiate(
         cfg.data, n_train=n_obs + n_int, interventional_fraction=n_int / (n_obs + n_int), _convert_="all"
     )
@@ -210,7 +211,7 @@ def _fit_and_test(
     trainer = build_trainer(cfg, subdir=stage)
     trainer.fit(module, datamodule=datamodule)
     trainer.test(module, datamodule=datamodule, ckpt_path=best_checkpoint(trainer))
-    return module, collect_metrics(trainer)
+    return module, collect_metrics(trainer), trainer
 
 
 def finetune(
@@ -236,15 +237,17 @@ def finetune(
     metrics: dict[str, float] = {}
     model_cfg = cfg.model
     if model_cfg.net.get("weights") is None:
-        module, pretrained = _fit_and_test(
+        module, pretrained, trainer = _fit_and_test(
             cfg, model_cfg, pretrain_rows, interventional_rows, lambda do: ~do, "pretrain"
         )
         metrics.update({f"pretrain/{k}": v for k, v in pretrained.items()})
         weights = Path(cfg.paths.output_dir) / "pretrain" / "pretrained.pt"
-        weights.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"state_dict": module.state_dict()}, weights)  # the tested weights, in checkpoint form
+        if trainer.is_global_zero:
+            weights.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"state_dict": module.state_dict()}, weights)  # the tested weights, in checkpoint form
+        trainer.strategy.barrier()  # every rank loads the file below
         model_cfg = OmegaConf.merge(model_cfg, {"net": {"weights": str(weights)}})
     keep = (lambda do: do) if finetune_on == "interventional" else torch.ones_like
-    _, finetuned = _fit_and_test(cfg, model_cfg, pretrain_rows, interventional_rows, keep, "finetune")
+    _, finetuned, _ = _fit_and_test(cfg, model_cfg, pretrain_rows, interventional_rows, keep, "finetune")
     metrics.update(finetuned)
     return metrics
