@@ -22,8 +22,8 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from causal_engine.errors import UserError
+from causal_engine.intervene.zoo import ZOO as _ZOO
 from causal_engine.jepa.module import ENCODERS, POOLS, TARGET_NORMS
-from causal_engine.scm.zoo import ZOO as _ZOO
 
 
 def source_root() -> Path:
