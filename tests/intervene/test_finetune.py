@@ -9,8 +9,8 @@ from torch import nn
 
 from causal_engine.errors import UserError
 from causal_engine.intervene.finetune import CausalWrapper, WrappedOutcomeNet, load_weights
+from causal_engine.intervene.zoo import get_scm
 from causal_engine.run import run
-from causal_engine.scm.zoo import get_scm
 
 
 class SkipNet(nn.Module):

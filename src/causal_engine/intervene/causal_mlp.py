@@ -43,7 +43,7 @@ class CausalMLP(nn.Module):
         input_dim: int,
         hidden_dims: Sequence[int] = (32, 32),
         output_dim: int = 1,
-        activation: str = "relu",
+        activation: str = "silu",
         record_history: bool = False,
         max_history: int = 1000,
     ) -> None:
