@@ -169,7 +169,7 @@ def aipw_remainder(
 
 def reliability_remainder(r2: list[float], replicates: int = 8, n: int = 2000, seed: int = 0) -> tuple[float, float]:
     """Mean (and SE over replicates) remainder of linear nuisances on U observed with noise of reliability `r2`."""
-    from causal_engine.jepa.simulate import CONFOUNDERS, _f, _g
+    from causal_engine.dml.simulate import CONFOUNDERS, baseline_outcome, treatment_logit
 
     rng = np.random.default_rng(seed)
     reliability = np.broadcast_to(np.asarray(r2, dtype=float), (len(CONFOUNDERS),))
@@ -177,9 +177,9 @@ def reliability_remainder(r2: list[float], replicates: int = 8, n: int = 2000, s
     out = []
     for _ in range(replicates):
         u = rng.uniform(-1, 1, (n, len(CONFOUNDERS)))  # [n, 6]
-        e = 1 / (1 + np.exp(-_f(u)))
+        e = 1 / (1 + np.exp(-treatment_logit(u)))
         d = (rng.uniform(size=n) < e).astype(float)
-        true0 = _g(u)
+        true0 = baseline_outcome(u)
         y = true0 + d + 0.5 * rng.normal(size=n)
         z = u + rng.normal(size=u.shape) * noise_sd
         z = (z - z.mean(0)) / z.std(0)
@@ -200,7 +200,7 @@ def decompose(cfg, truth, oof: dict[str, np.ndarray]) -> dict:
     `remainder_by_e` is each true-propensity bin's (`E_BINS`) share of the remainder (they sum to it): the
     1/ê weights make the tails' share depend on a few rows."""
     from causal_engine.dml.scores import score_elements
-    from causal_engine.jepa.simulate import _g
+    from causal_engine.dml.simulate import baseline_outcome
 
     d, y, n = truth.treatment, truth.outcome, len(truth.outcome)
 
@@ -209,7 +209,7 @@ def decompose(cfg, truth, oof: dict[str, np.ndarray]) -> dict:
 
     psi = aipw(oof["g0"], oof["g1"], oof["m"])
     m = np.clip(oof["m"], cfg.dml.trim, 1 - cfg.dml.trim)
-    true0 = _g(truth.confounders)
+    true0 = baseline_outcome(truth.confounders)
     rem = aipw_remainder(oof["g0"], oof["g1"], m, truth.propensity, true0, true0 + truth.tau)
     oracle = aipw(true0, true0 + truth.tau, truth.propensity).mean() - truth.true_ate
     bins = np.digitize(truth.propensity, E_BINS[1:-1])  # [N] bin of each row's true propensity
@@ -230,7 +230,7 @@ def decompose_run(run_dir: Path, cfg=None) -> dict:
     `.hydra/config.yaml`."""
     from hydra.utils import instantiate
 
-    from causal_engine.jepa.simulate import simulate_videos
+    from causal_engine.dml.simulate import simulate_videos
 
     cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml") if cfg is None else cfg
     truth = simulate_videos(**instantiate(cfg.data).sim_kwargs)
@@ -281,7 +281,7 @@ def bench_jepas(out: Path, replicates: int, workdir: Path) -> Iterator[tuple[int
 
     from bench_dml import QUIET, load_replicates
     from causal_engine.dml.folds import stratified_folds
-    from causal_engine.jepa.simulate import simulate_videos
+    from causal_engine.dml.simulate import simulate_videos
 
     def folds(seed: int, cfg, truth) -> Iterator:
         for fold in stratified_folds(truth.treatment, cfg.dml.k_folds, n_rep=1, seed=cfg.dml.split_seed)[0]:
@@ -316,7 +316,7 @@ def compare_nuisances(out: Path, replicates: int, variants: Sequence[str], workd
     JEPA fit before them, so even the configured variant ('') differs from the benchmark's own nuisances by
     their initialisation: compare the variants with each other, not with the benchmark."""
     from causal_engine.dml.crossfit import fit_fold
-    from causal_engine.jepa.data import CausalSample
+    from causal_engine.dml.data import CausalSample
 
     variants = list(variants)
     rows: dict[str, list[list[float]]] = {v: [] for v in variants}
@@ -368,9 +368,9 @@ def compare_readouts(
     from sklearn.linear_model import RidgeCV
 
     from causal_engine.dml.crossfit import fit_fold
-    from causal_engine.jepa.data import CausalSample
+    from causal_engine.dml.data import CausalSample
+    from causal_engine.dml.simulate import CONFOUNDERS, baseline_outcome, treatment_logit
     from causal_engine.jepa.module import POOLS
-    from causal_engine.jepa.simulate import CONFOUNDERS, _f, _g
     from causal_engine.train import with_output_dir
 
     rows: dict[str, list[list[float]]] = {}
@@ -378,8 +378,8 @@ def compare_readouts(
     for seed, cfg, truth, fold_jepas in bench_jepas(out, replicates, workdir):
         n_replicates += 1
         u = truth.confounders
-        targets = np.c_[u, _f(u), _g(u)]  # [N, 8]
-        true0, true1 = _g(u), _g(u) + truth.tau
+        targets = np.c_[u, treatment_logit(u), baseline_outcome(u)]  # [N, 8]
+        true0, true1 = baseline_outcome(u), baseline_outcome(u) + truth.tau
         for fold, jepa in fold_jepas:
             tr, te = fold.train, fold.test
             chosen = [cfg.model.pool, *(p for p in (pools or POOLS) if p != cfg.model.pool)]
@@ -420,7 +420,7 @@ def pixel_bound(overrides: list[str]) -> dict[str, float]:
     spread, and the centroid's squares and product). A simulator setting that keeps this low hides U."""
     from hydra.utils import instantiate
 
-    from causal_engine.jepa.simulate import CONFOUNDERS, simulate_videos
+    from causal_engine.dml.simulate import CONFOUNDERS, simulate_videos
 
     truth = simulate_videos(**instantiate(_compose(overrides, Path("/nonexistent")).data).sim_kwargs)
     v = np.clip(truth.videos.numpy().mean(1), 0, None)  # [N, T, H, W], channels averaged; the distractor is dark
@@ -445,7 +445,7 @@ def supervised_bound(
     import torch.nn.functional as F
     from hydra.utils import instantiate
 
-    from causal_engine.jepa.simulate import CONFOUNDERS, _f, _g, simulate_videos
+    from causal_engine.dml.simulate import CONFOUNDERS, baseline_outcome, simulate_videos, treatment_logit
 
     cfg = _compose(overrides, Path("/nonexistent"))
     truth = simulate_videos(**instantiate(cfg.data).sim_kwargs)
@@ -454,7 +454,7 @@ def supervised_bound(
     torch.manual_seed(int(cfg.seed))
     videos = torch.as_tensor(truth.videos).float()  # [N, C, T, H, W]
     u = truth.confounders
-    targets = np.c_[u, _f(u), _g(u)]  # [N, 8]
+    targets = np.c_[u, treatment_logit(u), baseline_outcome(u)]  # [N, 8]
     tr, te = np.arange(n_train), np.arange(len(u) - n_test, len(u))
     mu, sd = targets[tr].mean(0), targets[tr].std(0)
     labels = torch.tensor((targets - mu) / sd, dtype=torch.float32)
@@ -488,8 +488,8 @@ def diagnose(overrides: list[str], fold_k: int, out: Path, variants: list[str]) 
 
     from causal_engine.dml.crossfit import fit_fold, fit_jepa, inner_split
     from causal_engine.dml.folds import stratified_folds
+    from causal_engine.dml.simulate import CONFOUNDERS, baseline_outcome, simulate_videos, treatment_logit
     from causal_engine.jepa.module import POOLS
-    from causal_engine.jepa.simulate import CONFOUNDERS, _f, _g, simulate_videos
 
     cfg = _compose(overrides, out)
     dml = cfg.dml
@@ -498,7 +498,7 @@ def diagnose(overrides: list[str], fold_k: int, out: Path, variants: list[str]) 
     truth = simulate_videos(**data.sim_kwargs)  # the same draw, with the ground truth the sample leaves out
     assert np.array_equal(truth.outcome, sample.outcome)  # the same draw as the run's data
     u = truth.confounders
-    true0, e = _g(u), truth.propensity
+    true0, e = baseline_outcome(u), truth.propensity
     true1 = true0 + truth.tau
     fold = stratified_folds(sample.treatment, dml.k_folds, n_rep=1, seed=dml.split_seed)[0][fold_k]
     seed = int(cfg.seed) + fold_k
@@ -512,7 +512,7 @@ def diagnose(overrides: list[str], fold_k: int, out: Path, variants: list[str]) 
     tr, te = fold.train, fold.test
     d, y = sample.treatment, sample.outcome
     args = (d[te], y[te], e[te], true0[te], true1[te])
-    targets = np.c_[u, _f(u), true0]  # [N, 8]
+    targets = np.c_[u, treatment_logit(u), true0]  # [N, 8]
     names = [*CONFOUNDERS, "f", "g"]
     report["representations"] = {}
     for encoder in ("target", "online", "target+layers"):

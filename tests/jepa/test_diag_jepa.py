@@ -49,10 +49,10 @@ def test_bench_decomposition_with_the_true_nuisances_is_all_sampling_noise(tmp_p
     # sampling noise, with no remainder and nothing left over.
     import json
 
-    from causal_engine.jepa.simulate import _g, simulate_videos
+    from causal_engine.dml.simulate import baseline_outcome, simulate_videos
 
     s = simulate_videos(2000, seed=7)
-    g0 = _g(s.confounders)
+    g0 = baseline_outcome(s.confounders)
     folds = np.array_split(np.random.default_rng(0).permutation(2000), 5)
     for k, test in enumerate(folds):
         path = tmp_path / "runs" / "seed7" / "rep0" / f"fold{k}"
@@ -71,10 +71,10 @@ def test_bench_decomposition_with_the_true_nuisances_is_all_sampling_noise(tmp_p
 def test_remainder_shares_by_propensity_sum_to_the_remainder():
     from omegaconf import OmegaConf
 
-    from causal_engine.jepa.simulate import _g, simulate_videos
+    from causal_engine.dml.simulate import baseline_outcome, simulate_videos
 
     s = simulate_videos(2000, seed=3)
-    g0 = _g(s.confounders)
+    g0 = baseline_outcome(s.confounders)
     shrunk = {"g0": 0.7 * g0, "g1": 0.7 * g0 + s.tau, "m": 0.5 + 0.6 * (s.propensity - 0.5)}
     p = diag_jepa.decompose(OmegaConf.create({"dml": {"trim": 0.01}}), s, shrunk)
     assert sum(p["remainder_by_e"]) == pytest.approx(p["remainder"], abs=1e-12)

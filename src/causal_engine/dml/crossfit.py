@@ -27,10 +27,10 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from causal_engine.dml.data import CausalSample, DMLInputError, SampleRows, check_sample
 from causal_engine.dml.ddp import all_gather, barrier, check_identical, gather_by_index, rank_and_world
 from causal_engine.dml.folds import Fold, stratified_folds
 from causal_engine.dml.scores import DMLResult, ScoreElements, aggregate, score_elements
-from causal_engine.jepa.data import CausalSample, DMLInputError, SampleRows, check_sample
 from causal_engine.metrics import linear_probe_r2
 from causal_engine.plots import ci_figure, log_figure, propensity_overlap_figure, save_figure
 from causal_engine.tables import TableSource
