@@ -24,11 +24,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from causal_engine.config import validate
 from causal_engine.errors import UserError
+from causal_engine.train import CONFIG_DIR
 
 log = logging.getLogger(__name__)
-
-# conf/ lives at the repository root; the package sees it through the `causal_engine/conf` link.
-CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 
 
 def _jsonable(value: Any) -> Any:

@@ -11,9 +11,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
 from causal_engine.errors import UserError
+from causal_engine.tables import TableSource
 
 
 class DMLInputError(UserError):
@@ -97,3 +100,33 @@ class SampleRows(Dataset):
         if self.sample.confounders is not None:
             item["confounders"] = torch.as_tensor(self.sample.confounders[r], dtype=torch.float32)
         return item
+
+
+def load_sample(data_cfg: DictConfig) -> CausalSample:
+    """The configured data as a CausalSample: anything with `sample()` (the video DataModules, shipped
+    examples), or a user's table (`data=table`)."""
+    data = instantiate(data_cfg)
+    if hasattr(data, "sample"):
+        return data.sample()
+    if isinstance(data, TableSource):
+        missing = [k for k in ("treatment", "outcome", "covariates") if not getattr(data, k)]
+        if missing:
+            raise DMLInputError(
+                f"task=crossfit with data=table needs data.{', data.'.join(missing)}: e.g. "
+                f"`data.treatment=qsmk data.outcome=wt82_71 data.covariates=[age,sex]`."
+            )
+        covariates = list(data.covariates)
+        clash = {data.treatment, data.outcome} & set(covariates)
+        if clash:
+            raise DMLInputError(f"data.covariates must not contain the treatment or outcome ({sorted(clash)}).")
+        frame = data.load([data.treatment, data.outcome, *covariates])
+        return CausalSample(
+            torch.tensor(frame[covariates].to_numpy(), dtype=torch.float32),
+            frame[data.treatment].to_numpy(),
+            frame[data.outcome].to_numpy(),
+            feature_names=tuple(covariates),
+        )
+    raise DMLInputError(
+        f"task=crossfit cannot use data of type {type(data).__name__}; use data=video_confounded, "
+        f"data=video_files or data=table."
+    )
