@@ -152,13 +152,11 @@ def pfn_net(checkpoint: str | None) -> torch.nn.Module:
 
     if checkpoint is not None:
         return load_pfn(checkpoint)
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from causal_engine.run import CONFIG_DIR
+    from causal_engine.train import compose
 
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["model=pfn_a"])
+    cfg = compose(["model=pfn_a"], Path("/nonexistent"))
     torch.manual_seed(0)
     return instantiate(cfg.model.net).eval()
 
@@ -195,22 +193,22 @@ def baseline_point(method: str, d: int, samples: int, min_seconds: float) -> dic
 def dml_point(n: int, jepa_epochs: int, nuisance_epochs: int) -> dict[str, float]:
     """Wall time and peak MB of one JEPA-DML cross-fit (`run_crossfit` on `experiment=jepa_dml`: simulate N
     videos, K = 5 folds of JEPA + outcome + propensity fits, the score) at a reduced epoch budget."""
-    from bench_dml import _compose
     from causal_engine.dml.crossfit import run_crossfit
+    from causal_engine.train import compose
 
     logging.disable(logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
         overrides = ["experiment=jepa_dml", "callbacks=none", "~logger", f"data.n_samples={n}"]
         overrides += [f"dml.jepa_epochs={jepa_epochs}", f"dml.nuisance_epochs={nuisance_epochs}"]
-        cfg = _compose(overrides, Path(tmp))
+        cfg = compose(overrides, Path(tmp))
         return measure(lambda: run_crossfit(cfg), min_seconds=0.0)
 
 
 def preset_epochs() -> str:
     """The epochs `experiment=jepa_dml` trains with, as the page states them (the points use fewer)."""
-    from bench_dml import _compose
+    from causal_engine.train import compose
 
-    dml = _compose(["experiment=jepa_dml"], Path("/nonexistent")).dml
+    dml = compose(["experiment=jepa_dml"], Path("/nonexistent")).dml
     return f"{dml.jepa_epochs} JEPA and {dml.nuisance_epochs} nuisance"
 
 
