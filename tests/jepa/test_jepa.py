@@ -87,6 +87,7 @@ def test_jepa_step_learns_and_embeds():
         pred_dim=6,
         pred_depth=1,
         depth=1,
+        pool="frames_max",
     )
     batch = TubeMaskCollator(module.encoder.tubelet, seed=0)([{"video": v} for v in s.videos])
     opt = module.configure_optimizers()
