@@ -43,9 +43,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_scm  # noqa: E402  (the SCM sweep point and the /proc peak-RSS reader live there)
 from causal_engine import plots  # noqa: E402
+from causal_engine.profiling import measure  # noqa: E402
+from causal_engine.scm.reference import sweep_point  # noqa: E402
 
 # Problem sizes. "samples" = rows per regime: the observational regime and each interventional regime.
 SIZES: dict[str, dict[str, Any]] = {
@@ -116,26 +116,6 @@ def _num(value: float) -> str:
 # --- one point (runs in its own process) -------------------------------------------------------------------
 
 
-def _reset_peak() -> float:
-    """Reset this process's peak RSS to its current RSS (Linux) and return that RSS in MB."""
-    Path("/proc/self/clear_refs").write_text("5")
-    return bench_scm._rss_mb("VmRSS")
-
-
-def measure(call: Callable[[], object], min_seconds: float, max_repeats: int = 200) -> dict[str, float]:
-    """Best-of-repeats seconds of `call()` and the peak RSS it adds, in MB.
-
-    Repeats until `min_seconds` of calls (at most `max_repeats`); a call longer than that runs once.
-    """
-    baseline = _reset_peak()
-    times: list[float] = []
-    while not times or (sum(times) < min_seconds and len(times) < max_repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return {"seconds": min(times), "peak_mb": bench_scm._rss_mb("VmHWM") - baseline, "repeats": len(times)}
-
-
 def discovery_graph(d: int, samples: int, seed: int = 0):
     """One graph of the PFN's prior with `samples` rows in the observational and in every interventional regime
     (the same graph for every method at this (d, samples))."""
@@ -162,9 +142,10 @@ def pfn_net(checkpoint: str | None) -> torch.nn.Module:
 
 
 def scm_point(d: int, batch: int, min_seconds: float) -> dict[str, float]:
-    """SCM prior at the seed's sample configuration: bench_scm's sweep point (graphs/s, peak MB above baseline)."""
-    point = bench_scm.sweep_point(d, batch, min_seconds)
-    return {"seconds": 1 / point["graphs_per_s"], "peak_mb": point["peak_mb"], "graphs_per_s": point["graphs_per_s"]}
+    """SCM prior at the seed's sample configuration: `scm.reference.sweep_point` (graphs/s, peak MB above baseline)."""
+    point = sweep_point(d, batch, min_seconds)
+    rate = point["graphs_per_s"]
+    return {"seconds": 1 / rate, "peak_mb": point["peak_mb"], "graphs_per_s": rate}
 
 
 def pfn_point(d: int, samples: int, checkpoint: str | None, min_seconds: float) -> dict[str, float]:
@@ -477,7 +458,7 @@ def render(results: dict[str, list[dict]], meta: dict[str, Any], figures: dict[s
             "`causal_engine.scm.sample_batch` at the seed's sample configuration (100 observational rows, "
             "ceil(d/2) targets × 3 values × 100 rows; default prior, 2 expected parents), "
             f"{meta['scm_batch']} graphs per call (peak memory is that of one call); the point is "
-            "`scripts/bench_scm.py`'s sweep point."
+            "`causal_engine.scm.reference.sweep_point`."
         ),
         "discovery_d": (
             f"One graph of the PFN's prior per call with {meta['samples_at_d']} rows per regime (observational and "
