@@ -1,8 +1,11 @@
 """The confounded video simulator: confounding strong enough to bias the naive contrast, U visible in the frames."""
 
+import inspect
+
 import numpy as np
 
 from causal_engine.dml.simulate import simulate_videos
+from causal_engine.dml.video import VideoConfoundedDataModule
 
 
 def test_simulator_naive_difference_is_biased_by_at_least_half():
@@ -45,3 +48,17 @@ def test_simulator_heterogeneous_effects_average_to_the_stated_ate():
     randomised = simulate_videos(50, dims=(3, 2, 4, 4), treatment_strength=0.0, seed=1)
     np.testing.assert_allclose(randomised.propensity, 0.5)
     assert randomised.videos.shape == (50, 3, 2, 4, 4)
+
+
+def test_simulator_defaults_equal_the_data_modules():
+    # conf/data/video_confounded.yaml is checked against the DataModule (tests/test_defaults.py); the simulator's
+    # own defaults, for Python callers, must be the same values.
+    def defaults(fn):
+        return {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not p.empty}
+
+    simulator, module = defaults(simulate_videos), defaults(VideoConfoundedDataModule)
+    shared = simulator.keys() & module.keys()
+    assert len(shared) == 11
+    assert {k: simulator[k] for k in shared} == {
+        k: tuple(v) if k == "dims" else v for k, v in module.items() if k in shared
+    }
