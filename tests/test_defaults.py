@@ -37,6 +37,8 @@ BASE_CONFIGS = [
     "task=compare",
     "task=query",
     "task=finetune",
+    "model=jepa",
+    "data=video_confounded",
 ]
 
 
