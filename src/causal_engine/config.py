@@ -143,6 +143,13 @@ RULES: list[Rule] = [
     Rule("model.net.features", "str", choices=("all", "nondescendants")),
     Rule("model.losses.*_weight", "float", low=0),
     Rule("task.val_fraction", "float", low=0, high=1, low_open=True, high_open=True),
+    Rule("task.bootstrap", "int", low=0),
+    Rule("task.level", "float", low=0, high=1, low_open=True, high_open=True),
+    Rule("*.convergence.patience", "int", low=1),
+    Rule("*.convergence.max_steps", "int", low=1),
+    Rule("*.convergence.min_epochs", "int", low=1),
+    Rule("*.convergence.max_epochs", "int", low=2, nullable=True),
+    Rule("*.convergence.min_delta", "float", low=0),
     # jepa-dml: conf/dml/default.yaml, conf/data/video_*.yaml, conf/model/jepa.yaml
     Rule("dml.k_folds", "int", low=2),
     Rule("dml.n_rep", "int", low=1),
