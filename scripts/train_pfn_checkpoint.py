@@ -7,7 +7,7 @@ It is `causal-engine experiment=pfn` with a wider node curriculum (up to 50 node
 in distribution), a time limit instead of a step count, and a cosine learning-rate decay over the expected
 number of steps; then the test sets run and the weights are exported without Lightning or Hydra objects:
 `{"net_spec": {target, kwargs}, "state_dict": ..., "meta": {...}}`, which `task=discover` loads with
-`causal_engine.discovery.discover.load_pfn`. The run directory (TensorBoard, metrics.json) stays under
+`causal_engine.discovery.checkpoint.load_pfn`. The run directory (TensorBoard, metrics.json) stays under
 outputs/train_pfn_checkpoint/ and metrics are copied into checkpoints/pfn.json.
 """
 
@@ -24,6 +24,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
+from causal_engine.discovery.checkpoint import best_checkpoint, export_pfn
 from causal_engine.run import CONFIG_DIR, run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,17 +100,11 @@ def main() -> None:
 
 
 def export(run_dir: Path, out: Path, meta: dict, metrics: dict[str, float]) -> None:
-    """Write the best-validation-SHD weights (else the last) as a plain {net_spec, state_dict, meta} file."""
-    best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
-    chosen = best[-1] if best else run_dir / "checkpoints" / "last.ckpt"
-    ckpt = torch.load(chosen, map_location="cpu", weights_only=True)
-    state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-    meta = {**meta, "steps": int(ckpt["global_step"]), "source": chosen.name}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"net_spec": ckpt["net_spec"], "state_dict": state, "meta": meta}, out)
+    """Export the best-validation-SHD weights (else the last) and copy the test metrics beside them."""
+    meta = export_pfn(best_checkpoint(run_dir), out, meta)
     test = {k: round(v, 4) for k, v in metrics.items() if k.startswith("test/")}
     out.with_suffix(".json").write_text(json.dumps({**meta, "test": test}, indent=2) + "\n")
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): {chosen.name}, step {meta['steps']}")
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): {meta['source']}, step {meta['steps']}")
     for key, value in sorted(test.items()):
         print(f"{key:40s} {value:.4f}")
 

@@ -27,8 +27,8 @@ import pandas as pd
 import torch
 from hydra import compose, initialize_config_dir
 
+from causal_engine.intervene.zoo import get_scm
 from causal_engine.run import CONFIG_DIR, run
-from causal_engine.scm.zoo import get_scm
 
 SHIFT = 1.0
 
@@ -116,7 +116,6 @@ def _run_query(case: Case, tables: Path, run_dir: Path, overrides: list[str]) ->
             config_name="config",
             overrides=[
                 "task=query",
-                "model=causal_mlp",
                 "data=table",
                 f"data.path={data}",
                 f"data.graph_path={edges}",

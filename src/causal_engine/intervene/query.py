@@ -1,6 +1,6 @@
-"""`task=query`: fit a CausalMLP to a user's table and graph, answer the queries in the config, write CSVs.
+"""`task=query`: fit a StructuralMLP to a user's table and graph, answer the queries in the config, write CSVs.
 
-    causal-engine task=query model=causal_mlp data=table data.path=data.csv data.graph_path=edges.csv \
+    causal-engine task=query data=table data.path=data.csv data.graph_path=edges.csv \
         '+task.interventional={raise_x: {x: 1.0}}' '+task.counterfactual={x_plus_1: {x: {shift: 1.0}}}'
 
 Interventional answers (`interventional.csv`): for each query, the mean and SD of every variable under the
@@ -40,7 +40,7 @@ from causal_engine.errors import UserError
 from causal_engine.intervene.bootstrap import BootstrapEnsemble, fit_ensemble, poisson_counts
 from causal_engine.intervene.data import ArrayDataModule, GraphInfo
 from causal_engine.intervene.do import Interventions
-from causal_engine.intervene.models import CausalMLP
+from causal_engine.intervene.models import StructuralMLP
 from causal_engine.intervene.module import InterveneModule, build_net
 from causal_engine.tables import TableSource
 from causal_engine.train import build_trainer, collect_metrics
@@ -179,7 +179,7 @@ def query(
     bootstrap: int = 20,
     level: float = 0.95,
 ) -> dict[str, float]:
-    """Fit `cfg.model` (a CausalMLP module) on `cfg.data` (a `TableSource`) to convergence and answer the
+    """Fit `cfg.model` (a StructuralMLP module) on `cfg.data` (a `TableSource`) to convergence and answer the
     queries, each with a bootstrap interval (`bootstrap` replicates, coverage `level`)."""
     source: TableSource = instantiate(cfg.data)
     if not isinstance(source, TableSource):
@@ -187,7 +187,7 @@ def query(
             "task=query reads a user's table: use `data=table data.path=FILE.csv data.graph_path=EDGES.csv`."
         )
     if cfg.get("model") is None:
-        raise UserError("task=query needs a structural model: add `model=causal_mlp`.")
+        raise UserError("task=query needs a structural model: add `model=structural_mlp`.")
     if bootstrap == 1:
         raise QueryError("task.bootstrap=1 gives no spread: use 0 (no intervals) or at least 2 (e.g. 20).")
     convergence = convergence if convergence is not None else Convergence()
@@ -220,8 +220,8 @@ def query(
     datamodule = ArrayDataModule(x, graph, cut, val_fraction=val_fraction, seed=int(cfg.seed))
     module: InterveneModule = instantiate(cfg.model)
     module.attach(datamodule)
-    if not isinstance(module.net, CausalMLP):
-        raise UserError("task=query needs the structural model: use `model=causal_mlp` (or causal_mlp_losses).")
+    if not isinstance(module.net, StructuralMLP):
+        raise UserError("task=query needs the structural model: use `model=structural_mlp` (or structural_mlp_losses).")
     metrics = _fit_point(cfg, module, datamodule, convergence)
 
     def answer(net: nn.Module, weight: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from causal_engine.scm.graphs import check_positive_int, reachable
+from causal_engine.graphs import reachable
+from causal_engine.scm.graphs import check_positive_int
 from causal_engine.scm.mechanisms import MECHANISMS
 from causal_engine.scm.model import sample_scm, simulate_node_major
 
