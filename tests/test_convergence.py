@@ -46,6 +46,11 @@ def test_best_weights_restores_the_best_validation_epoch():
         best.on_validation_end(trainer, module)
     best.on_fit_end(trainer, module)
     assert best.best_epoch == 1 and best.best_score == pytest.approx(0.4) and float(module.weight.detach()) == 2.0
+    kept = BestWeights("val/loss", restore=False)
+    kept.on_validation_end(trainer, module)
+    module.weight.data.fill_(7.0)
+    kept.on_fit_end(trainer, module)
+    assert kept.best_epoch == 2 and float(module.weight.detach()) == 7.0
 
 
 def test_bad_settings_name_their_key():
