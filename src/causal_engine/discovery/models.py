@@ -85,6 +85,7 @@ class PFNNet(nn.Module):
         dropout: float = 0.0,
         shrinkage: float = 0.2,
         max_nodes: int = 100,
+        features: str = "zscore",
         **variant: Any,
     ):
         super().__init__()
@@ -97,10 +98,11 @@ class PFNNet(nn.Module):
             dropout=dropout,
             shrinkage=shrinkage,
             max_nodes=max_nodes,
+            features=features,
             **variant,
         )
         self.d_model, self.n_heads, self.max_nodes = d_model, n_heads, max_nodes
-        self.encoder = NodeEncoder(d_model, shrinkage)
+        self.encoder = NodeEncoder(d_model, shrinkage, features)
         self.trunk = nn.ModuleList(BiasedEncoderLayer(d_model, n_heads, dropout) for _ in range(n_layers))
         self.trunk_bias = PairBias(n_layers, n_heads)
         self.trunk_norm = nn.LayerNorm(d_model)

@@ -214,13 +214,14 @@ def simulate_broad(scm: BroadSCM, eps: Tensor, num_ref: int, intervene: BroadInt
         inputs = x[rows[:, None], slots] * valid[..., None]  # [B, K, S]
         params = {name: value[rows, node] for name, value in scm.params.items()}
         params["valid"] = valid.float()
-        f = evaluate_mechanism(scm.family, params, inputs)  # [B, S]
+        has_parents = valid.any(-1)[:, None]  # [B, 1]
+        # a root has no parents' term (rff and mlp would otherwise give it a constant, rescaled to a huge one)
+        f = evaluate_mechanism(scm.family, params, inputs) * has_parents  # [B, S]
         if scm.rescale:
             if calibrate:
                 spread = f[:, :num_ref].std(1) if num_ref > 1 else torch.ones(batch, device=eps.device)
                 scm.gain[rows, node] = scm.signal[rows, node] / spread.clamp_min(1e-3)
             f = f * scm.gain[rows, node][:, None]
-        has_parents = valid.any(-1)[:, None]  # [B, 1]
         scale = scm.noise_scale[rows, node][:, None] * (1 + scm.hetero[rows, node][:, None] * torch.tanh(f) ** 2)
         value = f + scale * eps[rows, node]
         value = torch.where(has_parents, value.clamp(-NODE_CLAMP, NODE_CLAMP), value)
