@@ -120,7 +120,7 @@ RULES: list[Rule] = [
     Rule("model.net.n_delta_layers", "int", low=1),
     Rule("model.net.max_nodes", "int", low=2),
     Rule("model.net.shrinkage", "float", low=0, high=1, low_open=True),
-    Rule("model.net.features", "str", choices=("zscore", "copula")),
+    Rule("model.net.feature_space", "str", choices=("zscore", "copula")),
     Rule("model.net.tau_start", "float", low=0, low_open=True),
     Rule("model.net.tau_end", "float", low=0, low_open=True),
     Rule("model.net.bias_scale", "float", low=0),

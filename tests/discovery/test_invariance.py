@@ -56,16 +56,16 @@ def test_copula_context_features_are_exactly_invariant_to_monotone_transforms() 
 
 def test_copula_net_gives_the_same_edges_and_unit_deltas_after_a_log() -> None:
     torch.manual_seed(0)
-    net = ModelA(d_model=16, n_heads=2, n_layers=1, n_delta_layers=1, features="copula").eval()
+    net = ModelA(d_model=16, n_heads=2, n_layers=1, n_delta_layers=1, feature_space="copula").eval()
     batch = _table()
     lo = min(batch.observational.min(), batch.interventional.min())
     positive = _transformed(batch, lambda x: x - lo + 1.0)
     with torch.no_grad():
         a, b = net.context(positive), net.context(_transformed(positive, torch.log))
     torch.testing.assert_close(a.edge_logits, b.edge_logits, rtol=0, atol=1e-4)
-    assert net.net_spec()["kwargs"]["features"] == "copula"
+    assert net.net_spec()["kwargs"]["feature_space"] == "copula"
 
 
 def test_nets_default_to_zscore_features() -> None:
-    """Checkpoints whose net_spec has no `features` key rebuild with the features they were trained on."""
-    assert ModelA(d_model=16, n_heads=2).encoder.features == "zscore"
+    """Checkpoints whose net_spec has no `feature_space` key rebuild with the features they were trained on."""
+    assert ModelA(d_model=16, n_heads=2).encoder.feature_space == "zscore"

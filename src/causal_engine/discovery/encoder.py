@@ -3,7 +3,7 @@
 Everything here is permutation-equivariant: no feature depends on a node's index, so permuting the input
 nodes permutes the tokens, the pairwise features and therefore every output. Every statistic is computed
 on data standardised with the *observational* mean and standard deviation of each variable, so a column
-measured in other units (x -> a x + c, a > 0) gives exactly the same features. With ``features="copula"``
+measured in other units (x -> a x + c, a > 0) gives exactly the same features. With ``feature_space="copula"``
 they are computed on each column's normal scores instead (ranks within the observational sample), so any
 strictly increasing transform (log, ranks) gives exactly the same context features and therefore the same edges.
 
@@ -40,7 +40,7 @@ from causal_engine.discovery.batch import DiscoveryBatch
 NUM_NODE_FEATURES = 7  # context features 0-3, 7-9 (query features are separate)
 NUM_QUERY_FEATURES = 3
 NUM_PAIR_FEATURES = 12
-FEATURES = ("zscore", "copula")  # what the context statistics are computed on (see context_features)
+FEATURE_SPACES = ("zscore", "copula")  # what the context statistics are computed on (see context_features)
 _CLIP = 50.0  # standardised values beyond this carry no extra information and would only destabilise training
 _EPS = 1e-6
 
@@ -187,23 +187,23 @@ def _copula(batch: DiscoveryBatch) -> tuple[Tensor, Tensor, Tensor, Tensor, Tens
     return obs, ordered, order, interventional, regime_values
 
 
-def context_features(batch: DiscoveryBatch, shrinkage: float, features: str = "zscore") -> ContextFeatures:
+def context_features(batch: DiscoveryBatch, shrinkage: float, feature_space: str = "zscore") -> ContextFeatures:
     """Node context features [B, d, 7] and pair features [B, d, d, 12] of a batch (see the module docstring).
 
-    ``features="zscore"``: statistics of each column standardised with its observational mean and sd (invariant
-    to x -> a x + c). ``features="copula"``: statistics of the columns' normal scores (``_copula``), invariant to
+    ``feature_space="zscore"``: statistics of each column standardised with its observational mean and sd (invariant
+    to x -> a x + c). ``feature_space="copula"``: statistics of the columns' normal scores (``_copula``), invariant to
     any strictly increasing transform of a column; location and spread are then constants, and the shifts
     of interventions are in probit units. Queries and deltas stay in z-units either way (``mean``/``std``).
 
     Cost: one sort of the observational samples (quartiles and Spearman ranks share it) and three passes
     over the interventional samples (standardise, regime means, regime spreads); everything else is [B, d, d].
     """
-    if features not in FEATURES:
-        raise ValueError(f"model.net.features must be one of {FEATURES}, got {features!r}")
+    if feature_space not in FEATURE_SPACES:
+        raise ValueError(f"model.net.feature_space must be one of {FEATURE_SPACES}, got {feature_space!r}")
     mean, std = _location_scale(batch)
     node = batch.node_mask.float()  # [B, d]
     eye = torch.eye(batch.num_nodes, device=node.device)
-    if features == "copula":
+    if feature_space == "copula":
         obs, ordered, order, interventional, regime_values = _copula(batch)
     else:
         m, scale = mean[:, None], _node_scale(batch, std)[:, None]  # [B, 1, d]
@@ -286,16 +286,16 @@ class NodeEncoder(nn.Module):
     Features carry no gradient (they are statistics of the data); only the projections are learned.
     """
 
-    def __init__(self, d_model: int, shrinkage: float = 0.2, features: str = "zscore"):
+    def __init__(self, d_model: int, shrinkage: float = 0.2, feature_space: str = "zscore"):
         super().__init__()
-        if features not in FEATURES:
-            raise ValueError(f"model.net.features must be one of {FEATURES}, got {features!r}")
-        self.shrinkage, self.features = shrinkage, features
+        if feature_space not in FEATURE_SPACES:
+            raise ValueError(f"model.net.feature_space must be one of {FEATURE_SPACES}, got {feature_space!r}")
+        self.shrinkage, self.feature_space = shrinkage, feature_space
         self.node_proj = nn.Sequential(nn.Linear(NUM_NODE_FEATURES, d_model), nn.GELU(), nn.Linear(d_model, d_model))
 
     def forward(self, batch: DiscoveryBatch) -> tuple[Tensor, ContextFeatures]:
         with torch.no_grad():
-            feats = context_features(batch, self.shrinkage, self.features)
+            feats = context_features(batch, self.shrinkage, self.feature_space)
         return self.node_proj(feats.node), feats
 
 

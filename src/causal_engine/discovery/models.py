@@ -85,7 +85,7 @@ class PFNNet(nn.Module):
         dropout: float = 0.0,
         shrinkage: float = 0.2,
         max_nodes: int = 100,
-        features: str = "zscore",
+        feature_space: str = "zscore",
         **variant: Any,
     ):
         super().__init__()
@@ -98,11 +98,11 @@ class PFNNet(nn.Module):
             dropout=dropout,
             shrinkage=shrinkage,
             max_nodes=max_nodes,
-            features=features,
+            feature_space=feature_space,
             **variant,
         )
         self.d_model, self.n_heads, self.max_nodes = d_model, n_heads, max_nodes
-        self.encoder = NodeEncoder(d_model, shrinkage, features)
+        self.encoder = NodeEncoder(d_model, shrinkage, feature_space)
         self.trunk = nn.ModuleList(BiasedEncoderLayer(d_model, n_heads, dropout) for _ in range(n_layers))
         self.trunk_bias = PairBias(n_layers, n_heads)
         self.trunk_norm = nn.LayerNorm(d_model)
