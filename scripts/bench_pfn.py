@@ -244,7 +244,7 @@ def main() -> None:
             config_name="config",
             overrides=["data=scm_prior", f"data.test_graphs={args.graphs}", "data.eval_batch_size=8"],
         )
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.test_specs = {"er_d20": datamodule.test_specs["er_d20"]}
     datamodule.setup("test")
     sets = {

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import time
 from pathlib import Path
 
 import torch
@@ -102,8 +103,10 @@ def main() -> None:
         raise SystemExit(f"{recipe} holds a different recipe; resume with the same flags or use a new --state-dir")
     run_dir.mkdir(parents=True, exist_ok=True)
     # each session logs to its own CSV directory (a resumed CSVLogger would overwrite the previous metrics.csv)
-    session = f"logger.csv.version=session_{len(list((run_dir / 'csv').glob('session_*'))):03d}"
-    cfg = compose_cfg([*overrides, session], run_dir, last if last.exists() else None)
+    session = f"session_{len(list((run_dir / 'csv').glob('session_*'))):03d}"
+    cfg = compose_cfg([*overrides, f"logger.csv.version={session}"], run_dir, last if last.exists() else None)
+    (run_dir / "csv" / session).mkdir(parents=True, exist_ok=True)
+    (run_dir / "csv" / session / "started").write_text(f"{time.time()}\n")
     prior = OmegaConf.to_container(cfg.data.prior, resolve=True)
     recipe.write_text(json.dumps({"overrides": overrides, "threads": args.threads, "prior": prior}, indent=2) + "\n")
     print(f"{'resuming from ' + str(last) if last.exists() else 'starting'}; state in {args.state_dir}", flush=True)
@@ -114,15 +117,15 @@ def main() -> None:
 
 def validation_curve(run_dir: Path) -> tuple[list[dict[str, float]], float]:
     """(val metrics per validation step over every session, wall hours): each session logs to its own CSV
-    directory, from its hparams.yaml (start) to its metrics.csv's last write (end)."""
+    directory, from its `started` stamp to its metrics.csv's last write (a kill loses at most the unflushed tail)."""
     curve: dict[int, dict[str, float]] = {}
     hours = 0.0
     for version in sorted((run_dir / "csv").glob("session_*")):
-        rows, start = version / "metrics.csv", version / "hparams.yaml"
+        rows, start = version / "metrics.csv", version / "started"
         if not rows.exists():
             continue
         if start.exists():
-            hours += max(0.0, rows.stat().st_mtime - start.stat().st_mtime) / 3600
+            hours += max(0.0, rows.stat().st_mtime - float(start.read_text())) / 3600
         with rows.open() as f:
             for row in csv.DictReader(f):
                 vals = {k: float(v) for k, v in row.items() if k.startswith("val/") and v not in ("", None)}
