@@ -148,7 +148,7 @@ def discovery_graph(d: int, samples: int, seed: int = 0):
 def pfn_net(checkpoint: str | None) -> torch.nn.Module:
     """The shipped PFN when `checkpoint` is given, else a freshly initialised ModelA with conf/model/pfn_base.yaml's
     net arguments (inference cost does not depend on the weights)."""
-    from causal_engine.discovery.discover import load_pfn
+    from causal_engine.discovery.checkpoint import load_pfn
 
     if checkpoint is not None:
         return load_pfn(checkpoint)

@@ -12,7 +12,8 @@ the seed and k). It is `causal-engine experiment=pfn` with the broad prior, a no
 steps on the fixed in-prior set (`data.val_set`, broad prior), and the best validation AUROC kept.
 
 `--export-only` writes the best checkpoint's weights without Lightning or Hydra objects:
-`{"net_spec": {target, kwargs}, "state_dict": ..., "meta": {...}}` (what `load_pfn` reads) and an honest
+`{"net_spec": {target, kwargs}, "state_dict": ..., "meta": {...}}` (what
+`causal_engine.discovery.checkpoint.load_pfn` reads) and an honest
 `pfn.json`: the prior, the sizes, steps, wall time, threads and the validation curve.
 """
 
@@ -30,6 +31,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
+from causal_engine.discovery.checkpoint import best_checkpoint, export_pfn
 from causal_engine.run import CONFIG_DIR, run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -135,35 +137,25 @@ def validation_curve(run_dir: Path) -> tuple[list[dict[str, float]], float]:
 
 
 def export(run_dir: Path, out: Path, recipe: dict) -> None:
-    """Write the best-validation weights (else the last) as a plain {net_spec, state_dict, meta} file + pfn.json."""
-    best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
-    chosen = best[-1] if best else run_dir / "checkpoints" / "last.ckpt"
-    ckpt = torch.load(chosen, map_location="cpu", weights_only=True)
-    state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    """Export the best-validation weights (else the last) with `export_pfn`, and write pfn.json beside them."""
     curve, hours = validation_curve(run_dir)
-    step = int(ckpt["global_step"])
-    test_file = run_dir / "test_metrics.json"
-    meta = {
-        "recipe": "scripts/train_pfn_checkpoint.py (see overrides)",
-        "source": chosen.name,
-        "steps": step,
-        "graphs_seen": step * 8,
-        "wall_hours": round(hours, 2),
-        "threads": recipe["threads"],
-        "overrides": recipe["overrides"],
-        "prior": recipe["prior"],
-        "validation_at_export": next((c for c in curve if c["step"] == step - 1 or c["step"] == step), None),
-        "validation_curve": curve,
-        "test": json.loads(test_file.read_text()) if test_file.exists() else {},
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"net_spec": ckpt["net_spec"], "state_dict": state, "meta": {"steps": step}}, out)
+    stored = export_pfn(best_checkpoint(run_dir), out, {"recipe": "scripts/train_pfn_checkpoint.py", **recipe})
     size = out.stat().st_size
     if size > MAX_BYTES:
         raise SystemExit(f"{out} is {size / 1e6:.1f} MB, above the {MAX_BYTES / 1e6:.0f} MB limit; train a smaller net")
+    step = stored["steps"]
+    test_file = run_dir / "test_metrics.json"
+    meta = {
+        **stored,
+        "graphs_seen": step * 8,
+        "wall_hours": round(hours, 2),
+        "validation_at_export": next((c for c in curve if c["step"] in (step - 1, step)), None),
+        "validation_curve": curve,
+        "test": json.loads(test_file.read_text()) if test_file.exists() else {},
+    }
     out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     auroc = [c["val/auroc"] for c in curve if "val/auroc" in c]
-    print(f"wrote {out} ({size / 1e6:.1f} MB): {chosen.name}, step {step}, {hours:.2f} h")
+    print(f"wrote {out} ({size / 1e6:.1f} MB): {stored['source']}, step {step}, {hours:.2f} h")
     if auroc:
         print(
             f"val/auroc: first {auroc[0]:.3f}, best {max(auroc):.3f}, last {auroc[-1]:.3f} ({len(auroc)} validations)"

@@ -7,13 +7,13 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from causal_engine.config import ConfigError, Rule, check_value, validate
-from causal_engine.run import run
+from causal_engine.run import RULES, run
 
 
 def test_missing_required_value_names_the_key(compose):
     cfg = compose(["data=table"])
     with pytest.raises(ConfigError, match=r"Missing required config value\(s\): data.path"):
-        validate(cfg)
+        validate(cfg, RULES)
 
 
 @pytest.mark.parametrize(
@@ -33,11 +33,11 @@ def test_missing_required_value_names_the_key(compose):
 )
 def test_bad_values_are_reported_with_key_value_and_rule(yaml, message):
     with pytest.raises(ConfigError, match=message):
-        validate(OmegaConf.create(yaml))
+        validate(OmegaConf.create(yaml), RULES)
 
 
 def test_rules_ignore_absent_keys_and_accept_good_values():
-    validate(OmegaConf.create("seed: 3\nmodel: {optimizer: {lr: 0.01}}\ndata: {num_nodes: 5}"))
+    validate(OmegaConf.create("seed: 3\nmodel: {optimizer: {lr: 0.01}}\ndata: {num_nodes: 5}"), RULES)
 
 
 def test_list_rule_checks_length_and_items():

@@ -2,9 +2,10 @@
 
 Hydra already rejects unknown keys and unknown group options (listing the available ones). What it
 cannot know is that `k_folds: 1` or a negative learning rate is meaningless, or that a required
-value was left as `???`. Those are checked here, against one list of rules, so that a bad command
+value was left as `???`. Those are checked here, against a list of rules, so that a bad command
 fails in the first second with the key, the value and what is allowed, instead of an hour later
-inside torch.
+inside torch. This module is the mechanism and imports no model code: each system declares the rules of
+its own keys in its package, and `causal_engine.run.RULES` gathers them.
 
 Rules are matched against dotted keys with shell-style patterns (`*.lr` matches `model.optimizer.lr`);
 a rule whose key is absent from the composed config does not apply.
@@ -22,8 +23,6 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from causal_engine.errors import UserError
-from causal_engine.jepa.module import ENCODERS, POOLS, TARGET_NORMS
-from causal_engine.scm.zoo import ZOO as _ZOO
 
 
 def source_root() -> Path:
@@ -80,8 +79,9 @@ class Rule:
         return " ".join(parts)
 
 
-# Keys every system shares. Each room appends its own rules below its heading.
-RULES: list[Rule] = [
+# Keys every system shares (seed, trainer, optimiser and loader knobs). Each system keeps its own rules beside
+# its code (`discovery/rules.py`, `intervene/rules.py`, `jepa/rules.py`, `dml/rules.py`); `run.py` collects them.
+COMMON_RULES: list[Rule] = [
     Rule("seed", "int", low=0),
     Rule("monitor_mode", "str", choices=("min", "max")),
     Rule("trainer.max_epochs", "int", low=-1, nullable=True),
@@ -96,84 +96,6 @@ RULES: list[Rule] = [
     Rule("*.num_workers", "int", low=0),
     Rule("*.num_nodes", "int", low=1),
     Rule("*.n_samples", "int", low=1),
-    # discovery (causal PFN): conf/data/scm_prior.yaml, conf/model/pfn_*.yaml, conf/task/discover.yaml
-    Rule("data.node_range", "list", length=2, item="int", low=2),
-    Rule("data.curriculum_start", "list", length=2, item="int", low=2),
-    Rule("data.curriculum_batches", "int", low=0),
-    Rule("data.size_groups", "int", low=1),
-    Rule("data.val_graphs", "int", low=1),
-    Rule("data.test_graphs", "int", low=1),
-    Rule("data.eval_batch_size", "int", low=1),
-    # data.prior is BroadPrior or SeedPrior: keys with the same meaning in both are checked here, the rest (mixes,
-    # ranges) by the constructor, which names the key too (causal_engine.scm.prior.PriorError).
-    Rule("data.prior.graph", "str", choices=("er", "sf", "sw")),
-    Rule("data.prior.edge_prob", "float", low=0, high=1, nullable=True),
-    Rule("data.prior.obs_only_share", "float", low=0, high=1),
-    Rule("data.prior.hetero_share", "float", low=0, high=1),
-    Rule("data.prior.soft_share", "float", low=0, high=1),
-    Rule("data.prior.multi_target_share", "float", low=0, high=1),
-    Rule("data.prior.num_queries", "int", low=1),
-    Rule("model.threshold", "float", low=0, high=1, low_open=True, high_open=True),
-    Rule("model.net.d_model", "int", low=4),
-    Rule("model.net.n_heads", "int", low=1),
-    Rule("model.net.n_layers", "int", low=1),
-    Rule("model.net.n_delta_layers", "int", low=1),
-    Rule("model.net.max_nodes", "int", low=2),
-    Rule("model.net.shrinkage", "float", low=0, high=1, low_open=True),
-    Rule("model.net.feature_space", "str", choices=("zscore", "copula")),
-    Rule("model.net.tau_start", "float", low=0, low_open=True),
-    Rule("model.net.tau_end", "float", low=0, low_open=True),
-    Rule("model.net.bias_scale", "float", low=0),
-    Rule("model.loss.acyclic_warmup_steps", "int", low=0),
-    Rule("model.loss.acyclic_ramp_steps", "int", low=1),
-    Rule("task.threshold", "float", low=0, high=1, low_open=True, high_open=True),
-    Rule("task.query_batch", "int", low=1),
-    # causal fine-tuning (intervene): conf/data/intervene_zoo.yaml, conf/model/{causal_mlp,mlp}*.yaml,
-    # conf/task/query.yaml
-    Rule("data.scm", "str", choices=tuple(sorted(_ZOO))),
-    Rule("data.n_train", "int", low=10),
-    Rule("data.interventional_fraction", "float", low=0, high=1, high_open=True),
-    Rule("data.counterfactual_fraction", "float", low=0, high=1),
-    Rule("data.intervention_value", "float", nullable=True),
-    Rule("data.cf_shift", "float"),
-    Rule("data.n_test", "int", low=10),
-    Rule("data.n_quantiles", "int", low=2),
-    Rule("data.n_mmd", "int", low=2),
-    Rule("model.net.hidden_dims", "list", item="int", low=1),
-    Rule("model.net.features", "str", choices=("all", "nondescendants")),
-    Rule("model.losses.*_weight", "float", low=0),
-    Rule("task.val_fraction", "float", low=0, high=1, low_open=True, high_open=True),
-    # jepa-dml: conf/dml/default.yaml, conf/data/video_*.yaml, conf/model/jepa.yaml
-    Rule("dml.k_folds", "int", low=2),
-    Rule("dml.n_rep", "int", low=1),
-    Rule("dml.split_seed", "int", low=0),
-    Rule("dml.score", "str", choices=("ate", "att", "plr")),
-    Rule("dml.trim", "float", low=0, high=0.5, low_open=True, high_open=True),
-    Rule("dml.max_clipped_share", "float", low=0, high=1),
-    Rule("dml.normalize", "bool"),
-    Rule("dml.level", "float", low=0, high=1, low_open=True, high_open=True),
-    Rule("dml.val_fraction", "float", low=0, high=0.5, low_open=True, high_open=True),
-    Rule("dml.jepa_epochs", "int", low=1),
-    Rule("dml.nuisance_epochs", "int", low=1),
-    Rule("dml.nuisance.*.hidden", "int", low=1),
-    Rule("dml.nuisance.*.depth", "int", low=1),
-    Rule("dml.nuisance.*.dropout", "float", low=0, high=1, high_open=True),
-    Rule("data.dims", "list", length=4, item="int", low=1),
-    Rule("data.treatment_strength", "float", low=0),
-    Rule("data.noise_sd", "float", low=0),
-    Rule("data.pixel_noise", "float", low=0),
-    Rule("data.texture_contrast", "float", low=0),
-    Rule("data.motion", "float", low=0, high=0.5),
-    Rule("data.spread", "float", low=0, high=0.5),
-    Rule("data.distractor", "float"),
-    Rule("model.rep_dim", "int", low=6),
-    Rule("model.tubelet", "list", length=3, item="int", low=1),
-    Rule("model.ema", "list", length=2, item="float", low=0, high=1),
-    Rule("model.block_scale", "list", length=2, item="float", low=0, high=1, low_open=True, high_open=True),
-    Rule("model.pool", "str", choices=POOLS),
-    Rule("model.embed_from", "list", item="str", choices=ENCODERS),
-    Rule("model.target_norm", "str", choices=TARGET_NORMS),
-    Rule("model.xy_temperature", "float", low=0, low_open=True),
 ]
 
 
@@ -234,7 +156,7 @@ def _leaves(node: Any, prefix: str = "") -> Iterator[str]:
                 yield path
 
 
-def validate(cfg: DictConfig, rules: Sequence[Rule] = RULES) -> None:
+def validate(cfg: DictConfig, rules: Sequence[Rule]) -> None:
     """Check missing values (`???`) and every rule that matches a key; raise ConfigError on the first problem."""
     missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra."))
     if missing:

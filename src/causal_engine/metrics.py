@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from causal_engine.graphs import descendants
+
 
 def valid_edge_mask(node_mask: Tensor) -> Tensor:
     """Off-diagonal pairs between real nodes, [B, d, d] bool."""
@@ -33,11 +35,8 @@ def shd(pred: Tensor, true: Tensor, node_mask: Tensor) -> Tensor:
 
 
 def is_cyclic(pred: Tensor, node_mask: Tensor) -> Tensor:
-    """Whether each predicted graph has a directed cycle, [B] bool (reachability by repeated squaring)."""
-    reach = (pred.bool() & valid_edge_mask(node_mask)).float()
-    for _ in range(max(1, (pred.shape[-1] - 1).bit_length())):
-        reach = ((reach + reach @ reach) > 0).float()
-    return reach.diagonal(dim1=1, dim2=2).sum(-1) > 0
+    """Whether each predicted graph has a directed cycle, [B] bool (some node is its own descendant)."""
+    return descendants(pred.bool() & valid_edge_mask(node_mask)).diagonal(dim1=1, dim2=2).any(-1)
 
 
 def masked_edges(probs: Tensor, true: Tensor, node_mask: Tensor) -> tuple[Tensor, Tensor]:

@@ -22,13 +22,20 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from causal_engine.config import validate
+from causal_engine.config import COMMON_RULES, Rule, validate
+from causal_engine.discovery.rules import RULES as DISCOVERY_RULES
+from causal_engine.dml.rules import RULES as DML_RULES
 from causal_engine.errors import UserError
+from causal_engine.intervene.rules import RULES as INTERVENE_RULES
+from causal_engine.jepa.rules import RULES as JEPA_RULES
 
 log = logging.getLogger(__name__)
 
 # conf/ lives at the repository root; the package sees it through the `causal_engine/conf` link.
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
+
+# Every system's config rules; a rule whose key is absent from the composed config does not apply.
+RULES: list[Rule] = [*COMMON_RULES, *DISCOVERY_RULES, *INTERVENE_RULES, *DML_RULES, *JEPA_RULES]
 
 
 def _jsonable(value: Any) -> Any:
@@ -58,7 +65,7 @@ def write_outputs(cfg: DictConfig, metrics: dict[str, Any]) -> None:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Validate `cfg`, seed, run the task and write its outputs; return the task's metrics."""
-    validate(cfg)
+    validate(cfg, RULES)
     L.seed_everything(cfg.seed, workers=True)
     task = instantiate(cfg.task)
     metrics = task(cfg)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from causal_engine.config import ConfigError, validate
+from causal_engine.run import RULES
 
 
 @pytest.mark.parametrize(
@@ -20,9 +21,9 @@ from causal_engine.config import ConfigError, validate
 )
 def test_bad_pfn_values_name_the_key(compose, override: str, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        validate(compose(["experiment=pfn", override]))
+        validate(compose(["experiment=pfn", override]), RULES)
 
 
 def test_pfn_presets_validate(compose) -> None:
-    validate(compose(["experiment=pfn"]))
-    validate(compose(["experiment=pfn_compare", "model=pfn_c"]))
+    validate(compose(["experiment=pfn"]), RULES)
+    validate(compose(["experiment=pfn_compare", "model=pfn_c"]), RULES)

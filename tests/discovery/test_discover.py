@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from causal_engine.discovery.discover import load_pfn, table_batch
+from causal_engine.discovery.checkpoint import load_pfn
+from causal_engine.discovery.discover import table_batch
 from causal_engine.discovery.models import ModelD
 from causal_engine.errors import UserError
 

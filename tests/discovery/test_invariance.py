@@ -8,7 +8,7 @@ import torch
 
 from causal_engine.discovery.batch import DiscoveryBatch, from_prior
 from causal_engine.discovery.encoder import context_features
-from causal_engine.discovery.models import ModelA
+from causal_engine.discovery.models import ModelA, build_net
 from causal_engine.scm.prior import BroadPrior
 
 
@@ -66,6 +66,8 @@ def test_copula_net_gives_the_same_edges_and_unit_deltas_after_a_log() -> None:
     assert net.net_spec()["kwargs"]["feature_space"] == "copula"
 
 
-def test_nets_default_to_zscore_features() -> None:
-    """Checkpoints whose net_spec has no `feature_space` key rebuild with the features they were trained on."""
-    assert ModelA(d_model=16, n_heads=2).encoder.feature_space == "zscore"
+def test_checkpoints_without_feature_space_rebuild_with_zscore_features() -> None:
+    """A net_spec from before the option existed rebuilds the features it was trained on; new nets are copula."""
+    spec = ModelA(d_model=16, n_heads=2).net_spec()
+    assert spec["kwargs"].pop("feature_space") == "copula"
+    assert build_net(spec).encoder.feature_space == "zscore"

@@ -76,7 +76,7 @@ def test_the_exact_scm_scores_zero_on_a_small_reference_set(name):
 
 
 def test_do_mean_on_rows_is_the_population_mean_for_many_rows():
-    from causal_engine.scm.zoo import get_scm
+    from causal_engine.intervene.zoo import get_scm
 
     scm = get_scm("nonlin_simpson")
     grid = torch.tensor([-1.0, 0.0, 0.5], dtype=torch.float64)

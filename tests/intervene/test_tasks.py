@@ -10,8 +10,8 @@ from hydra.utils import instantiate
 
 from causal_engine.errors import UserError
 from causal_engine.intervene.data import ZooDataModule
+from causal_engine.intervene.zoo import get_scm
 from causal_engine.run import run
-from causal_engine.scm.zoo import get_scm
 
 
 def test_zoo_datamodule_rows_masks_labels_and_seed():

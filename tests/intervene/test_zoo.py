@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from causal_engine.scm.zoo import ZOO, get_scm
+from causal_engine.intervene.zoo import ZOO, get_scm
 
 
 def _gen(seed: int) -> torch.Generator:

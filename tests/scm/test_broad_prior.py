@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
+from causal_engine.graphs import descendants
 from causal_engine.scm.families import MECHANISM_FAMILIES, NOISE_FAMILIES, BroadSCM
-from causal_engine.scm.graphs import GRAPH_TYPES, descendants, sample_dags
+from causal_engine.scm.graphs import GRAPH_TYPES, sample_dags
 from causal_engine.scm.prior import BroadPrior, PriorError
 
 

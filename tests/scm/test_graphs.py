@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from causal_engine.scm import descendants, reachable, sample_dags, sample_dags_and_order, topological_order
+from causal_engine.graphs import topological_order
+from causal_engine.scm import sample_dags, sample_dags_and_order
 
 
 def gen(seed: int) -> torch.Generator:
@@ -90,26 +91,6 @@ def test_same_seed_same_graphs_different_seed_different_graphs() -> None:
         assert not torch.equal(first, sample_dags(8, 15, graph=graph, generator=gen(8)))
 
 
-def test_topological_order_of_a_known_graph_and_cycle_error() -> None:
-    adjacency = torch.zeros(1, 3, 3)
-    adjacency[0, 2, 0] = adjacency[0, 0, 1] = 1.0  # 2 -> 0 -> 1
-    assert topological_order(adjacency).tolist() == [[2, 0, 1]]
-    adjacency[0, 1, 2] = 1.0  # closes the cycle
-    with pytest.raises(ValueError, match=r"not acyclic: graph\(s\) \[0\]"):
-        topological_order(adjacency)
-
-
-def test_descendants_is_the_transitive_closure() -> None:
-    adjacency = torch.zeros(1, 5, 5)
-    for i, j in [(0, 1), (1, 2), (2, 3)]:  # chain 0 -> 1 -> 2 -> 3, node 4 isolated
-        adjacency[0, i, j] = 1.0
-    reach = descendants(adjacency)[0]
-    expected = torch.zeros(5, 5, dtype=torch.bool)
-    for i in range(4):
-        expected[i, i + 1 : 4] = True
-    assert torch.equal(reach, expected)
-
-
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -129,11 +110,3 @@ def test_bad_sizes_and_generator_are_clear_errors() -> None:
         sample_dags(2, 0, generator=gen(0))
     with pytest.raises(TypeError, match="generator must be a torch.Generator"):
         sample_dags(2, 3, generator=0)  # type: ignore[arg-type]
-
-
-def test_reachable_from_sources_agrees_with_the_closure() -> None:
-    adjacency, order = sample_dags_and_order(16, 12, expected_parents=1.5, generator=gen(9))
-    sources = torch.nn.functional.one_hot(torch.randint(12, (16, 3), generator=gen(10)), 12).bool()  # [B, Q, d]
-    closure = descendants(adjacency)  # [B, d, d]
-    expected = sources | (sources.float() @ closure.float() > 0)
-    assert torch.equal(reachable(adjacency, order, sources), expected)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import causal_engine.scm.model as scm_model
+from causal_engine.graphs import descendants
 from causal_engine.scm import (
     MECHANISMS,
     NO_EDGE,
@@ -14,7 +15,6 @@ from causal_engine.scm import (
     apply_mechanisms,
     build_scm,
     counterfactual,
-    descendants,
     sample_noise,
     sample_scm,
     simulate,

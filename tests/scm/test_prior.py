@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import causal_engine.scm.model as scm_model
-from causal_engine.scm import PriorBatch, apply_mechanisms, build_scm, descendants, sample_batch, simulate
+from causal_engine.graphs import descendants
+from causal_engine.scm import PriorBatch, apply_mechanisms, build_scm, sample_batch, simulate
 
 
 def gen(seed: int) -> torch.Generator:

@@ -31,7 +31,7 @@ from torchmetrics.functional.classification import binary_auroc, binary_average_
 
 from causal_engine import metrics as M
 from causal_engine.discovery.baselines import EDGE_METHODS, split_graphs
-from causal_engine.discovery.discover import load_pfn
+from causal_engine.discovery.checkpoint import load_pfn
 from causal_engine.discovery.loss import delta_mask
 from causal_engine.discovery.module import true_delta_z
 from causal_engine.errors import UserError

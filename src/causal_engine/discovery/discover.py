@@ -31,7 +31,8 @@ from torchmetrics.functional.classification import binary_auroc, binary_average_
 from causal_engine import metrics as M
 from causal_engine import plots
 from causal_engine.discovery.batch import DiscoveryBatch
-from causal_engine.discovery.models import PFNNet, build_net
+from causal_engine.discovery.checkpoint import load_pfn
+from causal_engine.discovery.models import PFNNet
 from causal_engine.errors import UserError
 from causal_engine.tables import load_graph, load_table
 
@@ -40,24 +41,7 @@ MIN_ROWS = 10
 
 
 class DiscoverError(UserError):
-    """The table, regime column, query or checkpoint cannot be used; the message names the problem."""
-
-
-def load_pfn(path: str | Path) -> PFNNet:
-    """A PFN from a shipped checkpoint (`net_spec` + `state_dict`) or a Lightning checkpoint of PFNModule."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise DiscoverError(
-            f"task.checkpoint: no checkpoint at {file}. Train one with "
-            f"`python scripts/train_pfn_checkpoint.py` or give task.checkpoint=PATH."
-        )
-    ckpt = torch.load(file, map_location="cpu", weights_only=False)
-    if not isinstance(ckpt, dict) or "net_spec" not in ckpt or "state_dict" not in ckpt:
-        raise DiscoverError(f"task.checkpoint: {file} is not a causal PFN checkpoint (no net_spec/state_dict).")
-    state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if not k.startswith(("val_", "test_"))}
-    net = build_net(ckpt["net_spec"])
-    net.load_state_dict(state)
-    return net.eval()
+    """The table, regime column or query cannot be used; the message names the problem."""
 
 
 def _regimes(frame: pd.DataFrame, regime: pd.Series, columns: list[str], max_values: int) -> list[pd.Index]:

@@ -1,11 +1,11 @@
 """The PFN loss: Huber on deltas + BCE on edges + warmed-up acyclicity + L1, all masked for padding.
 
-Acyclicity. We use NOTEARS' trace exponential h(W) = tr(exp(W o W)) - d on the edge probabilities W, batched
-as one `torch.linalg.matrix_exp` on [B, d, d]. It is exactly zero iff the weighted graph is acyclic (every
-closed walk has zero weight), so unlike a spectral-radius bound it needs no power iteration whose gradient
-is only approximate, and the matrix exponential of 100 x 100 matrices is cheap on CPU. Padding nodes have
-zero rows and columns, so each adds exactly exp(0) = 1 to the trace, which subtracting the padded size d
-cancels. Early in training the probabilities are dense and h grows like exp(d p^2); we therefore penalise
+Acyclicity. We use NOTEARS' trace exponential h(W) = tr(exp(W o W)) - d (`causal_engine.graphs.notears`) on the
+edge probabilities W, batched as one `torch.linalg.matrix_exp` on [B, d, d]. It is exactly zero iff the weighted
+graph is acyclic (every closed walk has zero weight), so unlike a spectral-radius bound it needs no power
+iteration whose gradient is only approximate, and the matrix exponential of 100 x 100 matrices is cheap on CPU.
+Padding nodes have zero rows and columns, so each adds exactly exp(0) = 1 to the trace, which subtracting the
+padded size d cancels. Early in training the probabilities are dense and h grows like exp(d p^2); we therefore penalise
 log(1 + h / d_valid), which keeps the same zero set with a bounded gradient, and ramp its weight from 0
 (a warm-up while the edge head is still random) to `acyclic` over `acyclic_ramp_steps`.
 """
@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from causal_engine.discovery.batch import DiscoveryBatch
 from causal_engine.discovery.models import PFNOutput
+from causal_engine.graphs import notears
 from causal_engine.metrics import valid_edge_mask as edge_mask
 
 
@@ -29,8 +30,7 @@ def delta_mask(batch: DiscoveryBatch) -> Tensor:
 def acyclicity(weights: Tensor, node_mask: Tensor) -> Tensor:
     """log(1 + h(W) / d_valid) per graph, h the NOTEARS trace exponential; zero iff acyclic. [B, d, d] -> [B]."""
     w = weights * edge_mask(node_mask)
-    h = torch.linalg.matrix_exp(w * w).diagonal(dim1=1, dim2=2).sum(-1) - w.shape[-1]
-    return torch.log1p(h.clamp_min(0) / node_mask.sum(-1).clamp_min(1))
+    return torch.log1p(notears(w).clamp_min(0) / node_mask.sum(-1).clamp_min(1))
 
 
 class PFNLoss(nn.Module):

@@ -85,7 +85,7 @@ class PFNNet(nn.Module):
         dropout: float = 0.0,
         shrinkage: float = 0.2,
         max_nodes: int = 100,
-        feature_space: str = "zscore",
+        feature_space: str = "copula",
         **variant: Any,
     ):
         super().__init__()
@@ -301,4 +301,5 @@ def build_net(spec: dict[str, Any]) -> PFNNet:
     module, _, name = spec["target"].rpartition(".")
     if module != __name__ or name not in {"ModelA", "ModelB", "ModelC", "ModelD", "ModelE"}:
         raise ValueError(f"unknown PFN model class {spec['target']!r}")
-    return globals()[name](**spec["kwargs"])
+    # Checkpoints from before `feature_space` existed were trained on z-score features.
+    return globals()[name](**{"feature_space": "zscore", **spec["kwargs"]})

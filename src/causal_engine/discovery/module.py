@@ -22,7 +22,7 @@ from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision, Bin
 from causal_engine import metrics as M
 from causal_engine import plots
 from causal_engine.discovery.batch import DiscoveryBatch
-from causal_engine.discovery.discover import load_pfn
+from causal_engine.discovery.checkpoint import load_pfn
 from causal_engine.discovery.encoder import standardise
 from causal_engine.discovery.loss import PFNLoss, delta_mask
 from causal_engine.discovery.models import PFNNet, PFNOutput
@@ -92,7 +92,7 @@ class PFNModule(L.LightningModule):
     ):
         super().__init__()
         if init_checkpoint is not None:
-            net = load_pfn(init_checkpoint)
+            net = load_pfn(init_checkpoint, key="model.init_checkpoint")
         # Only plain values go into hparams: checkpoints must load with torch.load(weights_only=True), which
         # rejects pickled Hydra partials (optimizer, scheduler) and modules.
         self.save_hyperparameters(logger=False, ignore=["net", "loss", "optimizer", "scheduler"])

@@ -1,5 +1,7 @@
 """The runtime DAG: adjacency, topological generations, edges into intervened nodes masked out.
 
+The graph questions themselves (generations, reachability, the NOTEARS term) are `causal_engine.graphs`.
+
 Convention: `adjacency[i, j] = 1` means an edge i -> j (row = parent, column = child), as in
 `causal_engine.tables.load_graph`.
 """
@@ -10,48 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-
-def topological_generations(adjacency: Tensor | np.ndarray) -> list[list[int]]:
-    """Nodes grouped by depth (roots first); nodes of one generation can be computed together.
-
-    Raises ValueError naming the nodes left on a cycle.
-    """
-    adj = torch.as_tensor(np.asarray(adjacency) if not isinstance(adjacency, Tensor) else adjacency) != 0
-    indegree = adj.sum(0).tolist()
-    remaining = set(range(adj.shape[0]))
-    generations: list[list[int]] = []
-    while remaining:
-        level = sorted(j for j in remaining if indegree[j] == 0)
-        if not level:
-            raise ValueError(f"the graph has a cycle through nodes {sorted(remaining)}")
-        generations.append(level)
-        for i in level:
-            remaining.discard(i)
-            for j in adj[i].nonzero().flatten().tolist():
-                indegree[j] -= 1
-    return generations
-
-
-def descendants(adjacency: Tensor | np.ndarray, node: int) -> set[int]:
-    """Strict descendants of `node` (not including it)."""
-    adj = np.asarray(adjacency) != 0
-    seen: set[int] = set()
-    frontier = [node]
-    while frontier:
-        for child in np.flatnonzero(adj[frontier.pop()]).tolist():
-            if child not in seen:
-                seen.add(child)
-                frontier.append(child)
-    return seen
-
-
-def reachability(adjacency: Tensor) -> Tensor:
-    """[D, D] bool: R[i, j] iff j is i or a descendant of i."""
-    adj = (adjacency != 0).to(torch.float64)
-    reach = torch.eye(adj.shape[0], dtype=torch.float64, device=adj.device)
-    for _ in range(adj.shape[0]):
-        reach = ((reach + reach @ adj) > 0).to(torch.float64)
-    return reach > 0
+from causal_engine.graphs import notears, topological_generations
 
 
 class DAGRewiring(nn.Module):
@@ -104,5 +65,4 @@ class DAGRewiring(nn.Module):
 
     def acyclicity(self) -> Tensor:
         """NOTEARS h(A) = tr(exp(A∘A)) − D ≥ 0, zero iff the weighted graph is acyclic."""
-        adj = self.adjacency()
-        return torch.trace(torch.matrix_exp(adj * adj)) - self.num_nodes
+        return notears(self.adjacency())

@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 from causal_engine.errors import UserError
-from causal_engine.scm.zoo import ZooSCM, get_scm
+from causal_engine.intervene.zoo import ZooSCM, get_scm
 
 
 @dataclass

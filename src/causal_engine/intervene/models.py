@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from causal_engine.intervene.dag import DAGRewiring, descendants, reachability
+from causal_engine.graphs import descendants, reachability
+from causal_engine.intervene.dag import DAGRewiring
 from causal_engine.intervene.do import CausalUnit, Interventions
 
 _ACTIVATIONS = {"silu": nn.functional.silu, "relu": nn.functional.relu, "tanh": torch.tanh}
@@ -222,7 +223,7 @@ class OutcomeMLP(_Standardised):
         if features == "all":
             inputs = [j for j in range(num_nodes) if j != outcome]
         elif features == "nondescendants":
-            excluded = descendants(adjacency, treatment) | {outcome}
+            excluded = set(descendants(adjacency)[treatment].nonzero().flatten().tolist()) | {outcome}
             inputs = [j for j in range(num_nodes) if j not in excluded]
         else:
             raise ValueError(f"features must be 'all' or 'nondescendants', got {features!r}")

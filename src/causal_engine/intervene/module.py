@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from causal_engine import metrics, plots
-from causal_engine.intervene.dag import reachability
+from causal_engine.graphs import reachability
 from causal_engine.intervene.data import GraphInfo, InterveneDataModule
 from causal_engine.intervene.do import Interventions, NodeIntervention
 from causal_engine.intervene.losses import CausalLosses, composition_loss, counterfactual_loss, intervention_loss

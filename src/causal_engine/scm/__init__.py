@@ -4,13 +4,7 @@ Batches of B random SCMs × S samples in a few tensor ops, deterministic under a
 (get one from ``causal_engine.seeding.stream_generator`` so every DataLoader worker and DDP rank differs).
 """
 
-from causal_engine.scm.graphs import (
-    descendants,
-    reachable,
-    sample_dags,
-    sample_dags_and_order,
-    topological_order,
-)
+from causal_engine.scm.graphs import sample_dags, sample_dags_and_order
 from causal_engine.scm.mechanisms import MECHANISMS, NO_EDGE, NODE_CLAMP, apply_mechanisms, mechanism_table
 from causal_engine.scm.model import SCM, build_scm, counterfactual, sample_noise, sample_scm, simulate
 from causal_engine.scm.prior import PriorBatch, sample_batch
@@ -24,14 +18,11 @@ __all__ = [
     "apply_mechanisms",
     "build_scm",
     "counterfactual",
-    "descendants",
     "mechanism_table",
-    "reachable",
     "sample_batch",
     "sample_dags",
     "sample_dags_and_order",
     "sample_noise",
     "sample_scm",
     "simulate",
-    "topological_order",
 ]

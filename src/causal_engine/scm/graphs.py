@@ -1,7 +1,8 @@
 """Batches of random DAGs (Erdős–Rényi, scale-free and small-world) as dense adjacency tensors.
 
 Convention everywhere in ``causal_engine``: ``adjacency[b, i, j] = 1`` iff ``i -> j`` (row = parent, column =
-child), float 0/1 so it can enter matmuls and losses directly.
+child), float 0/1 so it can enter matmuls and losses directly. What one asks of a graph once it exists
+(topological order, descendants, the acyclicity term) is in ``causal_engine.graphs``.
 
 Graphs are drawn in "position space" (position ``p`` may only have parents at positions ``< p``, which makes
 acyclicity free) and then relabelled by an independent random permutation per graph, so that a node's index
@@ -83,7 +84,7 @@ def sample_dags(
       rewired with probability ``SMALL_WORLD_REWIRE`` to a uniformly random other position, oriented from the
       earlier to the later one (the shortcuts that make paths short).
 
-    Nodes are randomly relabelled per graph; ``topological_order`` recovers an order (or use
+    Nodes are randomly relabelled per graph; ``causal_engine.graphs.topological_order`` recovers an order (or use
     ``sample_dags_and_order``, which returns the one the graphs were drawn in).
     """
     return sample_dags_and_order(
@@ -184,60 +185,3 @@ def relabel(adjacency: Tensor, perm: Tensor) -> Tensor:
     position = perm.argsort(-1)  # [B, d] node -> position
     rows = adjacency.gather(1, position[:, :, None].expand(batch, d, d))
     return rows.gather(2, position[:, None, :].expand(batch, d, d))
-
-
-def topological_order(adjacency: Tensor) -> Tensor:
-    """A topological order ``[B, d]`` (long) of each graph: parents always come before their children.
-
-    Kahn's algorithm vectorised over the batch (the loop runs over the ``d`` positions; ties go to the lowest
-    node index, so the result is deterministic). Raises ``ValueError`` naming the graphs that contain a cycle.
-    """
-    if adjacency.dim() != 3 or adjacency.shape[1] != adjacency.shape[2]:
-        raise ValueError(f"adjacency must have shape [B, d, d], got {tuple(adjacency.shape)}")
-    adj = (adjacency != 0).to(torch.float32)
-    batch, d, _ = adj.shape
-    rows = torch.arange(batch, device=adj.device)
-    in_degree = adj.sum(1)  # [B, d] parents not yet placed
-    placed = torch.zeros(batch, d, dtype=torch.bool, device=adj.device)
-    order = torch.empty(batch, d, dtype=torch.long, device=adj.device)
-    for p in range(d):
-        ready = (in_degree == 0) & ~placed  # [B, d]
-        stuck = ~ready.any(-1)
-        if stuck.any():
-            bad = stuck.nonzero().flatten().tolist()
-            raise ValueError(f"adjacency is not acyclic: graph(s) {bad[:10]} contain a directed cycle")
-        node = ready.to(torch.uint8).argmax(-1)  # [B] first ready node
-        order[:, p] = node
-        placed[rows, node] = True
-        in_degree -= adj[rows, node]
-    return order
-
-
-def descendants(adjacency: Tensor) -> Tensor:
-    """``reach[b, i, j]`` (bool ``[B, d, d]``): there is a directed path of length >= 1 from i to j.
-
-    Transitive closure by repeated squaring (``ceil(log2 d)`` boolean matmuls), exact for any graph.
-    """
-    reach = (adjacency != 0).to(torch.float32)
-    d = reach.shape[-1]
-    for _ in range(max(1, math.ceil(math.log2(max(d, 2))))):
-        reach = (reach + reach @ reach).clamp_(max=1.0)
-    return reach.bool()
-
-
-def reachable(adjacency: Tensor, order: Tensor, sources: Tensor) -> Tensor:
-    """``reach[b, q, j]`` (bool ``[B, Q, d]``): node j is one of the ``sources[b, q]`` (bool ``[B, Q, d]``) or one
-    of their descendants.
-
-    One pass over the topological ``order`` ([B, d]): a node is reached when a source or any reached parent
-    points at it. O(B · Q · d²) in d small steps, cheaper than the full closure when Q is small.
-    """
-    adj = (adjacency != 0).to(torch.float32)
-    reach = sources.to(torch.float32).clone()  # [B, Q, d]
-    rows = torch.arange(adj.shape[0], device=adj.device)
-    for p in range(adj.shape[-1]):
-        node = order[:, p]  # [B]
-        parents = adj[rows, :, node]  # [B, d]
-        from_parents = torch.bmm(reach, parents[:, :, None]).squeeze(-1)  # [B, Q] reached parents
-        reach[rows, :, node] = torch.maximum(reach[rows, :, node], (from_parents > 0).float())
-    return reach.bool()

@@ -29,12 +29,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from causal_engine.scm.graphs import (
-    check_generator,
-    check_positive_int,
-    sample_dags_and_order,
-    topological_order,
-)
+from causal_engine.graphs import topological_order
+from causal_engine.scm.graphs import check_generator, check_positive_int, sample_dags_and_order
 from causal_engine.scm.mechanisms import (
     KERNELS,
     MECHANISMS,

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from causal_engine.errors import UserError
+from causal_engine.graphs import reachable
 from causal_engine.scm.families import (
     MECHANISM_FAMILIES,
     NOISE_FAMILIES,
@@ -29,13 +30,7 @@ from causal_engine.scm.families import (
     signed_log_uniform,
     simulate_broad,
 )
-from causal_engine.scm.graphs import (
-    GRAPH_TYPES,
-    check_generator,
-    check_positive_int,
-    reachable,
-    sample_dags_and_order,
-)
+from causal_engine.scm.graphs import GRAPH_TYPES, check_generator, check_positive_int, sample_dags_and_order
 from causal_engine.scm.mechanisms import MECHANISMS, NO_EDGE
 from causal_engine.scm.model import sample_scm, simulate_node_major
 

@@ -1,0 +1,82 @@
+"""Checkpoint I/O for the causal PFN: a checkpoint is data, never code.
+
+Every file is read with `torch.load(weights_only=True)`, whose unpickler only rebuilds tensors and plain
+containers: a pickle that would call a function while loading (open a file, run a command) is refused with a
+one-line error naming the file instead of being executed. Two layouts load:
+
+- the shipped export (`checkpoints/pfn.pt`, written by `export_pfn`): `{"net_spec", "state_dict", "meta"}`,
+  no Lightning or Hydra objects;
+- a Lightning checkpoint of `PFNModule` (`PFNModule.on_save_checkpoint` adds `net_spec`; its hparams hold only
+  plain values, so it loads the same way).
+
+`task.checkpoint` (discover, compare) and `model.init_checkpoint` (fine-tuning) both come through `load_pfn`.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from causal_engine.discovery.models import PFNNet, build_net
+from causal_engine.errors import UserError
+
+
+class CheckpointError(UserError):
+    """A checkpoint file is missing, unreadable, not weights-only, or not a causal PFN."""
+
+
+def load_weights(path: str | Path, key: str = "task.checkpoint") -> dict[str, Any]:
+    """The dictionary stored in `path`, unpickled weights-only; `key` is the config key named in errors."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise CheckpointError(
+            f"{key}: no checkpoint at {file}. Train one with `python scripts/train_pfn_checkpoint.py` or give "
+            f"{key}=PATH."
+        )
+    if not zipfile.is_zipfile(file):
+        raise CheckpointError(f"{key}: {file} is not a torch checkpoint (torch.save writes a zip archive).")
+    try:
+        ckpt = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{key}: {file} is not a weights-only checkpoint (unpickling it would run code), so it is not loaded; "
+            f"export the weights with causal_engine.discovery.checkpoint.export_pfn."
+        ) from None
+    except (RuntimeError, EOFError, OSError) as error:
+        raise CheckpointError(f"{key}: {file} is not a readable torch checkpoint ({error}).") from None
+    if not isinstance(ckpt, dict) or "net_spec" not in ckpt or "state_dict" not in ckpt:
+        raise CheckpointError(f"{key}: {file} is not a causal PFN checkpoint (no net_spec/state_dict).")
+    return ckpt
+
+
+def load_pfn(path: str | Path, key: str = "task.checkpoint") -> PFNNet:
+    """A PFN in eval mode from a shipped export or a Lightning checkpoint of `PFNModule`."""
+    ckpt = load_weights(path, key)
+    state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if not k.startswith(("val_", "test_"))}
+    net = build_net(ckpt["net_spec"])
+    net.load_state_dict(state)
+    return net.eval()
+
+
+def best_checkpoint(run_dir: Path) -> Path:
+    """The newest best-validation checkpoint of a training run (`best-*.ckpt`), else its `last.ckpt`."""
+    best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
+    return best[-1] if best else run_dir / "checkpoints" / "last.ckpt"
+
+
+def export_pfn(source: Path, out: Path, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """Write the net of a `PFNModule` Lightning checkpoint as a plain `{net_spec, state_dict, meta}` file.
+
+    Returns the stored `meta`: the given one plus the training step and the source file's name.
+    """
+    ckpt = load_weights(source, key="source checkpoint")
+    state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    stored = {**meta, "steps": int(ckpt["global_step"]), "source": source.name}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"net_spec": ckpt["net_spec"], "state_dict": state, "meta": stored}, out)
+    return stored

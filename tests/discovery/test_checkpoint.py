@@ -1,0 +1,97 @@
+"""A checkpoint is data: weights load, a pickle that would run code is refused before it runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from causal_engine.discovery.checkpoint import CheckpointError, export_pfn, load_pfn
+from causal_engine.discovery.models import ModelD
+from causal_engine.discovery.module import PFNModule
+
+from .test_discover import chain_table, overrides
+
+SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints" / "pfn.pt"
+
+
+class CreatesAFile:
+    """Unpickling this object calls open(path, "w"): the file appearing means the pickle ran code."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def tiny_net() -> ModelD:
+    torch.manual_seed(0)
+    return ModelD(d_model=16, n_heads=2, n_layers=1, n_delta_layers=1, max_nodes=6)
+
+
+@pytest.fixture
+def malicious(tmp_path: Path) -> tuple[Path, Path]:
+    """(a .pt whose unpickling would create `marker`, marker); the net_spec/state_dict keys look genuine."""
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    net = tiny_net()
+    torch.save({"net_spec": net.net_spec(), "state_dict": net.state_dict(), "meta": CreatesAFile(marker)}, path)
+    assert not marker.exists()
+    return path, marker
+
+
+def test_a_pickle_that_would_run_code_is_refused_and_does_not_run(malicious) -> None:
+    path, marker = malicious
+    with pytest.raises(CheckpointError) as caught:
+        load_pfn(path)
+    message = str(caught.value)
+    assert message == (
+        f"task.checkpoint: {path} is not a weights-only checkpoint (unpickling it would run code), so it is not "
+        f"loaded; export the weights with causal_engine.discovery.checkpoint.export_pfn."
+    )
+    assert "\n" not in message
+    assert not marker.exists()
+
+
+def test_task_discover_refuses_the_malicious_checkpoint(run_experiment, tmp_path: Path, malicious) -> None:
+    path, marker = malicious
+    data = tmp_path / "data.csv"
+    chain_table().to_csv(data, index=False)
+    with pytest.raises(CheckpointError, match=r"task\.checkpoint: .*evil\.pt is not a weights-only checkpoint"):
+        run_experiment(overrides(data, path))
+    assert not marker.exists()
+
+
+def test_init_checkpoint_goes_through_the_same_refusal(malicious) -> None:
+    path, marker = malicious
+    with pytest.raises(CheckpointError, match=r"^model\.init_checkpoint: .*evil\.pt is not a weights-only"):
+        PFNModule(tiny_net(), optimizer=torch.optim.Adam, init_checkpoint=str(path))
+    assert not marker.exists()
+
+
+def test_a_file_that_is_not_a_checkpoint_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "notes.pt"
+    path.write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"notes\.pt is not a torch checkpoint \(torch.save writes a zip"):
+        load_pfn(path)
+
+
+def test_export_of_a_lightning_checkpoint_loads_back_the_same_weights(tmp_path: Path) -> None:
+    net = tiny_net()
+    lightning = tmp_path / "best-000-000007.ckpt"
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    torch.save({"state_dict": state, "net_spec": net.net_spec(), "global_step": 7}, lightning)
+    meta = export_pfn(lightning, tmp_path / "out" / "pfn.pt", {"model": "pfn_d"})
+    assert meta == {"model": "pfn_d", "steps": 7, "source": "best-000-000007.ckpt"}
+    loaded = load_pfn(tmp_path / "out" / "pfn.pt")
+    assert not loaded.training
+    for key, value in net.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
+
+
+def test_the_shipped_checkpoint_is_weights_only() -> None:
+    ckpt = torch.load(SHIPPED, map_location="cpu", weights_only=True)
+    assert set(ckpt) == {"net_spec", "state_dict", "meta"}
+    assert load_pfn(SHIPPED).max_nodes == ckpt["net_spec"]["kwargs"]["max_nodes"]
