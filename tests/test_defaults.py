@@ -33,12 +33,16 @@ BASE_CONFIGS = [
     "data=scm_prior",
     "model=pfn_base",
     "data=intervene_zoo",
-    "model=causal_mlp",
+    "model=structural_mlp",
     "model=mlp",
+    "model=causal_finetune",
     "data=table",
     "task=discover",
     "task=compare",
     "task=query",
+    "task=finetune",
+    "model=jepa",
+    "data=video_confounded",
 ]
 
 
