@@ -22,13 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from hydra import compose, initialize_config_dir
 
+from causal_engine.intervene.query import query
 from causal_engine.intervene.zoo import get_scm
-from causal_engine.run import CONFIG_DIR, run
+from causal_engine.train import compose
 
 SHIFT = 1.0
 
@@ -111,24 +112,24 @@ def _run_query(case: Case, tables: Path, run_dir: Path, overrides: list[str]) ->
     case.frame.to_csv(data, index=False)
     case.edges.to_csv(edges, index=False)
     interventional = ", ".join(f"v{i}: {{{case.treatment}: {float(v)!r}}}" for i, v in enumerate(case.grid))
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(
-            config_name="config",
-            overrides=[
-                "task=query",
-                "data=table",
-                f"data.path={data}",
-                f"data.graph_path={edges}",
-                f"task.interventional={{{interventional}}}",
-                f"task.counterfactual={{up: {{{case.treatment}: {{shift: {SHIFT}}}}}}}",
-                "~logger",
-                "callbacks=none",
-                f"paths.output_dir={run_dir}",
-                *overrides,
-            ],
-        )
+    cfg = compose(
+        [
+            "task=query",
+            "data=table",
+            f"data.path={data}",
+            f"data.graph_path={edges}",
+            f"task.interventional={{{interventional}}}",
+            f"task.counterfactual={{up: {{{case.treatment}: {{shift: {SHIFT}}}}}}}",
+            "~logger",
+            "callbacks=none",
+            f"paths.output_dir={run_dir}",
+            *overrides,
+        ],
+        run_dir,
+    )
     start = time.time()
-    metrics = run(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    metrics = query(cfg)
     return metrics, time.time() - start
 
 
