@@ -135,8 +135,8 @@ def fit(cfg: DictConfig, test: bool = True) -> dict[str, float]:
     return metrics
 
 
-def evaluate(cfg: DictConfig, predict: bool = False) -> dict[str, float]:
-    """Load `ckpt_path` into `cfg.model` and run the test loop (and predict, when asked)."""
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Load `ckpt_path` into `cfg.model` and run the test loop: the test metrics of a saved model."""
     ckpt = cfg.get("ckpt_path")
     if not ckpt or not Path(str(ckpt)).is_file():
         raise UserError(
@@ -147,7 +147,4 @@ def evaluate(cfg: DictConfig, predict: bool = False) -> dict[str, float]:
     model: L.LightningModule = instantiate(cfg.model, _convert_="all")
     trainer = build_trainer(cfg)
     trainer.test(model, datamodule=datamodule, ckpt_path=str(ckpt))
-    metrics = collect_metrics(trainer)
-    if predict:
-        trainer.predict(model, datamodule=datamodule, ckpt_path=str(ckpt))
-    return metrics
+    return collect_metrics(trainer)
