@@ -72,7 +72,7 @@ class PFNModule(L.LightningModule):
     """Wires a PFN net (models A-E) to the loss, the optimiser and the metrics.
 
     Args:
-        net: a `PFNNet` (ModelA ... ModelE).
+        net: a `PFNNet` (MLPDeltaPFN ... HyperDeltaPFN, models A-E).
         optimizer: partial optimiser, called with the parameters.
         loss: the weighted loss (defaults as in `PFNLoss`).
         scheduler: optional partial LR scheduler, stepped every optimiser step.
