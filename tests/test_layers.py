@@ -1,7 +1,7 @@
 """The package is layered: every import points down (or within its own system), never up or sideways.
 
     plumbing (train, tables, interventions, metrics, plots, seeding, errors, graphs, config, profiling)
-      -> scm -> {discovery, jepa} -> {dml, intervene} -> run, tour, __main__
+      -> scm -> {discovery, jepa} -> {dml, intervene} -> run, tour, costs, __main__
 
 Siblings in a system tier are independent systems and may not import each other; plumbing modules may use one
 another, and so may the entry points of the top tier. Every `import` in every module counts, including those
@@ -39,6 +39,7 @@ TIERS: dict[str, int] = {
     "intervene": 3,
     "run": 4,
     "tour": 4,
+    "costs": 4,
     "__main__": 4,
 }
 SHARED_TIERS = (0, 4)  # units of these tiers may import each other
