@@ -1,7 +1,7 @@
 """The do-operator as a module: interventions as data, and the unit that applies them to a layer or a node.
 
-Semantics (and the seed's mistake, fixed): under do(X = v) only the mechanism *into* X is cut. The replaced
-value carries no gradient back into X's mechanism or into X's parents through that mechanism
+Semantics: under do(X = v) only the mechanism *into* X is cut (detaching X's parents as well is a common
+mistake). The replaced value carries no gradient back into X's mechanism or into X's parents through that mechanism
 (`torch.where` routes the gradient of the masked rows to the constant, not to the natural value), and X's
 own conditional is left out of the loss (see `Interventions.cut_mask`). X's parents are *not* detached:
 they keep the gradients from their other children. A shift intervention do(X := X + δ) is soft: the
