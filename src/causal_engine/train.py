@@ -110,17 +110,21 @@ def quiet_lightning() -> None:
     )
 
 
-def build_trainer(cfg: DictConfig, *, subdir: str | None = None, **overrides: Any) -> L.Trainer:
-    """A Trainer with the config's callbacks and loggers; outputs under `paths.output_dir[/subdir]`.
+def build_trainer(
+    cfg: DictConfig, *, subdir: str | None = None, extra_callbacks: Sequence[Callback] = (), **overrides: Any
+) -> L.Trainer:
+    """A Trainer with the config's callbacks (plus `extra_callbacks`) and loggers; outputs under
+    `paths.output_dir[/subdir]`.
 
-    `overrides` replace trainer arguments (e.g. `max_epochs=` for a nuisance fit inside a fold loop). A fit
-    in a `subdir` is one of many in the run, so it prints no model summary unless `overrides` ask for one.
+    `overrides` replace trainer arguments (e.g. `max_epochs=` for a nuisance fit inside a fold loop);
+    `extra_callbacks` are a task's own, e.g. `Convergence.callbacks()`. A fit in a `subdir` is one of many in
+    the run, so it prints no model summary unless `overrides` ask for one.
     """
     quiet_lightning()
     if subdir is not None:
         cfg = with_output_dir(cfg, Path(cfg.paths.output_dir) / subdir)
         overrides.setdefault("enable_model_summary", False)
-    callbacks: list[Callback] = _instantiate_group(cfg.get("callbacks"))
+    callbacks: list[Callback] = [*_instantiate_group(cfg.get("callbacks")), *extra_callbacks]
     loggers = instantiate_loggers(cfg)
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **overrides)
 
