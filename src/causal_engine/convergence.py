@@ -11,7 +11,7 @@ A fit converged when its best held-out epoch came more than `patience` epochs be
 stopping rule saw `patience` epochs without improvement. Otherwise the report's `warning` names the
 config key to raise. Usage (any LightningModule that logs `monitor` in its validation loop):
 
-    convergence = Convergence(patience=20, config_key="task.convergence")
+    convergence = Convergence(patience=150, config_key="task.convergence")
     callbacks = convergence.callbacks()
     trainer = L.Trainer(max_epochs=convergence.ceiling(n_train, batch_size), callbacks=callbacks, ...)
     trainer.fit(module, datamodule=datamodule)
@@ -33,14 +33,16 @@ from causal_engine.errors import UserError
 
 
 class BestWeights(Callback):
-    """Keeps a copy of the module's weights at its best `monitor` value and restores them when fitting ends."""
+    """Keeps a copy of the module's weights at its best `monitor` value and restores them when fitting ends
+    (with `restore=False` it only records the best epoch and value)."""
 
-    def __init__(self, monitor: str = "val/loss", mode: str = "min") -> None:
+    def __init__(self, monitor: str = "val/loss", mode: str = "min", restore: bool = True) -> None:
         super().__init__()
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         self.monitor = monitor
         self.mode = mode
+        self.restore = restore
         self.best_score = math.inf if mode == "min" else -math.inf
         self.best_epoch = -1  # 0-based; -1 until a validation epoch has logged `monitor`
         self.state: dict[str, torch.Tensor] | None = None
@@ -57,10 +59,11 @@ class BestWeights(Callback):
         score = float(value)
         if math.isfinite(score) and self._better(score):
             self.best_score, self.best_epoch = score, trainer.current_epoch
-            self.state = copy.deepcopy(pl_module.state_dict())
+            if self.restore:
+                self.state = copy.deepcopy(pl_module.state_dict())
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.state is not None:
+        if self.restore and self.state is not None:
             pl_module.load_state_dict(self.state)
 
 
@@ -99,23 +102,28 @@ class Convergence:
     """The stopping rule of a user-data fit (a config is this constructor call).
 
     Args:
-        patience: epochs without improvement of the held-out loss before stopping.
+        patience: epochs without improvement of the held-out loss before stopping. Long by default: on
+            tables of a few hundred rows the held-out loss is noisy and flattens before the interventional
+            answers settle (`scripts/bench_query.py` measures defaults against a 10x budget).
         max_steps: optimiser steps the epoch ceiling allows (the safety net, sized from the data).
         min_epochs: the ceiling is never below this (tiny tables still get a few epochs of patience).
         max_epochs: a fixed ceiling instead of the one sized from the data (null = sized from the data).
         min_delta: an improvement smaller than this does not reset the patience.
         monitor: the held-out metric the module logs in its validation loop.
+        restore_best: end with the best held-out epoch's weights (false: the last epoch's, e.g. for a
+            fixed-budget reference fit).
         config_key: where this object sits in the config, so warnings name the exact key to raise.
     """
 
     def __init__(
         self,
-        patience: int = 20,
+        patience: int = 150,
         max_steps: int = 20_000,
         min_epochs: int = 50,
         max_epochs: int | None = None,
         min_delta: float = 0.0,
         monitor: str = "val/loss",
+        restore_best: bool = True,
         config_key: str = "task.convergence",
     ) -> None:
         for name, value, low in (("patience", patience, 1), ("max_steps", max_steps, 1), ("min_epochs", min_epochs, 1)):
@@ -127,6 +135,7 @@ class Convergence:
         self.max_epochs = max_epochs
         self.min_delta = min_delta
         self.monitor = monitor
+        self.restore_best = restore_best
         self.config_key = config_key
 
     def ceiling(self, n_train: int, batch_size: int) -> int:
@@ -146,7 +155,7 @@ class Convergence:
         """Fresh callbacks for one fit: early stopping on `monitor` and the in-memory best weights."""
         return [
             EarlyStopping(self.monitor, patience=self.patience, min_delta=self.min_delta, mode="min", verbose=False),
-            BestWeights(self.monitor, mode="min"),
+            BestWeights(self.monitor, mode="min", restore=self.restore_best),
         ]
 
     def report(self, callbacks: Sequence[Callback], epochs: int, max_epochs: int) -> ConvergenceReport:

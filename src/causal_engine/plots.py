@@ -1,7 +1,7 @@
 """Figures: each function returns a matplotlib Figure; `save_figure` writes PNG, `log_figure` sends to TensorBoard.
 
 Matplotlib runs headless (Agg) so figures render on servers, in CI and inside DataLoader workers.
-Each room adds its figure functions under its own heading.
+Each system adds its figure functions under its own heading.
 """
 
 from __future__ import annotations
@@ -172,15 +172,13 @@ def training_summary_figure(
 
 
 # --- jepa-dml (helper "jepa-dml"): propensity overlap and interval comparison --------------------------------
-def propensity_overlap_figure(propensity: Any, treatment: Any, *, trim: float = 0.0, score: str = "ate") -> Figure:
-    """Histograms of the estimated propensity by arm; the trimming thresholds as dashed lines, and in the title
-    the shares below and above them and the share `score` clips (`causal_engine.dml.scores.CLIPPED_TAILS`).
+def propensity_overlap_figure(propensity: Any, treatment: Any, *, trim: float = 0.0, note: str = "") -> Figure:
+    """Histograms of the estimated propensity by arm; the trimming thresholds as dashed lines; `note` (e.g. the
+    shares in each tail) as a second title line.
 
     Mass piled against 0 or 1 in one arm means the arms barely overlap and the AIPW weights explode.
     """
     import numpy as np
-
-    from causal_engine.dml.scores import clipped_share, tail_shares
 
     m, d = np.asarray(propensity, dtype=float), np.asarray(treatment, dtype=float)
     fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -192,12 +190,7 @@ def propensity_overlap_figure(propensity: Any, treatment: Any, *, trim: float = 
             ax.axvline(x, color="k", ls="--", lw=0.8)
     ax.set_xlabel("estimated propensity P(T=1 | X)")
     ax.set_ylabel("density")
-    below, above = tail_shares(m, trim)
-    ax.set_title(
-        f"propensity overlap by arm (out-of-fold)\n{below:.1%} < {trim:g}, {above:.1%} > {1 - trim:g}; "
-        f"{score} clips {clipped_share(score, m, trim):.1%}",
-        fontsize=9,
-    )
+    ax.set_title("propensity overlap by arm (out-of-fold)" + (f"\n{note}" if note else ""), fontsize=9)
     ax.legend(fontsize=8)
     return fig
 

@@ -24,7 +24,7 @@ from causal_engine.dml.ddp import all_gather, barrier, check_identical, rank_and
 from causal_engine.dml.fold import FoldRecord, fit_fold, fold_seed
 from causal_engine.dml.folds import Fold, stratified_folds
 from causal_engine.dml.learners import describe_learner
-from causal_engine.dml.scores import DMLResult, ScoreElements, aggregate, clipped_share, score_elements
+from causal_engine.dml.scores import DMLResult, ScoreElements, aggregate, clipped_share, score_elements, tail_shares
 from causal_engine.dml.store import fold_fingerprint, fold_path, load_fold, save_fold
 from causal_engine.plots import ci_figure, log_figure, propensity_overlap_figure, save_figure
 from causal_engine.train import instantiate_loggers
@@ -191,9 +191,11 @@ def _figures(cfg: DictConfig, out: CrossfitResult) -> None:
     r = out.result
     figures = {}
     if out.sample.binary_treatment:
-        figures["propensity_overlap"] = propensity_overlap_figure(
-            out.predictions[0]["m"], out.sample.treatment, trim=cfg.dml.trim, score=r.score
-        )
+        m, trim = out.predictions[0]["m"], cfg.dml.trim
+        below, above = tail_shares(m, trim)
+        clipped = clipped_share(r.score, m, trim)
+        note = f"{below:.1%} < {trim:g}, {above:.1%} > {1 - trim:g}; {r.score} clips {clipped:.1%}"
+        figures["propensity_overlap"] = propensity_overlap_figure(m, out.sample.treatment, trim=trim, note=note)
     figures |= {
         "ci": ci_figure(
             {
