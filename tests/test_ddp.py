@@ -122,6 +122,18 @@ def test_jepa_dml_fold_loop_gathers_out_of_fold_predictions_under_ddp(
 
 
 @pytest.mark.slow
+def test_library_learners_on_jepa_embeddings_run_on_rank_zero_and_reach_every_rank_under_ddp(
+    tmp_path: Path, compose: Callable[[list[str]], DictConfig]
+):
+    # The JEPA fits under DDP (the process group exists), then rank 0 fits the forests and broadcasts their
+    # predictions: both ranks must end with the same out-of-fold arrays and estimate.
+    overrides = [*TINY_JEPA_DML, "dml.learner=tabular", "dml.tabular.outcome.n_estimators=10",
+                 "dml.tabular.propensity.n_estimators=10"]  # fmt: skip
+    out = _run_ddp(tmp_path, overrides)
+    _check_crossfit_outputs(out, compose(overrides))
+
+
+@pytest.mark.slow
 def test_tabular_fold_loop_under_ddp_matches_the_fold_plan_and_resumes(
     tmp_path: Path, compose: Callable[[list[str]], DictConfig]
 ):
