@@ -28,6 +28,7 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from hydra.utils import instantiate
@@ -40,6 +41,7 @@ from causal_engine.errors import UserError
 from causal_engine.intervene.bootstrap import BootstrapEnsemble, fit_ensemble, poisson_counts
 from causal_engine.intervene.data import ArrayDataModule, GraphInfo
 from causal_engine.intervene.do import Interventions
+from causal_engine.intervene.graph_discovery import DISCOVER, GraphDiscovery, edge_adjacency
 from causal_engine.intervene.models import StructuralMLP
 from causal_engine.intervene.module import InterveneModule, build_net
 from causal_engine.tables import TableSource
@@ -123,6 +125,30 @@ def _answers(
     )
 
 
+def _graph(
+    source: TableSource, frame: pd.DataFrame, regimes: pd.Series | None, discovery: GraphDiscovery | None, seed: int
+) -> tuple[np.ndarray, pd.DataFrame | None]:
+    """The adjacency [D, D] the model follows: the edge list of `data.graph_path`, or with
+    `data.graph_path=discover` the PFN's graph refined on the observational rows (also returned as the edge
+    list to write as graph_used.csv)."""
+    names = list(frame.columns)
+    if source.graph_path is None:
+        raise UserError(
+            "data.graph_path is not set: give an edge list CSV with columns source,target "
+            "(`data.graph_path=edges.csv`), or let the shipped causal PFN find the graph: `data.graph_path=discover`."
+        )
+    if source.graph_path != DISCOVER:
+        return source.graph(names, require_all=True), None
+    if discovery is None:
+        raise UserError("data.graph_path=discover needs task.discovery (see conf/task/query.yaml)")
+    observational = frame if regimes is None else frame[(regimes == "").to_numpy()]
+    edges = discovery(observational, seed)
+    shown = ", ".join(f"{s}->{t}" for s, t in zip(edges.source, edges.target, strict=True)) or "none"
+    log.info("graph: discovered by the causal PFN (%s), refined on the data: %d edges: %s",
+             discovery.checkpoint, len(edges), shown)  # fmt: skip
+    return edge_adjacency(edges, names), edges
+
+
 def _fit_point(
     cfg: DictConfig, module: InterveneModule, datamodule: ArrayDataModule, convergence: Convergence
 ) -> dict[str, float]:
@@ -178,9 +204,11 @@ def query(
     convergence: Convergence | None = None,
     bootstrap: int = 20,
     level: float = 0.95,
+    discovery: GraphDiscovery | None = None,
 ) -> dict[str, float]:
     """Fit `cfg.model` (a StructuralMLP module) on `cfg.data` (a `TableSource`) to convergence and answer the
-    queries, each with a bootstrap interval (`bootstrap` replicates, coverage `level`)."""
+    queries, each with a bootstrap interval (`bootstrap` replicates, coverage `level`). With
+    `data.graph_path=discover` the graph comes from `discovery` (the PFN, refined; see `graph_discovery`)."""
     source: TableSource = instantiate(cfg.data)
     if not isinstance(source, TableSource):
         raise UserError(
@@ -201,7 +229,7 @@ def query(
     frame = source.load(min_rows=10, text_columns=[regime] if regime else ())
     regimes = frame.pop(regime) if regime else None
     names = list(frame.columns)
-    adjacency = source.graph(names, require_all=True)
+    adjacency, graph_used = _graph(source, frame, regimes, discovery, int(cfg.seed))
     cut = _regime_mask(regimes, names, regime) if regimes is not None else None
     do_queries = _parse_queries("interventional", interventional, names)
     cf_queries = _parse_queries("counterfactual", counterfactual, names)
@@ -262,6 +290,9 @@ def query(
         return metrics
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if graph_used is not None:
+        graph_used.to_csv(out / "graph_used.csv", index=False)
+        log.info("graph: the discovered graph is in %s", out / "graph_used.csv")
     if records:
         pd.DataFrame(records).to_csv(out / "interventional.csv", index=False)
     if cf_frames:
