@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 from hydra.utils import instantiate
 
+from causal_engine import config  # noqa: F401  (registers the ${ce.root:} resolver of conf/paths)
 from causal_engine.intervene.zoo import get_scm
 from causal_engine.train import compose
 
