@@ -19,8 +19,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from causal_engine.dml.data import CausalSample, SampleRows
+from causal_engine.dml.data import CausalSample, SampleRows, row_batches
 from causal_engine.dml.ddp import all_gather, gather_by_index
+from causal_engine.dml.disk import DiskVideos
 from causal_engine.dml.folds import Fold
 from causal_engine.metrics import linear_probe_r2
 from causal_engine.train import build_trainer, collect_metrics
@@ -137,6 +138,14 @@ def fit_jepa(
     return jepa, trainer
 
 
+def embed_rows(
+    jepa: L.LightningModule, videos: torch.Tensor | DiskVideos, rows: np.ndarray, batch_size: int = 256
+) -> np.ndarray:
+    """Representations [len(rows), D'] of `rows` of the videos, read and embedded one batch at a time (the
+    videos may live on disk; indexing all rows at once would copy every video into memory)."""
+    return np.concatenate([jepa.embed(batch, batch_size) for _, batch in row_batches(videos, rows, batch_size)])
+
+
 def represent(
     cfg: DictConfig, sample: CausalSample, fold: Fold, fit_rows: np.ndarray, val_rows: np.ndarray, seed: int, tag: str
 ) -> Representation:
@@ -148,7 +157,7 @@ def represent(
     jepa_metrics = {k: v for k, v in collect_metrics(trainer).items() if k.startswith(("val/", "train/"))}
     # [N, D'] every row, inference only; under DDP each rank embeds a shard and all ranks get every row.
     features = torch.from_numpy(
-        gather_by_index(np.arange(len(sample)), lambda rows: jepa.embed(sample.features[torch.as_tensor(rows)]))
+        gather_by_index(np.arange(len(sample)), lambda rows: embed_rows(jepa, sample.features, rows))
     ).float()
     probe = None
     if sample.confounders is not None:
