@@ -1,6 +1,7 @@
 """Videos on disk: rows read on demand equal the array, the contract's checks stream, both layouts agree."""
 
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 import pytest
@@ -9,8 +10,10 @@ import torch
 from causal_engine.dml.crossfit import run_crossfit
 from causal_engine.dml.data import CHECK_ROWS, CausalSample, check_sample, load_sample
 from causal_engine.dml.disk import NpyVideos, NpyWriter, VideoFolder, open_videos
+from causal_engine.dml.fold import embed_rows
 from causal_engine.dml.simulate import write_simulated_videos
 from causal_engine.errors import UserError
+from causal_engine.jepa.module import JEPAModule
 
 from .test_crossfit import TINY_MODEL
 
@@ -83,3 +86,12 @@ def test_npy_writer_refuses_an_incomplete_array(tmp_path):
     writer.write(np.ones((3, 2)))
     with pytest.raises(ValueError, match="3 of 4 rows written"):
         writer.close()
+
+
+def test_embed_rows_equals_embedding_the_rows_at_once(tmp_path):
+    array = np.random.default_rng(1).normal(size=(11, 1, 4, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "v.npy", array)
+    jepa = JEPAModule(optimizer=partial(torch.optim.AdamW), rep_dim=8, depth=1, heads=2, pred_dim=4, pred_depth=1)
+    rows = np.array([10, 3, 4, 5, 0, 7, 1])  # unsorted, batches of 3 leave a remainder
+    expected = jepa.embed(torch.from_numpy(array[rows]))
+    np.testing.assert_allclose(embed_rows(jepa, open_videos(tmp_path / "v.npy"), rows, 3), expected, rtol=1e-6)

@@ -21,8 +21,8 @@ from causal_engine.dml.disk import DiskVideos
 from causal_engine.errors import UserError
 from causal_engine.tables import TableSource
 
-# Rows per batch when the contract's checks stream through the features (a batch of 3×16×64×64 videos is 200 MB).
-CHECK_ROWS = 256
+# Rows per batch when the contract's checks stream through the features (64 videos of 3×16×64×64 are 50 MB).
+CHECK_ROWS = 64
 
 
 class DMLInputError(UserError):
