@@ -23,6 +23,10 @@ NOT_DEFAULTS = {
     ("causal_engine.discovery.data.PFNDataModule", "prior"),
     ("causal_engine.discovery.data.PFNDataModule", "val_set"),
     ("causal_engine.discovery.data.PFNDataModule", "test_sets"),
+    # Mixes are dicts, so their defaults are factories (equal weights, as the YAML spells out).
+    ("causal_engine.scm.prior.BroadPrior", "mechanisms"),
+    ("causal_engine.scm.prior.BroadPrior", "noises"),
+    ("causal_engine.scm.prior.BroadPrior", "graphs"),
 }
 
 BASE_CONFIGS = [
