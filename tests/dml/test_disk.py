@@ -12,6 +12,7 @@ from causal_engine.dml.data import CHECK_ROWS, CausalSample, check_sample, load_
 from causal_engine.dml.disk import NpyVideos, NpyWriter, VideoFolder, open_videos
 from causal_engine.dml.fold import embed_rows
 from causal_engine.dml.simulate import write_simulated_videos
+from causal_engine.dml.video_cost import measure_video_fold
 from causal_engine.errors import UserError
 from causal_engine.jepa.module import JEPAModule
 
@@ -95,3 +96,13 @@ def test_embed_rows_equals_embedding_the_rows_at_once(tmp_path):
     rows = np.array([10, 3, 4, 5, 0, 7, 1])  # unsorted, batches of 3 leave a remainder
     expected = jepa.embed(torch.from_numpy(array[rows]))
     np.testing.assert_allclose(embed_rows(jepa, open_videos(tmp_path / "v.npy"), rows, 3), expected, rtol=1e-6)
+
+
+def test_video_cost_runs_a_cut_fold_and_scales_the_jepa_epoch(compose, tmp_path):
+    videos, table = write_simulated_videos(tmp_path, 80, (1, 4, 8, 8), seed=2)
+    cfg = compose([*_files_overrides(videos, table), "dml.jepa_batch_size=8"])
+    out = measure_video_fold(cfg, train_batches=2)
+    # K = 3 leaves 53 training rows, 48 after the inner split: 6 batches of 8, 2 run, the epoch scaled by 3.
+    assert (out["jepa_batches_run"], out["jepa_batches_per_epoch"], out["tokens_per_clip"]) == (2, 6, 2 * 4 * 4)
+    assert out["jepa_epoch_cpu_s"] == pytest.approx(3 * out["steps"]["jepa_cut_epoch"]["cpu_s"])
+    assert out["peak_rss_mb"] == max(step["peak_rss_mb"] for step in out["steps"].values())
