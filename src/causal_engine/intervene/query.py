@@ -106,7 +106,8 @@ def _graph(
     if discovery is None:
         raise UserError("data.graph_path=discover needs task.discovery (see conf/task/query.yaml)")
     observational = frame if regimes is None else frame[(regimes == "").to_numpy()]
-    edges = discovery(observational, seed)
+    with torch.random.fork_rng():  # building the PFN draws random numbers: keep the fit's seed stream as it was
+        edges = discovery(observational, seed)
     shown = ", ".join(f"{s}->{t}" for s, t in zip(edges.source, edges.target, strict=True)) or "none"
     log.info("graph: discovered by the causal PFN (%s), refined on the data: %d edges: %s",
              discovery.checkpoint, len(edges), shown)  # fmt: skip
