@@ -28,7 +28,9 @@ import numpy as np
 import pandas as pd
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
+from torch.utils.tensorboard import SummaryWriter
 from torchmetrics.functional.classification import binary_auroc, binary_average_precision, binary_f1_score
 
 from causal_engine import metrics as M
@@ -40,6 +42,7 @@ from causal_engine.discovery.external import monotone_copies, standardise_table
 from causal_engine.discovery.loss import delta_mask
 from causal_engine.discovery.module import true_delta_z
 from causal_engine.errors import UserError
+from causal_engine.train import instantiate_loggers
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +131,8 @@ def compare(
     graphs: int = 8,
 ) -> dict[str, float]:
     """`task=compare`: the PFN at `checkpoint` and each of `methods` on the first `graphs` graphs of the
-    DataModule's test `sets` (fresh graphs from the prior, seeded). Metrics: `compare/<set>/<method>/<metric>`."""
+    DataModule's test `sets` (fresh graphs from the prior, seeded). Metrics: `compare/<set>/<method>/<metric>`,
+    also logged to the config's loggers (`log_comparison`)."""
     unknown = sorted(set(methods) - set(EDGE_METHODS))
     if unknown:
         raise UserError(f"task.methods: unknown method(s) {unknown}; available: {sorted(EDGE_METHODS)}.")
@@ -147,7 +151,28 @@ def compare(
             rows[method] = run_method(method, batches)
         for method, row in rows.items():
             metrics.update({f"compare/{name}/{method}/{key}": value for key, value in row.items()})
+        log_comparison(cfg, checkpoint, name, graphs, rows)
     return metrics
+
+
+def log_comparison(
+    cfg: DictConfig, checkpoint: str, set_name: str, graphs: int, rows: Mapping[str, Mapping[str, float]]
+) -> None:
+    """Each method's metrics on one set to the config's loggers, like every other run.
+
+    Every logger gets the scalars `compare/<set>/<method>/<metric>` (time per graph included). A TensorBoard
+    logger also gets one HParams session per method under `<log_dir>/<set>/<method>` (hparams: method, set,
+    graphs, checkpoint; metrics `hp/<metric>`), so the HParams tab lines the methods up side by side.
+    """
+    for logger in instantiate_loggers(cfg):
+        for method, row in rows.items():
+            logger.log_metrics({f"compare/{set_name}/{method}/{k}": v for k, v in row.items()}, step=0)
+        logger.save()
+        if isinstance(logger, TensorBoardLogger):
+            for method, row in rows.items():
+                hparams = {"method": method, "set": set_name, "graphs": graphs, "checkpoint": str(checkpoint)}
+                with SummaryWriter(str(Path(logger.log_dir) / set_name / method)) as writer:
+                    writer.add_hparams(hparams, {f"hp/{k}": v for k, v in row.items()}, run_name=".")
 
 
 # --- out of prior: tables from external generators (causal_engine.discovery.external) ------------------------
