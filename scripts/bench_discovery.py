@@ -22,6 +22,8 @@ Out-of-prior mode (`--out-of-prior`): tables from generators written outside thi
 never used for training, scored for the PFN at --checkpoint, the boosted pairwise baseline at --pairwise and
 the classical baselines, each set raw and with every column standardised first, plus raw vs log vs rank copies
 of every table for the PFN and the boosted baseline; edges are predicted at the discover task's threshold.
+The classical baselines' rows are cached under --out/cache (keyed by the table settings), so a stopped run
+resumes and another --checkpoint or --pairwise is compared without rerunning them.
 
     python scripts/bench_discovery.py --out-of-prior                # d = 20, 300 rows, 12 tables per set
     python scripts/bench_discovery.py --out-of-prior --tables 2 --d 6 --rows 80 --methods abs-corr   # quick
@@ -37,6 +39,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -48,18 +51,22 @@ from hydra.utils import instantiate  # noqa: E402
 
 from causal_engine import plots  # noqa: E402
 from causal_engine.discovery.baselines import EDGE_METHODS, mean_shift_delta, zero_delta  # noqa: E402
+from causal_engine.discovery.calibration import read_calibration, sidecar  # noqa: E402
 from causal_engine.discovery.compare import (  # noqa: E402
+    PROBABILISTIC,
     delta_rmse,
     goals,
     monotone_row,
     out_of_prior,
     out_of_prior_report,
     pfn_method,
+    pooled_reliability,
     run_method,
     run_pfn,
 )
 from causal_engine.discovery.external import FAMILIES, INTERVENTIONAL, external_table  # noqa: E402
 from causal_engine.discovery.pairwise import PairwiseModel  # noqa: E402
+from causal_engine.metrics import binned_calibration_error  # noqa: E402
 from causal_engine.run import CONFIG_DIR  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,7 +85,10 @@ def run_out_of_prior(args: argparse.Namespace) -> None:
     """The out-of-prior benchmark (module docstring): README.md, rows.csv and per_table.csv into --out."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         threshold = float(compose(config_name="config", overrides=["task=discover"]).task.threshold)
-    methods = {"causal PFN": pfn_method(args.checkpoint, threshold)}
+    calibration = read_calibration(args.checkpoint)
+    methods = {"causal PFN": pfn_method(args.checkpoint, threshold, calibration)}
+    if calibration is not None:
+        methods["causal PFN (uncalibrated)"] = pfn_method(args.checkpoint, threshold)
     if args.pairwise.is_file():
         methods["boosted"] = PairwiseModel.load(args.pairwise, threshold)
     methods.update({name: EDGE_METHODS[name] for name in args.methods})
@@ -90,16 +100,33 @@ def run_out_of_prior(args: argparse.Namespace) -> None:
             sets[f"{family}+int"] = [
                 external_table(family, args.d, args.rows, seed, interventions=args.interventions) for seed in seeds
             ]
-    rows = out_of_prior(methods, sets)
+    key = f"d{args.d}_rows{args.rows}_int{args.interventions}_seed{args.seed}_tables{args.tables}"
+    rows = out_of_prior(methods, sets, cache=args.out / "cache" / key)
     invariant = {name: methods[name] for name in ("causal PFN", "boosted", "abs-corr") if name in methods}
     tables = [g for family in args.families for g in sets[family]]
     monotone = {name: monotone_row(method, tables) for name, method in invariant.items()}
     report = out_of_prior_report(rows, monotone, goals(rows))
     args.out.mkdir(parents=True, exist_ok=True)
+    curves = {name: pooled_reliability(rows, name) for name in methods if name in PROBABILISTIC}
+    calibration_lines = [
+        f"- {name}: out-of-prior ECE {binned_calibration_error(*curve):.3f} (every raw table pooled)"
+        for name, curve in curves.items()
+    ]
+    if calibration is not None:
+        stored = json.loads(sidecar(args.checkpoint).read_text())["calibration"]
+        calibration_lines.append(
+            f"- calibration (fitted on prior draws only): slope {calibration.slope:.4f}, intercept "
+            f"{calibration.intercept:.4f}; held-out prior ECE {stored['prior_ece_before']} -> "
+            f"{stored['prior_ece_after']}"
+        )
+    plots.save_figure(plots.reliability_figure(curves, "out-of-prior edge probabilities"), args.out / "reliability.png")
     command = " ".join(["python scripts/bench_discovery.py", *sys.argv[1:]])
     header = f"# bench_discovery --out-of-prior\n\n`{command}`\n\ncheckpoint {args.checkpoint}, threshold {threshold}"
-    (args.out / "README.md").write_text(f"{header}\n\n{report}\n")
-    flat = pd.DataFrame([{k: v for k, v in r.items() if k != "per_table"} for r in rows])
+    calibration_text = "\n".join(["Calibration (reliability.png):", "", *calibration_lines])
+    (args.out / "README.md").write_text(f"{header}\n\n{report}\n\n{calibration_text}\n")
+    print(calibration_text)
+    drop = ("per_table", "reliability")
+    flat = pd.DataFrame([{k: v for k, v in r.items() if k not in drop} for r in rows])
     flat.to_csv(args.out / "rows.csv", index=False)
     per_table = [
         {"method": r["method"], "set": r["set"], "scaling": r["scaling"], "table": k, "auroc": v}

@@ -37,7 +37,8 @@ def test_top_k_agreement_counts_shared_top_pairs() -> None:
 
 def test_goals_compare_the_pfn_with_each_baseline_per_table() -> None:
     def row(method: str, auroc: float, shd: float, per_table: list[float], scaling: str = "raw") -> dict:
-        metrics = {"auroc": auroc, "auprc": auroc / 2, "shd": shd, "s_per_graph": 0.1, "per_table": per_table}
+        metrics = {"auroc": auroc, "auprc": auroc / 2, "shd": shd, "s_per_graph": 0.1, "ece": 0.02}
+        metrics["per_table"] = per_table
         return {"method": method, "set": "s", "scaling": scaling, **metrics}
 
     rows = [
@@ -83,7 +84,7 @@ def test_scale_free_methods_reuse_the_raw_row_and_gies_skips_observational_sets(
 def test_bench_out_of_prior_quick_mode_writes_its_tables(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     model = tmp_path / "pairwise.txt"
-    train = [sys.executable, str(REPO / "scripts" / "train_pairwise.py"), "--minutes", "0.02", "--nodes", "4", "6"]
+    train = [sys.executable, str(REPO / "scripts" / "train_pairwise.py"), "--cpu-minutes", "0.02", "--nodes", "4", "6"]
     train += ["--rows", "60", "--rounds", "3", "--pair-fraction", "1", "--out", str(model)]
     subprocess.run(train, check=True, env=env, cwd=tmp_path, capture_output=True, timeout=600)
     assert model.is_file() and model.with_suffix(".json").is_file()
@@ -102,5 +103,10 @@ def test_bench_out_of_prior_quick_mode_writes_its_tables(tmp_path: Path) -> None
     per_table = pd.read_csv(out / "per_table.csv")
     assert len(per_table) == 2 * len(rows)
     readme = (out / "README.md").read_text()
-    for text in ("--out-of-prior", "Monotone transforms", "auroc_minus_boosted", "share_ahead_of_abs_corr"):
+    for text in ("--out-of-prior", "Monotone transforms", "auroc_minus_boosted", "share_ahead_of_abs_corr", "ECE"):
         assert text in readme
+    assert (out / "reliability.png").stat().st_size > 0
+    # the classical baselines are cached per set, the PFN and the boosted model never are
+    cached = {p.relative_to(out / "cache").parts[1:] for p in (out / "cache").rglob("*.json")}
+    assert ("cdt-linear", "PC.json") in cached and ("sempler-linear+int", "GIES.json") in cached
+    assert not any("PFN" in name or "boosted" in name for _, name in cached)

@@ -95,7 +95,7 @@ def test_abs_partial_corr_baseline_scores_the_skeleton() -> None:
 
 def test_model_file_round_trip_is_text_and_predicts_the_same(tmp_path) -> None:
     x, y, graphs = P.prior_pairs(
-        {"num_obs": 60}, node_range=(4, 6), rows=(60,), obs_only_share=0.5, pair_fraction=1.0, seconds=0.5, seed=0
+        {"num_obs": 60}, node_range=(4, 6), rows=(60,), obs_only_share=0.5, pair_fraction=1.0, cpu_seconds=0.5, seed=0
     )
     assert graphs >= 8 and x.shape == (len(y), len(NAMES)) and set(np.unique(y)) <= {0, 1}
     booster, valid = P.fit_booster(x, y, rounds=5, seed=0, min_data_in_leaf=5)

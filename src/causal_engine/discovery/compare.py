@@ -18,6 +18,7 @@ takes milliseconds, so its time is the mean of `repeats` passes per batch.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -36,6 +37,7 @@ from torchmetrics.functional.classification import binary_auroc, binary_average_
 from causal_engine import metrics as M
 from causal_engine.discovery.baselines import EDGE_METHODS, GraphData, split_graphs
 from causal_engine.discovery.batch import DiscoveryBatch
+from causal_engine.discovery.calibration import Calibration
 from causal_engine.discovery.checkpoint import load_pfn
 from causal_engine.discovery.discover import predict, table_batch
 from causal_engine.discovery.external import monotone_copies, standardise_table
@@ -184,6 +186,8 @@ SCALE_FREE = frozenset({"PC", "GES", "NOTEARS", "abs-corr", "partial-corr"})
 # Methods that only differ from another on interventional data (GIES without regimes is GES): run on sets with
 # regimes only.
 REGIMES_ONLY = frozenset({"GIES"})
+# Methods whose scores are edge probabilities: their calibration (ECE) is reported.
+PROBABILISTIC = frozenset({"causal PFN", "causal PFN (uncalibrated)", "boosted"})
 
 
 def graph_batch(g: GraphData) -> DiscoveryBatch:
@@ -201,13 +205,16 @@ def graph_batch(g: GraphData) -> DiscoveryBatch:
     return batch
 
 
-def pfn_method(checkpoint: str | Path, threshold: float = 0.5) -> EdgeMethod:
-    """The PFN at `checkpoint` with the EDGE_METHODS interface: (edge probabilities, probability >= threshold)."""
+def pfn_method(checkpoint: str | Path, threshold: float = 0.5, calibration: Calibration | None = None) -> EdgeMethod:
+    """The PFN at `checkpoint` with the EDGE_METHODS interface: (edge probabilities, probability >= threshold),
+    the probabilities mapped through `calibration` when one is given."""
     net = load_pfn(checkpoint)
 
     def method(g: GraphData) -> tuple[np.ndarray, np.ndarray]:
         probs, _ = predict(net, graph_batch(g))
-        p = probs.numpy()
+        p = probs.numpy().astype(float)
+        if calibration is not None:
+            p = calibration.probabilities(p)
         return p, p >= threshold
 
     return method
@@ -222,8 +229,10 @@ def table_auroc(score: np.ndarray, true: np.ndarray) -> float:
     return float(binary_auroc(torch.tensor(score[off], dtype=torch.float32), t))
 
 
-def score_tables(method: EdgeMethod, tables: Sequence[GraphData]) -> dict[str, Any]:
-    """Pooled edge metrics (`edge_scores`), mean seconds per table, and each table's AUROC (`per_table`)."""
+def score_tables(method: EdgeMethod, tables: Sequence[GraphData], probabilistic: bool = False) -> dict[str, Any]:
+    """Pooled edge metrics (`edge_scores`), mean seconds per table, each table's AUROC (`per_table`), and for a
+    `probabilistic` method the expected calibration error and reliability bins of the pooled pairs (`ece`,
+    `reliability`; NaN and None otherwise)."""
     results, aurocs, seconds = [], [], 0.0
     for g in tables:
         start = time.perf_counter()
@@ -231,7 +240,15 @@ def score_tables(method: EdgeMethod, tables: Sequence[GraphData]) -> dict[str, A
         seconds += time.perf_counter() - start
         results.append((score, pred, g.adjacency))
         aurocs.append(table_auroc(score, g.adjacency))
-    return {**edge_scores(results), "s_per_graph": seconds / len(tables), "per_table": aurocs}
+    row = {**edge_scores(results), "s_per_graph": seconds / len(tables), "per_table": aurocs}
+    row["ece"], row["reliability"] = float("nan"), None
+    if probabilistic:
+        off = [~np.eye(t.shape[0], dtype=bool) for _, _, t in results]
+        probs = np.concatenate([s[m] for (s, _, _), m in zip(results, off, strict=True)])
+        labels = np.concatenate([t[m] for (_, _, t), m in zip(results, off, strict=True)])
+        row["ece"] = M.expected_calibration_error(probs, labels)
+        row["reliability"] = M.reliability(probs, labels)
+    return row
 
 
 def top_k_agreement(a: np.ndarray, b: np.ndarray, k: int) -> float:
@@ -264,12 +281,17 @@ def monotone_row(method: EdgeMethod, tables: Sequence[GraphData]) -> dict[str, f
     }
 
 
-def out_of_prior(methods: Mapping[str, EdgeMethod], sets: Mapping[str, Sequence[GraphData]]) -> list[dict[str, Any]]:
+def out_of_prior(
+    methods: Mapping[str, EdgeMethod], sets: Mapping[str, Sequence[GraphData]], cache: Path | None = None
+) -> list[dict[str, Any]]:
     """Every method on every set, raw and with each column standardised first (`external.standardise_table`).
 
     Rows: {method, set, scaling, shd, auroc, auprc, f1, s_per_graph, per_table}. A `SCALE_FREE` method's
     standardised row is its raw row (it standardises its input itself); a `REGIMES_ONLY` method runs only on
-    sets with interventional regimes.
+    sets with interventional regimes. With `cache`, a classical method's (an `EDGE_METHODS` name: deterministic
+    given its tables) rows are kept in `cache/<set>/<method>.json` and read back instead of rerun, so a stopped
+    benchmark resumes and a new checkpoint is compared without rerunning the slow baselines; the caller keys
+    `cache` by everything that makes the tables.
     """
     rows = []
     for set_name, tables in sets.items():
@@ -278,8 +300,18 @@ def out_of_prior(methods: Mapping[str, EdgeMethod], sets: Mapping[str, Sequence[
         for name, method in methods.items():
             if name in REGIMES_ONLY and not has_regimes:
                 continue
-            raw = score_tables(method, tables)
-            std = raw if name in SCALE_FREE else score_tables(method, standardised)
+            file = cache / set_name / f"{name}.json" if cache is not None and name in EDGE_METHODS else None
+            if file is not None and file.is_file():
+                raw, std = json.loads(file.read_text())
+            else:
+                probabilistic = name in PROBABILISTIC
+                raw = score_tables(method, tables, probabilistic)
+                std = raw if name in SCALE_FREE else score_tables(method, standardised, probabilistic)
+                if file is not None:
+                    file.parent.mkdir(parents=True, exist_ok=True)
+                    partial = file.with_suffix(".part")
+                    partial.write_text(json.dumps([raw, std]))
+                    partial.replace(file)  # atomic: a stop mid-write leaves no half file
             rows.append({"method": name, "set": set_name, "scaling": "raw", **raw})
             rows.append({"method": name, "set": set_name, "scaling": "standardised", **std})
             log.info("out of prior: %s on %s (AUROC raw %.3f, std %.3f)", name, set_name, raw["auroc"], std["auroc"])
@@ -314,6 +346,18 @@ def goals(rows: Sequence[Mapping[str, Any]], pfn: str = "causal PFN") -> dict[st
     return out
 
 
+def pooled_reliability(
+    rows: Sequence[Mapping[str, Any]], method: str, scaling: str = "raw"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`method`'s reliability bins pooled over every set's `scaling` rows (count-weighted bin means)."""
+    parts = [r["reliability"] for r in rows if r["method"] == method and r["scaling"] == scaling]
+    count = sum(np.asarray(c) for _, _, c in parts)
+    confidence = sum(np.nan_to_num(f) * c for f, _, c in parts)
+    rate = sum(np.nan_to_num(r) * c for _, r, c in parts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return confidence / count, rate / count, count
+
+
 def _fmt(value: float, digits: int = 3) -> str:
     return "—" if value is None or np.isnan(value) else f"{value:.{digits}f}"
 
@@ -326,8 +370,8 @@ def out_of_prior_report(
     methods = list(dict.fromkeys(r["method"] for r in rows))
     sets = list(dict.fromkeys(r["set"] for r in rows))
     lines = [
-        "| set | method | AUROC raw | AUROC std | AUPRC raw | AUPRC std | SHD raw | SHD std | s/graph |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| set | method | AUROC raw | AUROC std | AUPRC raw | AUPRC std | SHD raw | SHD std | ECE raw | s/graph |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in sets:
         for m in methods:
@@ -335,19 +379,20 @@ def out_of_prior_report(
                 continue
             raw, std = by_key[(m, s, "raw")], by_key[(m, s, "standardised")]
             cells = [_fmt(raw["auroc"]), _fmt(std["auroc"]), _fmt(raw["auprc"]), _fmt(std["auprc"])]
-            cells += [_fmt(raw["shd"], 1), _fmt(std["shd"], 1), _fmt(raw["s_per_graph"], 4)]
+            cells += [_fmt(raw["shd"], 1), _fmt(std["shd"], 1), _fmt(raw["ece"]), _fmt(raw["s_per_graph"], 4)]
             lines.append(f"| {s} | {m} | " + " | ".join(cells) + " |")
     lines += ["", "Mean over sets (each set weighted equally):", ""]
-    lines += ["| method | sets | AUROC raw | AUROC std | AUPRC raw | AUPRC std | SHD raw | SHD std |"]
-    lines += ["|---|---|---|---|---|---|---|---|"]
+    columns = ("AUROC", "AUPRC", "SHD", "ECE")
+    lines += ["| method | sets | " + " | ".join(f"{c} {s}" for c in columns for s in ("raw", "std")) + " |"]
+    lines += ["|---|---|---|---|---|---|---|---|---|---|"]
     for m in methods:
         cells = []
-        for key, digits in (("auroc", 3), ("auprc", 3), ("shd", 1)):
+        for key, digits in (("auroc", 3), ("auprc", 3), ("shd", 1), ("ece", 3)):
             for scaling in ("raw", "standardised"):
                 values = [r[key] for r in rows if r["method"] == m and r["scaling"] == scaling]
                 cells.append(_fmt(float(np.mean(values)), digits))
         count = sum(1 for r in rows if r["method"] == m and r["scaling"] == "raw")
-        lines.append(f"| {m} | {count} | " + " | ".join(cells[i] for i in (0, 1, 2, 3, 4, 5)) + " |")
+        lines.append(f"| {m} | {count} | " + " | ".join(cells) + " |")
     lines += ["", "Monotone transforms (raw vs log vs rank copies of each table; top-k = true edge count):", ""]
     lines += ["| method | AUROC raw | AUROC log | AUROC rank | mean max gap | top-k raw=log | top-k raw=rank |"]
     lines += ["|---|---|---|---|---|---|---|"]

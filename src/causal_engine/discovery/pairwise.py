@@ -252,11 +252,12 @@ def prior_pairs(
     rows: tuple[int, ...],
     obs_only_share: float,
     pair_fraction: float,
-    seconds: float,
+    cpu_seconds: float,
     seed: int,
     batch: int = 8,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Training rows drawn from the SCM prior for `seconds`: (features [N, F] float32, labels [N], graphs).
+    """Training rows drawn from the SCM prior for `cpu_seconds` of this process's CPU time (not wall-clock, so
+    a busy machine gets the same amount of data, later): (features [N, F] float32, labels [N], graphs).
 
     Each draw is `batch` graphs of one size uniform in `node_range` with observational rows chosen from `rows`;
     a share `obs_only_share` of graphs is shown without its interventional regimes. A uniform random
@@ -266,8 +267,8 @@ def prior_pairs(
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
     features, labels, graphs = [], [], 0
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    deadline = time.process_time() + cpu_seconds
+    while time.process_time() < deadline:
         d = int(rng.integers(node_range[0], node_range[1] + 1))
         spec = {**prior, "num_obs": int(rng.choice(rows))}
         for g in split_graphs(sample_graphs(batch, d, spec, generator)):
