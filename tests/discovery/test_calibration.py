@@ -51,8 +51,9 @@ def test_identity_calibration_changes_nothing_but_the_diagonal() -> None:
     assert out[0, 0] == 0.0 and out[1, 1] == 0.0
 
 
-def test_calibration_is_stored_beside_the_checkpoint_keeping_its_other_keys(tmp_path: Path) -> None:
+def test_calibration_is_stored_beside_the_checkpoint_and_only_applies_to_its_weights(tmp_path: Path) -> None:
     ckpt = tmp_path / "pfn.pt"
+    ckpt.write_bytes(b"weights v1")
     assert read_calibration(ckpt) is None
     (tmp_path / "pfn.json").write_text(json.dumps({"model": "pfn_a"}))
     assert read_calibration(ckpt) is None
@@ -60,6 +61,8 @@ def test_calibration_is_stored_beside_the_checkpoint_keeping_its_other_keys(tmp_
     stored = json.loads((tmp_path / "pfn.json").read_text())
     assert stored["model"] == "pfn_a" and stored["calibration"]["prior_ece_after"] == 0.01
     assert read_calibration(ckpt) == Calibration(0.9, 0.1)
+    ckpt.write_bytes(b"weights v2")  # retrained: the old calibration must not be applied
+    assert read_calibration(ckpt) is None
 
 
 def test_prior_edge_logits_pool_every_off_diagonal_pair() -> None:

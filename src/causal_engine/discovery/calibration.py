@@ -10,7 +10,9 @@ key "calibration") by `scripts/calibrate_pfn.py`.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +25,8 @@ from scipy.special import expit, logit
 
 from causal_engine.discovery.data import fixed_set
 from causal_engine.discovery.models import PFNNet
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -81,18 +85,36 @@ def sidecar(checkpoint: str | Path) -> Path:
     return Path(checkpoint).with_suffix(".json")
 
 
+def fingerprint(checkpoint: str | Path) -> str:
+    """sha256 of the checkpoint file: a calibration belongs to one set of weights."""
+    return hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
+
+
 def read_calibration(checkpoint: str | Path) -> Calibration | None:
-    """The calibration stored beside `checkpoint`, or None when its json has none (or there is no json)."""
+    """The calibration stored beside `checkpoint`, or None when its json has none (or there is no json), or
+    when it was fitted for other weights (the file's sha256 differs: a retrained checkpoint must be
+    recalibrated, with a warning saying so)."""
     path = sidecar(checkpoint)
     if not path.is_file():
         return None
     stored = json.loads(path.read_text()).get("calibration")
-    return None if stored is None else Calibration(float(stored["slope"]), float(stored["intercept"]))
+    if stored is None:
+        return None
+    if stored.get("checkpoint_sha256") != fingerprint(checkpoint):
+        log.warning(
+            "%s: its calibration was fitted for other weights and is ignored; run `python scripts/calibrate_pfn.py "
+            "--checkpoint %s`.",
+            path,
+            checkpoint,
+        )
+        return None
+    return Calibration(float(stored["slope"]), float(stored["intercept"]))
 
 
 def write_calibration(checkpoint: str | Path, calibration: Calibration, info: Mapping[str, Any]) -> None:
-    """Store `calibration` (and how it was fitted) under "calibration" in the checkpoint's json sidecar."""
+    """Store `calibration` (how it was fitted, and the checkpoint's sha256) under "calibration" in the
+    checkpoint's json sidecar, keeping its other keys."""
     path = sidecar(checkpoint)
     meta = json.loads(path.read_text()) if path.is_file() else {}
-    meta["calibration"] = {**asdict(calibration), **info}
+    meta["calibration"] = {**asdict(calibration), **info, "checkpoint_sha256": fingerprint(checkpoint)}
     path.write_text(json.dumps(meta, indent=2) + "\n")

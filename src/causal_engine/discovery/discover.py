@@ -10,9 +10,10 @@ target. The PFN standardises every variable with its observational mean and std,
 
 Writes into the run directory: adjacency.csv (edge probabilities, row = parent, column = child), edges.csv
 (every ordered pair with its probability, most likely first, `predicted` = probability >= threshold),
-adjacency.png; with data.graph_path, metrics against that graph; with query.do, deltas.csv: for every
-observational row, the predicted counterfactual change of every variable under the intervention, in the
-variables' units. Every input problem is reported before anything is written.
+adjacency.png; edge probabilities are calibrated when the checkpoint's json holds a calibration fitted for
+its weights (`scripts/calibrate_pfn.py`); with data.graph_path, metrics against that graph; with query.do,
+deltas.csv: for every observational row, the predicted counterfactual change of every variable under the
+intervention, in the variables' units. Every input problem is reported before anything is written.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from torchmetrics.functional.classification import binary_auroc, binary_average_
 from causal_engine import metrics as M
 from causal_engine import plots
 from causal_engine.discovery.batch import DiscoveryBatch
+from causal_engine.discovery.calibration import read_calibration
 from causal_engine.discovery.checkpoint import load_pfn
 from causal_engine.discovery.models import PFNNet
 from causal_engine.errors import UserError
@@ -203,6 +205,9 @@ def discover(
 
     batch, query_rows = table_batch(frame, regime, do=do, max_values_per_target=max_values_per_target)
     probs, deltas = predict(net, batch, query_batch)
+    calibration = read_calibration(checkpoint)
+    if calibration is not None:
+        probs = torch.tensor(calibration.probabilities(probs.numpy()), dtype=probs.dtype)
     pred = probs >= threshold
 
     out = Path(cfg.paths.output_dir)
