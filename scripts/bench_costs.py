@@ -43,9 +43,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_scm  # noqa: E402  (the SCM sweep point and the /proc peak-RSS reader live there)
 from causal_engine import plots  # noqa: E402
+from causal_engine.profiling import measure  # noqa: E402
+from causal_engine.scm.reference import sweep_point  # noqa: E402
 
 # Problem sizes. "samples" = rows per regime: the observational regime and each interventional regime.
 SIZES: dict[str, dict[str, Any]] = {
@@ -116,26 +116,6 @@ def _num(value: float) -> str:
 # --- one point (runs in its own process) -------------------------------------------------------------------
 
 
-def _reset_peak() -> float:
-    """Reset this process's peak RSS to its current RSS (Linux) and return that RSS in MB."""
-    Path("/proc/self/clear_refs").write_text("5")
-    return bench_scm._rss_mb("VmRSS")
-
-
-def measure(call: Callable[[], object], min_seconds: float, max_repeats: int = 200) -> dict[str, float]:
-    """Best-of-repeats seconds of `call()` and the peak RSS it adds, in MB.
-
-    Repeats until `min_seconds` of calls (at most `max_repeats`); a call longer than that runs once.
-    """
-    baseline = _reset_peak()
-    times: list[float] = []
-    while not times or (sum(times) < min_seconds and len(times) < max_repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return {"seconds": min(times), "peak_mb": bench_scm._rss_mb("VmHWM") - baseline, "repeats": len(times)}
-
-
 def discovery_graph(d: int, samples: int, seed: int = 0):
     """One graph of the PFN's prior with `samples` rows in the observational and in every interventional regime
     (the same graph for every method at this (d, samples))."""
@@ -152,21 +132,20 @@ def pfn_net(checkpoint: str | None) -> torch.nn.Module:
 
     if checkpoint is not None:
         return load_pfn(checkpoint)
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from causal_engine.run import CONFIG_DIR
+    from causal_engine.train import compose
 
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["model=pfn_a"])
+    cfg = compose(["model=pfn_a"], Path("/nonexistent"))
     torch.manual_seed(0)
     return instantiate(cfg.model.net).eval()
 
 
 def scm_point(d: int, batch: int, min_seconds: float) -> dict[str, float]:
-    """SCM prior at the seed's sample configuration: bench_scm's sweep point (graphs/s, peak MB above baseline)."""
-    point = bench_scm.sweep_point(d, batch, min_seconds)
-    return {"seconds": 1 / point["graphs_per_s"], "peak_mb": point["peak_mb"], "graphs_per_s": point["graphs_per_s"]}
+    """SCM prior at the seed's sample configuration: `scm.reference.sweep_point` (graphs/s, peak MB above baseline)."""
+    point = sweep_point(d, batch, min_seconds)
+    rate = point["graphs_per_s"]
+    return {"seconds": 1 / rate, "peak_mb": point["peak_mb"], "graphs_per_s": rate}
 
 
 def pfn_point(d: int, samples: int, checkpoint: str | None, min_seconds: float) -> dict[str, float]:
@@ -195,22 +174,22 @@ def baseline_point(method: str, d: int, samples: int, min_seconds: float) -> dic
 def dml_point(n: int, jepa_epochs: int, nuisance_epochs: int) -> dict[str, float]:
     """Wall time and peak MB of one JEPA-DML cross-fit (`run_crossfit` on `experiment=jepa_dml`: simulate N
     videos, K = 5 folds of JEPA + outcome + propensity fits, the score) at a reduced epoch budget."""
-    from bench_dml import _compose
     from causal_engine.dml.crossfit import run_crossfit
+    from causal_engine.train import compose
 
     logging.disable(logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
         overrides = ["experiment=jepa_dml", "callbacks=none", "~logger", f"data.n_samples={n}"]
         overrides += [f"dml.jepa_epochs={jepa_epochs}", f"dml.nuisance_epochs={nuisance_epochs}"]
-        cfg = _compose(overrides, Path(tmp))
+        cfg = compose(overrides, Path(tmp))
         return measure(lambda: run_crossfit(cfg), min_seconds=0.0)
 
 
 def preset_epochs() -> str:
     """The epochs `experiment=jepa_dml` trains with, as the page states them (the points use fewer)."""
-    from bench_dml import _compose
+    from causal_engine.train import compose
 
-    dml = _compose(["experiment=jepa_dml"], Path("/nonexistent")).dml
+    dml = compose(["experiment=jepa_dml"], Path("/nonexistent")).dml
     return f"{dml.jepa_epochs} JEPA and {dml.nuisance_epochs} nuisance"
 
 
@@ -479,7 +458,7 @@ def render(results: dict[str, list[dict]], meta: dict[str, Any], figures: dict[s
             "`causal_engine.scm.sample_batch` at the seed's sample configuration (100 observational rows, "
             "ceil(d/2) targets × 3 values × 100 rows; default prior, 2 expected parents), "
             f"{meta['scm_batch']} graphs per call (peak memory is that of one call); the point is "
-            "`scripts/bench_scm.py`'s sweep point."
+            "`causal_engine.scm.reference.sweep_point`."
         ),
         "discovery_d": (
             f"One graph of the PFN's prior per call with {meta['samples_at_d']} rows per regime (observational and "

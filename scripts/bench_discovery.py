@@ -170,7 +170,7 @@ def main() -> None:
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="config", overrides=["data=scm_prior", f"data.test_graphs={args.graphs}"])
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate(cfg.data, _convert_="all")
     unknown = sorted(set(args.sets) - set(datamodule.test_names))
     if unknown:
         raise SystemExit(f"unknown test set(s) {unknown}; conf/data/scm_prior.yaml has {datamodule.test_names}")

@@ -48,11 +48,11 @@ from causal_engine.run import CONFIG_DIR
 ARMS = {
     "M1": ("mlp", 0.0, 0.0),
     "M2": ("mlp_nondesc", 0.0, 0.0),
-    "M3": ("causal_mlp", 0.0, 0.0),
-    "M4-5": ("causal_mlp", 0.05, 0.0),
-    "M4-20": ("causal_mlp", 0.2, 0.0),
-    "M4-50": ("causal_mlp", 0.5, 0.0),
-    "M5-20": ("causal_mlp_losses", 0.2, 0.2),
+    "M3": ("structural_mlp", 0.0, 0.0),
+    "M4-5": ("structural_mlp", 0.05, 0.0),
+    "M4-20": ("structural_mlp", 0.2, 0.0),
+    "M4-50": ("structural_mlp", 0.5, 0.0),
+    "M5-20": ("structural_mlp_losses", 0.2, 0.2),
     "M6": ("dowhy_gcm", 0.0, 0.0),
 }
 DEFAULT_SCMS = [
@@ -70,7 +70,7 @@ def _config(arm: str, scm: str, n: int, seed: int, n_test: int):
     model, share, cf_share = ARMS[arm]
     overrides = [
         "experiment=intervene_compare",
-        f"model={'causal_mlp' if model == 'dowhy_gcm' else model}",
+        f"model={'structural_mlp' if model == 'dowhy_gcm' else model}",
         f"data.scm={scm}",
         f"data.n_train={n}",
         f"data.interventional_fraction={share}",

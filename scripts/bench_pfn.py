@@ -44,6 +44,7 @@ from causal_engine.discovery.loss import delta_mask
 from causal_engine.discovery.module import true_delta_z
 from causal_engine.run import CONFIG_DIR
 from causal_engine.scm import sample_batch
+from causal_engine.scm.prior import SeedPrior
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_PRIOR = {
@@ -191,13 +192,12 @@ def train(kind: str, minutes: float, eval_every: float, sets: dict[str, list], s
         dm = cfg.data
         stream = iter(
             PriorStream(
-                dm.prior,
+                instantiate(dm.prior),
                 dm.batch_size,
                 dm.size_groups,
                 dm.node_range,
                 dm.curriculum_start,
                 dm.curriculum_batches,
-                dm.obs_only_share,
                 seed,
             )
         )
@@ -244,12 +244,12 @@ def main() -> None:
             config_name="config",
             overrides=["data=scm_prior", f"data.test_graphs={args.graphs}", "data.eval_batch_size=8"],
         )
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.test_specs = {"er_d20": datamodule.test_specs["er_d20"]}
     datamodule.setup("test")
     sets = {
         "er_d20": datamodule.test_batches["er_d20"],
-        "nb_d20": fixed_set(args.graphs, 8, 20, {**datamodule.prior, **NOTEBOOK_PRIOR}, seed=7),
+        "nb_d20": fixed_set(args.graphs, 8, 20, SeedPrior(**NOTEBOOK_PRIOR), seed=7),
     }
     results = {kind: train(kind, args.minutes, args.eval_every, sets, args.seed) for kind in ("notebook", "ours")}
 

@@ -5,7 +5,7 @@
 
 The seed's configuration, per graph: Erdős–Rényi with edge probability 0.3, 100 observational samples, half the
 nodes intervened on (ceil(d / 2)), each at the three values 5, 8, 10 with 100 fresh samples per regime, i.e.
-100 + 300 · ceil(d / 2) rows. Rows: the seed (``scripts/_seed_scm.py``, one graph per call, a fixed number of
+100 + 300 · ceil(d / 2) rows. Rows: the seed (``causal_engine.scm.reference``, one graph per call, a fixed number of
 graphs so its side is time-boxed), ours at the same edge_prob = 0.3, and ours at the default prior
 (2 expected parents per node). Ours draws ``--batch`` graphs per ``sample_batch`` call (which also includes one
 counterfactual query row per graph). Measurement rounds alternate between the implementations so that the load of
@@ -21,90 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from causal_engine import plots
-from causal_engine.scm import sample_batch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _seed_scm import SeedSCMGenerator
-
-SEED_CONFIG = {"num_obs": 100, "num_int_per_regime": 100, "intervention_fraction": 0.5, "num_queries": 1}
-OURS = {"ours, edge_prob 0.3": {"edge_prob": 0.3}, "ours, 2 expected parents": {"expected_parents": 2.0}}
-SWEEP_DS = (10, 20, 50, 100, 200)
-
-
-def rows_per_graph(d: int) -> int:
-    """Observational + interventional rows of one graph at the seed's configuration."""
-    return 100 + 3 * math.ceil(d / 2) * 100
-
-
-def time_ours(d: int, batch: int, generator: torch.Generator, **prior: float) -> float:
-    """Seconds for one ``sample_batch`` call of ``batch`` graphs."""
-    start = time.perf_counter()
-    sample_batch(batch, d, generator=generator, **SEED_CONFIG, **prior)
-    return time.perf_counter() - start
-
-
-def time_seed(d: int, graphs: int, generator: SeedSCMGenerator) -> float:
-    """Seconds for ``graphs`` calls of the seed's per-graph pipeline."""
-    start = time.perf_counter()
-    for _ in range(graphs):
-        generator.generate_pipeline(num_nodes=d, edge_prob=0.3, intervention_prob=0.5)
-    return time.perf_counter() - start
-
-
-def compare(d: int, *, batch: int, repeats: int, seed_graphs: int) -> dict[str, tuple[float, float]]:
-    """(best-round, all-rounds) graphs/s of the seed and of each of our settings at ``d``, ``repeats`` rounds.
-
-    Rounds alternate between the implementations. On a shared machine a round can lose its core for a while;
-    the best round (timeit's convention) measures the code, the all-rounds rate what the load left of it.
-    """
-    np.random.seed(0)
-    seed_generator = SeedSCMGenerator()
-    generator = torch.Generator().manual_seed(0)
-    for prior in OURS.values():  # warm-up: first-call allocations and kernel dispatch
-        time_ours(d, batch, generator, **prior)
-    time_seed(d, 1, seed_generator)
-    rounds: dict[str, list[float]] = {name: [] for name in ["seed (pandas)", *OURS]}
-    for _ in range(repeats):
-        rounds["seed (pandas)"].append(time_seed(d, seed_graphs, seed_generator) / seed_graphs)
-        for name, prior in OURS.items():
-            rounds[name].append(time_ours(d, batch, generator, **prior) / batch)
-    return {name: (1 / min(per_graph), len(per_graph) / sum(per_graph)) for name, per_graph in rounds.items()}
-
-
-def _rss_mb(field: str) -> float:
-    """``VmRSS`` (current) or ``VmHWM`` (peak since the last reset) of this process, in MB (Linux)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not found in /proc/self/status")
-
-
-def sweep_point(d: int, batch: int, min_seconds: float) -> dict[str, float]:
-    """graphs/s and peak RSS of the default prior at the seed's sample configuration (run in a subprocess).
-
-    Writing 5 to ``/proc/self/clear_refs`` resets the peak RSS to the current RSS, so the peak after the timed
-    calls minus the RSS before them is what sampling at this d needs on top of the imported libraries.
-    """
-    generator = torch.Generator().manual_seed(0)
-    sample_batch(2, 5, generator=generator)  # imports and dispatch warm, before the baseline
-    Path("/proc/self/clear_refs").write_text("5")
-    baseline = _rss_mb("VmRSS")
-    seconds: list[float] = []
-    while len(seconds) < 3 or sum(seconds) < min_seconds:
-        seconds.append(time_ours(d, batch, generator))
-    peak = _rss_mb("VmHWM")
-    return {"graphs_per_s": batch / min(seconds), "peak_mb": peak - baseline, "baseline_mb": baseline}
+from causal_engine.scm.reference import OURS, SWEEP_DS, compare_with_reference, rows_per_graph, sweep_point
 
 
 def run_sweep(max_d: int, batch: int, threads: int, min_seconds: float) -> list[dict[str, float]]:
@@ -142,7 +67,7 @@ def main() -> None:
     load = os.getloadavg()[0]
     results = {}
     for d, n_seed in zip(args.ds, seed_graphs, strict=True):
-        results[d] = compare(d, batch=args.batch, repeats=args.repeats, seed_graphs=n_seed)
+        results[d] = compare_with_reference(d, batch=args.batch, repeats=args.repeats, seed_graphs=n_seed)
         print(f"d={d}: " + ", ".join(f"{k} {v[0]:,.1f} graphs/s" for k, v in results[d].items()), flush=True)
 
     lines = [

@@ -1,19 +1,26 @@
-"""Train the shipped causal PFN checkpoint (checkpoints/pfn.pt) within a wall-clock budget on CPU.
+"""Train the shipped causal PFN checkpoint (checkpoints/pfn.pt): a resumable, kill-safe background job.
 
-    python scripts/train_pfn_checkpoint.py                      # model A, 50 minutes, 2 threads
-    python scripts/train_pfn_checkpoint.py --model pfn_a --minutes 5 --out /tmp/pfn.pt   # a quick one
+    python scripts/train_pfn_checkpoint.py --steps 200000      # train, or resume, in ~/.cache/causal-engine/train_pfn
+    python scripts/train_pfn_checkpoint.py --export-only       # write checkpoints/pfn.pt + pfn.json from it
+    python scripts/train_pfn_checkpoint.py --steps 300 --state-dir /tmp/pfn_smoke --val-every 100   # a smoke run
 
-It is `causal-engine experiment=pfn` with a wider node curriculum (up to 50 nodes, so the d = 50 test set is
-in distribution), a time limit instead of a step count, and a cosine learning-rate decay over the expected
-number of steps; then the test sets run and the weights are exported without Lightning or Hydra objects:
-`{"net_spec": {target, kwargs}, "state_dict": ..., "meta": {...}}`, which `task=discover` loads with
-`causal_engine.discovery.checkpoint.load_pfn`. The run directory (TensorBoard, metrics.json) stays under
-outputs/train_pfn_checkpoint/ and metrics are copied into checkpoints/pfn.json.
+All state (Lightning checkpoints, CSV logs, the test metrics) lives in `--state-dir`, outside the repository.
+Lightning writes `last.ckpt` at every validation, so the job can be killed at any moment and the same command
+resumes it from there (optimizer, schedule, step and the data stream included: batch k is a pure function of
+the seed and k). It is `causal-engine experiment=pfn` with the broad prior, a node curriculum up to
+`--max-nodes`, copula features, a cosine learning-rate decay over `--steps`, validation every `--val-every`
+steps on the fixed in-prior set (`data.val_set`, broad prior), and the best validation AUROC kept.
+
+`--export-only` writes the best checkpoint's weights without Lightning or Hydra objects:
+`{"net_spec": {target, kwargs}, "state_dict": ..., "meta": {...}}` (what
+`causal_engine.discovery.checkpoint.load_pfn` reads) and an honest
+`pfn.json`: the prior, the sizes, steps, wall time, threads and the validation curve.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import time
 from pathlib import Path
@@ -22,91 +29,137 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from causal_engine.discovery.checkpoint import best_checkpoint, export_pfn
 from causal_engine.run import CONFIG_DIR, run
 
 REPO = Path(__file__).resolve().parents[1]
+STATE_DIR = Path("~/.cache/causal-engine/train_pfn").expanduser()
+MAX_BYTES = 20e6  # the shipped checkpoint's size limit
+
+
+def overrides_for(args: argparse.Namespace) -> list[str]:
+    """The Hydra overrides of the recipe (recorded in pfn.json)."""
+    return [
+        "experiment=pfn",
+        f"model={args.model}",
+        "model.net.d_model=96",
+        "model.net.n_layers=4",
+        "model.net.feature_space=copula",
+        "model.optimizer.lr=5e-4",
+        "model.scheduler={_target_: torch.optim.lr_scheduler.CosineAnnealingLR, _partial_: true, "
+        f"T_max: {args.steps}, eta_min: 2.0e-5}}",
+        "model.loss.acyclic_warmup_steps=1000",
+        "model.loss.acyclic_ramp_steps=2000",
+        f"data.node_range=[10,{args.max_nodes}]",
+        "data.curriculum_start=[5,15]",
+        f"data.curriculum_batches={max(1, args.steps // 3)}",
+        "data.val_set.num_nodes=30",
+        "data.val_graphs=64",
+        f"trainer.max_steps={args.steps}",
+        f"trainer.val_check_interval={args.val_every}",
+        "trainer.min_epochs=0",
+        "monitor=val/auroc",
+        "monitor_mode=max",
+        "logger=csv",
+        "tags=pfn_checkpoint",
+        *args.overrides,
+    ]
+
+
+def compose_cfg(overrides: list[str], run_dir: Path, ckpt_path: Path | None):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(run_dir)
+        cfg.hydra.job.num = 0
+        cfg.paths.output_dir = str(run_dir)
+        cfg.ckpt_path = None if ckpt_path is None else str(ckpt_path)
+    HydraConfig().set_config(cfg)
+    return cfg
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="pfn_a", help="model preset (pfn_a ... pfn_e)")
-    parser.add_argument("--minutes", type=float, default=50.0, help="training wall-clock budget")
-    parser.add_argument(
-        "--steps-per-minute",
-        type=float,
-        default=120.0,
-        help="expected speed, sets the cosine schedule length (measured: ~120/min on 2 cores)",
-    )
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=200_000, help="training steps (the cosine schedule's length)")
+    parser.add_argument("--max-nodes", type=int, default=100, help="largest graph of the node curriculum")
+    parser.add_argument("--val-every", type=int, default=500, help="validate (and write last.ckpt) every N steps")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--state-dir", type=Path, default=STATE_DIR, help="checkpoints and logs (outside git)")
     parser.add_argument("--out", type=Path, default=REPO / "checkpoints" / "pfn.pt")
-    parser.add_argument("--run-dir", type=Path, default=REPO / "outputs" / "train_pfn_checkpoint")
-    parser.add_argument(
-        "--export-only",
-        action="store_true",
-        help="skip training; export the best checkpoint of an existing --run-dir (e.g. after a stop)",
-    )
-    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. model.net.d_model=96")
+    parser.add_argument("--export-only", action="store_true", help="export the state dir's best weights, no training")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. model.net.d_model=128")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-
-    steps = int(args.minutes * args.steps_per_minute)
-    overrides = [
-        "experiment=pfn",
-        f"model={args.model}",
-        "model.net.d_model=96",
-        "model.net.n_layers=4",
-        "model.optimizer.lr=5e-4",
-        "model.scheduler={_target_: torch.optim.lr_scheduler.CosineAnnealingLR, _partial_: true, "
-        f"T_max: {steps}, eta_min: 2.0e-5}}",
-        "model.loss.acyclic_warmup_steps=1000",
-        "model.loss.acyclic_ramp_steps=2000",
-        "data.node_range=[10,50]",
-        "data.curriculum_start=[5,15]",
-        f"data.curriculum_batches={steps // 3}",
-        f"trainer.max_steps={steps}",
-        f"+trainer.max_time=00:00:{int(args.minutes):02d}:{int(args.minutes % 1 * 60):02d}",
-        # The stream is one endless epoch: with min_epochs >= 1 the time limit could never stop it.
-        "trainer.min_epochs=0",
-        "trainer.val_check_interval=500",
-        "logger=csv",
-        "tags=pfn_checkpoint",
-        *args.overrides,
-    ]
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(args.run_dir)
-        cfg.hydra.job.num = 0
-        cfg.paths.output_dir = str(args.run_dir)
-    HydraConfig().set_config(cfg)
-
-    start = time.time()
-    metrics = {} if args.export_only else run(cfg)
-    export(
-        args.run_dir,
-        args.out,
-        {
-            "model": args.model,
-            "train_minutes": None if args.export_only else round((time.time() - start) / 60, 1),
-            "threads": args.threads,
-            "overrides": overrides,
-        },
-        metrics,
-    )
-
-
-def export(run_dir: Path, out: Path, meta: dict, metrics: dict[str, float]) -> None:
-    """Export the best-validation-SHD weights (else the last) and copy the test metrics beside them."""
-    meta = export_pfn(best_checkpoint(run_dir), out, meta)
+    run_dir = args.state_dir.expanduser() / "run"
+    recipe = args.state_dir.expanduser() / "recipe.json"
+    if args.export_only:
+        export(run_dir, args.out, json.loads(recipe.read_text()))
+        return
+    last = run_dir / "checkpoints" / "last.ckpt"
+    overrides = overrides_for(args)
+    if recipe.exists() and json.loads(recipe.read_text())["overrides"] != overrides:
+        raise SystemExit(f"{recipe} holds a different recipe; resume with the same flags or use a new --state-dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # each session logs to its own CSV directory (a resumed CSVLogger would overwrite the previous metrics.csv)
+    session = f"session_{len(list((run_dir / 'csv').glob('session_*'))):03d}"
+    cfg = compose_cfg([*overrides, f"logger.csv.version={session}"], run_dir, last if last.exists() else None)
+    (run_dir / "csv" / session).mkdir(parents=True, exist_ok=True)
+    (run_dir / "csv" / session / "started").write_text(f"{time.time()}\n")
+    prior = OmegaConf.to_container(cfg.data.prior, resolve=True)
+    recipe.write_text(json.dumps({"overrides": overrides, "threads": args.threads, "prior": prior}, indent=2) + "\n")
+    print(f"{'resuming from ' + str(last) if last.exists() else 'starting'}; state in {args.state_dir}", flush=True)
+    metrics = run(cfg)
     test = {k: round(v, 4) for k, v in metrics.items() if k.startswith("test/")}
-    out.with_suffix(".json").write_text(json.dumps({**meta, "test": test}, indent=2) + "\n")
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): {meta['source']}, step {meta['steps']}")
-    for key, value in sorted(test.items()):
-        print(f"{key:40s} {value:.4f}")
+    (run_dir / "test_metrics.json").write_text(json.dumps(test, indent=2) + "\n")
+
+
+def validation_curve(run_dir: Path) -> tuple[list[dict[str, float]], float]:
+    """(val metrics per validation step over every session, wall hours): each session logs to its own CSV
+    directory, from its `started` stamp to its metrics.csv's last write (a kill loses at most the unflushed tail)."""
+    curve: dict[int, dict[str, float]] = {}
+    hours = 0.0
+    for version in sorted((run_dir / "csv").glob("session_*")):
+        rows, start = version / "metrics.csv", version / "started"
+        if not rows.exists():
+            continue
+        if start.exists():
+            hours += max(0.0, rows.stat().st_mtime - float(start.read_text())) / 3600
+        with rows.open() as f:
+            for row in csv.DictReader(f):
+                vals = {k: float(v) for k, v in row.items() if k.startswith("val/") and v not in ("", None)}
+                if vals:
+                    curve.setdefault(int(row["step"]), {}).update(vals)
+    return [{"step": s, **{k: round(v, 4) for k, v in m.items()}} for s, m in sorted(curve.items())], hours
+
+
+def export(run_dir: Path, out: Path, recipe: dict) -> None:
+    """Export the best-validation weights (else the last) with `export_pfn`, and write pfn.json beside them."""
+    curve, hours = validation_curve(run_dir)
+    stored = export_pfn(best_checkpoint(run_dir), out, {"recipe": "scripts/train_pfn_checkpoint.py", **recipe})
+    size = out.stat().st_size
+    if size > MAX_BYTES:
+        raise SystemExit(f"{out} is {size / 1e6:.1f} MB, above the {MAX_BYTES / 1e6:.0f} MB limit; train a smaller net")
+    step = stored["steps"]
+    test_file = run_dir / "test_metrics.json"
+    meta = {
+        **stored,
+        "graphs_seen": step * 8,
+        "wall_hours": round(hours, 2),
+        "validation_at_export": next((c for c in curve if c["step"] in (step - 1, step)), None),
+        "validation_curve": curve,
+        "test": json.loads(test_file.read_text()) if test_file.exists() else {},
+    }
+    out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    auroc = [c["val/auroc"] for c in curve if "val/auroc" in c]
+    print(f"wrote {out} ({size / 1e6:.1f} MB): {stored['source']}, step {step}, {hours:.2f} h")
+    if auroc:
+        print(
+            f"val/auroc: first {auroc[0]:.3f}, best {max(auroc):.3f}, last {auroc[-1]:.3f} ({len(auroc)} validations)"
+        )
 
 
 if __name__ == "__main__":

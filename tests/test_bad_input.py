@@ -33,7 +33,7 @@ def discover_entry(tmp: Path, path: Path) -> list[str]:
 def query_entry(tmp: Path, path: Path) -> list[str]:
     edges = tmp / "edges.csv"
     edges.write_text("source,target\na,b\na,y\nt,y\nb,y\n")
-    return ["task=query", "model=causal_mlp", "data=table", f"data.path={path}", f"data.graph_path={edges}",
+    return ["task=query", "data=table", f"data.path={path}", f"data.graph_path={edges}",
             "trainer=debug", "task.interventional={raise_a: {a: 1.0}}"]  # fmt: skip
 
 
@@ -106,7 +106,7 @@ def test_malformed_file_is_a_clear_error(entry, defect, compose, tmp_path):
         (["experiment=jepa_dml", "data.n_samples=-5"], r"'data.n_samples' = -5 is too small"),
         (["experiment=jepa_dml", "dml.k_folds=1"], r"'dml.k_folds' = 1 is too small"),
         (["experiment=pfn", "model.optimizer.lr=-0.1"], r"'model.optimizer.lr' = -0.1 is too small"),
-        (["experiment=causal_mlp", "data.n_train=0"], r"'data.n_train' = 0"),
+        (["experiment=structural_mlp", "data.n_train=0"], r"'data.n_train' = 0"),
         (["data=table"], r"Missing required config value\(s\): data.path"),
     ],
 )

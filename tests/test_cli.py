@@ -38,7 +38,7 @@ def test_help_lists_groups(tmp_path):
 def test_failing_sweep_job_does_not_stop_the_others(tmp_path):
     # The default sweep directory (outputs/multiruns/<date>/<time> under the working directory).
     result = cli(
-        "-m", "experiment=causal_mlp", "trainer=debug", "callbacks.progress_bar=null",
+        "-m", "experiment=structural_mlp", "trainer=debug", "callbacks.progress_bar=null",
         "model.optimizer.lr=-1,0.01", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode != 0  # the sweep as a whole reports the failure
@@ -76,7 +76,7 @@ def test_slurm_preset_selects_submitit_and_batch_log_bar(tmp_path):
 )
 def test_sweep_runs_through_parallel_launchers(tmp_path, launcher):
     result = cli(
-        "-m", "experiment=causal_mlp", "trainer=debug", "data.n_train=200", *launcher,
+        "-m", "experiment=structural_mlp", "trainer=debug", "data.n_train=200", *launcher,
         "model.optimizer.lr=0.01,0.02", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]

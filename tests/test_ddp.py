@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from omegaconf import DictConfig
 
-from causal_engine.dml.crossfit import load_sample
+from causal_engine.dml.data import load_sample
 from causal_engine.dml.folds import stratified_folds
 from causal_engine.dml.scores import aggregate, score_elements
 

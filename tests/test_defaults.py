@@ -23,18 +23,26 @@ NOT_DEFAULTS = {
     ("causal_engine.discovery.data.PFNDataModule", "prior"),
     ("causal_engine.discovery.data.PFNDataModule", "val_set"),
     ("causal_engine.discovery.data.PFNDataModule", "test_sets"),
+    # Mixes are dicts, so their defaults are factories (equal weights, as the YAML spells out).
+    ("causal_engine.scm.prior.BroadPrior", "mechanisms"),
+    ("causal_engine.scm.prior.BroadPrior", "noises"),
+    ("causal_engine.scm.prior.BroadPrior", "graphs"),
 }
 
 BASE_CONFIGS = [
     "data=scm_prior",
     "model=pfn_base",
     "data=intervene_zoo",
-    "model=causal_mlp",
+    "model=structural_mlp",
     "model=mlp",
+    "model=causal_finetune",
     "data=table",
     "task=discover",
     "task=compare",
     "task=query",
+    "task=finetune",
+    "model=jepa",
+    "data=video_confounded",
 ]
 
 

@@ -1,6 +1,6 @@
 """The package is layered: every import points down (or within its own system), never up or sideways.
 
-    plumbing (train, tables, metrics, plots, seeding, errors, graphs, config)
+    plumbing (train, tables, metrics, plots, seeding, errors, graphs, config, profiling)
       -> scm -> {discovery, jepa} -> {dml, intervene} -> run, tour, __main__
 
 Siblings in a system tier are independent systems and may not import each other; plumbing modules may use one
@@ -18,7 +18,7 @@ import pytest
 import causal_engine
 
 PACKAGE = Path(causal_engine.__file__).resolve().parent
-PLUMBING = ("train", "tables", "metrics", "plots", "seeding", "errors", "graphs", "config")
+PLUMBING = ("train", "tables", "metrics", "plots", "seeding", "errors", "graphs", "config", "profiling")
 TIERS: dict[str, int] = {
     **dict.fromkeys(PLUMBING, 0),
     "scm": 1,

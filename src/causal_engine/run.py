@@ -28,11 +28,9 @@ from causal_engine.dml.rules import RULES as DML_RULES
 from causal_engine.errors import UserError
 from causal_engine.intervene.rules import RULES as INTERVENE_RULES
 from causal_engine.jepa.rules import RULES as JEPA_RULES
+from causal_engine.train import CONFIG_DIR
 
 log = logging.getLogger(__name__)
-
-# conf/ lives at the repository root; the package sees it through the `causal_engine/conf` link.
-CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 
 # Every system's config rules; a rule whose key is absent from the composed config does not apply.
 RULES: list[Rule] = [*COMMON_RULES, *DISCOVERY_RULES, *INTERVENE_RULES, *DML_RULES, *JEPA_RULES]

@@ -1,7 +1,9 @@
-"""The Lightning wiring shared by every system: trainer, callbacks and loggers from config; fit and evaluate.
+"""The Lightning wiring shared by every system: configs composed as the command line would, trainer, callbacks
+and loggers from config; fit and evaluate.
 
 Tasks that fit several models in one run (one per cross-fitting fold, say) call `build_trainer` with a
-`subdir`, so each fit keeps its own TensorBoard run and checkpoints under the run directory.
+`subdir`, so each fit keeps its own TensorBoard run and checkpoints under the run directory. Scripts and tests
+get their configs from `compose`, so they run exactly what `causal-engine ...` runs.
 """
 
 from __future__ import annotations
@@ -13,14 +15,39 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from causal_engine.errors import UserError
 
 log = logging.getLogger(__name__)
+
+# conf/ lives at the repository root; the package sees it through the `causal_engine/conf` link.
+CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
+
+
+def compose(overrides: Sequence[str], output_dir: str | Path) -> DictConfig:
+    """`conf/config.yaml` composed with `overrides` as `causal-engine` would, its run directory `output_dir`.
+
+    Hydra's runtime config is set as in a run (so `${hydra:...}` resolves) and Hydra is cleared first, so
+    scripts and tests may compose many configs in one process.
+    """
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.job.num = 0
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.log_dir = str(Path(output_dir).parent)
+    HydraConfig().set_config(cfg)
+    return cfg
 
 
 def _instantiate_group(node: DictConfig | None) -> list[Any]:
@@ -74,7 +101,15 @@ def register_hp_metrics(module: L.LightningModule, names: Sequence[str]) -> None
             logger.log_hyperparams(module.hparams, dict.fromkeys(names, float("nan")))
 
 
-def _best_checkpoint(trainer: L.Trainer) -> str | None:
+def log_text(module: L.LightningModule, tag: str, text: str) -> None:
+    """Add `text` (markdown) to every TensorBoard logger of `module`, at its current global step."""
+    for logger in module.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_text(tag, text, global_step=module.global_step)
+
+
+def best_checkpoint(trainer: L.Trainer) -> str | None:
+    """The checkpoint callback's best model path, or None (no checkpoint callback, or nothing written)."""
     callback = trainer.checkpoint_callback
     if isinstance(callback, ModelCheckpoint) and callback.best_model_path:
         return callback.best_model_path
@@ -93,7 +128,7 @@ def fit(cfg: DictConfig, test: bool = True) -> dict[str, float]:
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = collect_metrics(trainer)
     if test and not trainer.interrupted:
-        best = _best_checkpoint(trainer)
+        best = best_checkpoint(trainer)
         log.info("Testing %s", best or "the in-memory weights (no checkpoint was written)")
         trainer.test(model, datamodule=datamodule, ckpt_path=best)
         metrics.update(collect_metrics(trainer))

@@ -9,8 +9,9 @@ import torch
 
 from causal_engine.discovery.batch import DiscoveryBatch, collate
 from causal_engine.discovery.data import sample_graphs
+from causal_engine.scm.prior import SeedPrior
 
-SMALL_PRIOR = {"num_obs": 40, "num_int_per_regime": 10, "num_queries": 2, "intervention_values": [2.0, 4.0]}
+SMALL_PRIOR = SeedPrior(num_obs=40, num_int_per_regime=10, num_queries=2, intervention_values=(2.0, 4.0))
 
 
 def small_batch(sizes: tuple[int, ...] = (5, 8), graphs: int = 2, seed: int = 0) -> DiscoveryBatch:

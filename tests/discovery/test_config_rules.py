@@ -12,9 +12,9 @@ from causal_engine.run import RULES
     ("override", "key"),
     [
         ("data.node_range=[10]", "data.node_range"),
-        ("data.obs_only_share=1.5", "data.obs_only_share"),
-        ("data.prior.graph=tree", "data.prior.graph"),
-        ("data.prior.intervention_fraction=-0.1", "data.prior.intervention_fraction"),
+        ("data.prior.obs_only_share=1.5", "data.prior.obs_only_share"),
+        ("data.prior.soft_share=-0.1", "data.prior.soft_share"),
+        ("data.prior.num_queries=0", "data.prior.num_queries"),
         ("model.threshold=1.0", "model.threshold"),
         ("model.net.d_model=0", "model.net.d_model"),
     ],

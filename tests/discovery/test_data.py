@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from itertools import islice
 from unittest import mock
 
@@ -20,7 +21,6 @@ def stream(**kw) -> PriorStream:
         "node_range": (6, 9),
         "curriculum_start": (6, 9),
         "curriculum_batches": 1,
-        "obs_only_share": 0.0,
         "seed": 3,
     }
     return PriorStream(**{**args, **kw})
@@ -44,7 +44,7 @@ def test_curriculum_widens_linearly() -> None:
 
 
 def test_observational_only_share_hides_regimes() -> None:
-    batches = list(islice(iter(stream(obs_only_share=0.5, batch_size=8)), 8))
+    batches = list(islice(iter(stream(prior=replace(SMALL_PRIOR, obs_only_share=0.5), batch_size=8)), 8))
     hidden = torch.cat([~b.regime_mask.any(1) for b in batches]).float().mean().item()
     # 64 graphs, p = 0.5: SE = 0.0625; 4 SE tolerance.
     assert abs(hidden - 0.5) < 0.25

@@ -6,9 +6,11 @@ import pytest
 
 TINY = [
     "data.val_graphs=2",
+    "data.val_set.num_nodes=8",
+    "data.prior.num_obs=[50,100]",
     "data.test_graphs=2",
     "~data.test_sets",
-    "+data.test_sets={er_d6: {num_nodes: 6}, sf_d9: {num_nodes: 9, graph: sf}}",
+    "+data.test_sets={er_d6: {num_nodes: 6}, sf_d9: {num_nodes: 9, graphs: {sf: 1}}}",
 ]
 
 

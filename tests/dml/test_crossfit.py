@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 
 from causal_engine.config import ConfigError
-from causal_engine.dml.crossfit import fit_fold, load_sample, run_crossfit
+from causal_engine.dml.crossfit import run_crossfit
+from causal_engine.dml.data import load_sample
+from causal_engine.dml.fold import fit_fold
 from causal_engine.dml.folds import stratified_folds
 from causal_engine.errors import UserError
 from causal_engine.run import run

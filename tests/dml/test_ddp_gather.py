@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from causal_engine.dml.crossfit import _loader_rows, _Tensors
 from causal_engine.dml.ddp import gather_by_index, merge_by_index, shard
+from causal_engine.dml.fold import FeatureRows, loader_rows
 
 
 def _value(rows: np.ndarray) -> np.ndarray:
@@ -63,12 +63,12 @@ def test_leak_check_rows_are_the_rank_shards_and_unite_to_the_dataset():
     """Under DDP Lightning hands each rank a DistributedSampler; the leak check must read that shard."""
     fit_rows = np.array([0, 2, 3, 5, 8, 9, 11])
     x, t, y = torch.zeros(12, 1), torch.zeros(12), torch.zeros(12)
-    dataset = _Tensors(x, t, y, fit_rows)
+    dataset = FeatureRows(x, t, y, fit_rows)
     per_rank = []
     for rank in range(2):
         sampler = DistributedSampler(dataset, num_replicas=2, rank=rank, shuffle=True, seed=3)
-        per_rank.append(_loader_rows(DataLoader(dataset, batch_size=4, sampler=sampler)))
+        per_rank.append(loader_rows(DataLoader(dataset, batch_size=4, sampler=sampler)))
     assert all(len(rows) == 4 and np.isin(rows, fit_rows).all() for rows in per_rank)
     assert not np.array_equal(np.sort(per_rank[0]), np.sort(per_rank[1]))  # a shard each, not the dataset
     np.testing.assert_array_equal(np.unique(np.concatenate(per_rank)), fit_rows)
-    np.testing.assert_array_equal(_loader_rows(DataLoader(dataset, batch_size=4, shuffle=True)), fit_rows)
+    np.testing.assert_array_equal(loader_rows(DataLoader(dataset, batch_size=4, shuffle=True)), fit_rows)

@@ -8,6 +8,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 
 from causal_engine.dml.crossfit import run_crossfit
 from causal_engine.dml.scores import estimate
+from causal_engine.train import compose
 
 from .conftest import table_overrides
 
@@ -15,15 +16,13 @@ from .conftest import table_overrides
 @pytest.fixture(scope="module")
 def crossfitted(tmp_path_factory):
     """One real cross-fitted run on a confounded table (neural nuisances, K = 3)."""
-    from tests.conftest import compose_config
-
     root = tmp_path_factory.mktemp("dml_xcheck")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 2))
     d = (rng.uniform(size=300) < 1 / (1 + np.exp(-1.5 * x[:, 0]))).astype(float)
     y = x[:, 0] + 0.5 * x[:, 1] ** 2 + d + rng.normal(size=300)
     pd.DataFrame({"x1": x[:, 0], "x2": x[:, 1], "t": d, "y": y}).to_csv(root / "obs.csv", index=False)
-    cfg = compose_config(
+    cfg = compose(
         [*table_overrides(root / "obs.csv"), "dml.nuisance_epochs=5"],
         root / "run",
     )

@@ -6,16 +6,16 @@ from causal_engine.graphs import descendants
 from causal_engine.intervene.dag import DAGRewiring
 from causal_engine.intervene.do import CausalUnit, Interventions, NodeIntervention
 from causal_engine.intervene.losses import CausalLosses, composition_loss, counterfactual_loss, intervention_loss
-from causal_engine.intervene.models import CausalMLP, OutcomeMLP
+from causal_engine.intervene.models import OutcomeMLP, StructuralMLP
 
 # p -> x, p -> c, x -> y, c -> y : p is a parent of x with another child (c).
 NAMES = ["p", "x", "c", "y"]
 ADJ = torch.tensor([[0, 1, 1, 0], [0, 0, 0, 1], [0, 0, 0, 1], [0, 0, 0, 0]], dtype=torch.float32)
 
 
-def _model(seed: int = 0, **kwargs) -> CausalMLP:
+def _model(seed: int = 0, **kwargs) -> StructuralMLP:
     torch.manual_seed(seed)
-    return CausalMLP(ADJ, NAMES, hidden_dims=(8,), **kwargs).double()
+    return StructuralMLP(ADJ, NAMES, hidden_dims=(8,), **kwargs).double()
 
 
 def _data(n: int = 16, seed: int = 1) -> torch.Tensor:
@@ -95,11 +95,11 @@ def test_causal_unit_per_row_mask_conditional_value_and_history():
     context = torch.tensor([[0.0, 1.0], [0.0, 2.0], [5.0, 3.0]])
     mask = torch.tensor([True, False, True])
     iv = Interventions(2, {1: NodeIntervention("hard", lambda ctx: 2 * ctx[:, 0], mask)})
-    out = unit(natural, 1, context, iv)
+    out = unit.apply(natural, 1, context, iv)
     assert torch.equal(out, torch.tensor([0.0, 2.0, 10.0]))
     out.sum().backward()
     assert torch.equal(natural.grad, torch.tensor([0.0, 1.0, 0.0]))  # only the untouched row
-    assert unit.history == [{"node": 1, "kind": "hard", "rows": 2, "mean_value": 5.0}]
+    assert list(unit.history) == [{"step": 0, "layer": 0, "units": [1], "rows": 2, "values": [5.0]}]
 
 
 def test_per_row_interventions_from_batch_tensors():
@@ -117,7 +117,7 @@ def test_per_row_interventions_from_batch_tensors():
 def test_counterfactual_exact_on_linear_additive_scm():
     """Linear SCM p -> x -> y, p -> c -> y with known weights: x' = x + 1 gives y' = y + 2 exactly."""
     torch.manual_seed(0)
-    model = CausalMLP(ADJ, NAMES, hidden_dims=()).double()
+    model = StructuralMLP(ADJ, NAMES, hidden_dims=()).double()
     coef = torch.zeros(4, 4, dtype=torch.float64)  # coef[j, i]: weight of parent i in node j
     coef[1, 0], coef[2, 0], coef[3, 1], coef[3, 2] = 0.8, -1.5, 2.0, 0.5
     with torch.no_grad():
@@ -149,7 +149,8 @@ def test_losses_are_zero_when_predictions_are_perfect():
     assert counterfactual_loss(target, target) == 0
     assert composition_loss(target, target) == 0
     losses = CausalLosses(1.0, 1.0, 1.0)
-    assert losses({"intervention": intervention_loss(target, target, cut), "composition": torch.tensor(0.0)}) == 0
+    terms = {"intervention": intervention_loss(target, target, cut), "composition": torch.tensor(0.0)}
+    assert losses.combine(terms) == 0
     assert intervention_loss(target + 1, target, cut) == 1.0
 
 
@@ -179,7 +180,7 @@ def test_learnable_adjacency_penalties():
 def test_learnable_graph_rollout_reads_only_edges_it_counts():
     torch.manual_seed(0)
     full = torch.ones(4, 4) - torch.eye(4)
-    model = CausalMLP(torch.triu(full), NAMES, hidden_dims=(8,), learnable_graph=True).double()
+    model = StructuralMLP(torch.triu(full), NAMES, hidden_dims=(8,), learnable_graph=True).double()
     with torch.no_grad():
         model.dag.logits.fill_(-5.0)
         model.dag.logits[0, 1] = 5.0  # only p -> x survives the 0.5 threshold

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from causal_engine.intervene.models import CausalMLP
+from causal_engine.intervene.models import StructuralMLP
 from causal_engine.metrics import do_response_errors, mmd_rbf, rmse
 
 
@@ -30,7 +30,7 @@ def test_mmd_separates_shifted_samples_and_not_equal_ones():
 
 def test_model_do_samples_with_the_intervened_value_and_needs_a_pool():
     adj = torch.tensor([[0.0, 1.0], [0.0, 0.0]])
-    model = CausalMLP(adj, ["a", "b"], hidden_dims=(4,))
+    model = StructuralMLP(adj, ["a", "b"], hidden_dims=(4,))
     with pytest.raises(RuntimeError, match="set_noise_pool"):
         model.do({"a": 1.0}, n=10)
     x = torch.randn(50, 2, generator=torch.Generator().manual_seed(1))

@@ -33,11 +33,11 @@ def test_zoo_datamodule_rows_masks_labels_and_seed():
         ZooDataModule("toy", interventional_fraction=1.5)
 
 
-def test_causal_mlp_learns_a_linear_mediator_do_response(compose):
+def test_structural_mlp_learns_a_linear_mediator_do_response(compose):
     """A short real fit: the structural model's E[x2 | do(x0 = v)] comes within 0.15 of the truth."""
     cfg = compose(
         [
-            "experiment=causal_mlp",
+            "experiment=structural_mlp",
             "data.scm=mediator_linear",
             "data.n_train=512",
             "data.interventional_fraction=0.0",
@@ -67,8 +67,7 @@ def table(tmp_path: Path) -> tuple[Path, Path]:
 def _query(compose, data: Path, edges: Path, interventional: str = "{raise_a: {a: 1.0}}"):
     return compose(
         [
-            "task=query",
-            "model=causal_mlp",
+            "task=query",  # model=structural_mlp is task=query's default
             "data=table",
             f"data.path={data}",
             f"data.graph_path={edges}",
@@ -146,12 +145,12 @@ def test_query_bad_input_stops_with_a_clear_message(compose, table, tmp_path, ca
 )
 def test_bad_config_values_fail_before_any_work(compose, override, key):
     with pytest.raises(UserError, match=key):
-        run(compose(["experiment=causal_mlp", override]))
+        run(compose(["experiment=structural_mlp", override]))
 
 
 def test_unknown_scm_is_a_user_error_listing_the_zoo(compose):
     with pytest.raises(UserError, match="nonlin_simpson"):
-        run(compose(["experiment=causal_mlp", "data.scm=nope", "trainer=debug"]))
+        run(compose(["experiment=structural_mlp", "data.scm=nope", "trainer=debug"]))
 
 
 def test_query_with_a_regime_column_keeps_do_rows_out_of_the_cut_mechanism(compose, tmp_path):
@@ -186,9 +185,28 @@ def test_array_datamodule_validates_on_observational_rows_only():
     assert len(dm.train_x) == 35 and int(dm.train_set.tensors[1].sum()) == 20
 
 
-def test_causal_mlp_run_writes_metrics_and_the_do_response_figure(compose):
-    cfg = compose(["experiment=causal_mlp", "trainer.max_epochs=1", "data.n_train=64", "data.n_test=50",
+def test_structural_mlp_run_writes_metrics_and_the_do_response_figure(compose):
+    cfg = compose(["experiment=structural_mlp", "trainer.max_epochs=1", "data.n_train=64", "data.n_test=50",
                    "callbacks.progress_bar=null"])  # fmt: skip
     metrics = run(cfg)
     assert {"test/do_rmse", "test/mmd", "test/ate_error", "test/cf_rmse", "test/composition"} <= set(metrics)
     assert (Path(cfg.paths.output_dir) / "figures" / "do_response.png").stat().st_size > 0
+
+
+def test_phase1_summary_is_scored_against_the_exact_truth_and_logged_to_tensorboard(compose):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = compose(["experiment=causal_mlp_phase1", "trainer.max_epochs=1", "data.n_train=64", "data.n_test=50",
+                   "callbacks.progress_bar=null"])  # fmt: skip
+    metrics = run(cfg)
+    assert metrics["truth/do_answer"] == 1.0  # toy: E[y | do(x2 = 0.5)] = 2 · 0.5, analytic
+    for name in ("mlp", "structural_mlp"):
+        assert metrics[f"{name}/do_answer_error"] == abs(metrics[f"{name}/do_answer"] - 1.0)
+    out = Path(cfg.paths.output_dir)
+    assert (out / "phase1_training_summary.png").stat().st_size > 0
+    images = []
+    for path in (out / "tensorboard").rglob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(path), size_guidance={"images": 0})
+        acc.Reload()
+        images += acc.Tags()["images"]
+    assert "phase1/training_summary" in images

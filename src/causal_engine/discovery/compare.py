@@ -138,7 +138,7 @@ def compare(
     unknown = sorted(set(methods) - set(EDGE_METHODS))
     if unknown:
         raise UserError(f"task.methods: unknown method(s) {unknown}; available: {sorted(EDGE_METHODS)}.")
-    datamodule = instantiate(cfg.data, test_graphs=graphs)
+    datamodule = instantiate(cfg.data, test_graphs=graphs, _convert_="all")
     missing = sorted(set(sets) - set(datamodule.test_names))
     if missing:
         raise UserError(f"task.sets: unknown test set(s) {missing}; data.test_sets has {datamodule.test_names}.")

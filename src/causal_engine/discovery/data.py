@@ -1,12 +1,12 @@
 """The PFN's data: an endless stream of random SCMs for training, fixed seeded sets for validation and test.
 
-Training batches come from `causal_engine.scm.sample_batch`, one call per size group: a batch of `batch_size`
+The prior is an object (`causal_engine.scm.prior.BroadPrior` by default, `SeedPrior` for the seed notebook's
+narrow prior) with `sample(batch, num_nodes, generator=..., num_obs=...)`. A training batch of `batch_size`
 graphs is split into `size_groups` groups, each with its own node count drawn from the curriculum, and the
 groups are padded together (`batch.collate`), so every batch mixes graph sizes and the masks are exercised all
-the time. The curriculum widens the node-count range linearly from `curriculum_start` to `node_range` over
-`curriculum_batches` batches of this rank's stream.
-A share `obs_only_share` of graphs has its interventional regimes hidden, so the model also learns to work
-from observational data alone.
+the time; the groups of one batch share one observational row count (`prior.draw_num_obs`). The curriculum
+widens the node-count range linearly from `curriculum_start` to `node_range` over `curriculum_batches` batches
+of this rank's stream. Observational-only graphs are the prior's business (its `obs_only_share`).
 
 Training batch k is drawn from its own generator, seeded by (seed, DDP rank, DataLoader worker, k)
 (`causal_engine.seeding.stream_seed`): ranks see different graphs, and a run resumed from a checkpoint at
@@ -17,6 +17,7 @@ and in every run with that seed.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -25,30 +26,19 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from causal_engine.discovery.batch import DiscoveryBatch, collate, from_prior
-from causal_engine.scm import sample_batch
+from causal_engine.errors import UserError
+from causal_engine.scm.prior import BroadPrior, SeedPrior
 from causal_engine.seeding import stream_seed
 
-DEFAULT_PRIOR: dict[str, Any] = {
-    "graph": "er",
-    "expected_parents": 2.0,
-    "edge_prob": None,
-    "noise_scale": 1.0,
-    "num_obs": 100,
-    "num_int_per_regime": 50,
-    "intervention_fraction": 0.5,
-    "intervention_values": (5.0, 8.0, 10.0),
-    "num_queries": 2,
-}
+Prior = BroadPrior | SeedPrior
 _VAL_OFFSET, _TEST_OFFSET = 1_000, 2_000
 
 
 def sample_graphs(
-    num_graphs: int, num_nodes: int, prior: Mapping[str, Any], generator: torch.Generator
+    num_graphs: int, num_nodes: int, prior: Prior, generator: torch.Generator, num_obs: int | None = None
 ) -> DiscoveryBatch:
     """`num_graphs` graphs of one size from the SCM prior, as a DiscoveryBatch."""
-    kwargs = {**DEFAULT_PRIOR, **prior}
-    kwargs["intervention_values"] = tuple(float(v) for v in kwargs["intervention_values"])
-    return from_prior(sample_batch(num_graphs, num_nodes, generator=generator, **kwargs))
+    return from_prior(prior.sample(num_graphs, num_nodes, generator=generator, num_obs=num_obs))
 
 
 def curriculum_range(count: int, start: tuple[int, int], end: tuple[int, int], batches: int) -> tuple[int, int]:
@@ -59,13 +49,26 @@ def curriculum_range(count: int, start: tuple[int, int], end: tuple[int, int], b
     return lo, max(lo, hi)
 
 
-def fixed_set(
-    num_graphs: int, batch_size: int, num_nodes: int, prior: Mapping[str, Any], seed: int
-) -> list[DiscoveryBatch]:
+def fixed_set(num_graphs: int, batch_size: int, num_nodes: int, prior: Prior, seed: int) -> list[DiscoveryBatch]:
     """A seeded, rank-independent list of batches of `num_nodes`-node graphs."""
     generator = torch.Generator().manual_seed(seed)
     sizes = [min(batch_size, num_graphs - i) for i in range(0, num_graphs, batch_size)]
     return [sample_graphs(n, num_nodes, prior, generator) for n in sizes]
+
+
+def set_prior(base: Prior, name: str, spec: Mapping[str, Any]) -> tuple[int, Prior]:
+    """A fixed set's (num_nodes, prior): `spec` holds num_nodes, optionally its own `prior` object, and
+    overrides of that prior's fields (e.g. `graph: sf` for the seed prior)."""
+    spec = dict(spec)
+    if "num_nodes" not in spec:
+        raise UserError(f"data.{name} needs num_nodes (the fixed set's graph size)")
+    d = int(spec.pop("num_nodes"))
+    prior = spec.pop("prior", None) or base
+    try:
+        return d, dataclasses.replace(prior, **spec)
+    except TypeError as err:
+        fields = [f.name for f in dataclasses.fields(prior)]
+        raise UserError(f"data.{name}: {err}; {type(prior).__name__} takes {fields}") from err
 
 
 class PriorStream(IterableDataset):
@@ -73,19 +76,18 @@ class PriorStream(IterableDataset):
 
     def __init__(
         self,
-        prior: Mapping[str, Any],
+        prior: Prior,
         batch_size: int,
         size_groups: int,
         node_range: tuple[int, int],
         curriculum_start: tuple[int, int],
         curriculum_batches: int,
-        obs_only_share: float,
         seed: int,
         start: int = 0,
     ):
-        self.prior, self.batch_size, self.size_groups = dict(prior), batch_size, size_groups
+        self.prior, self.batch_size, self.size_groups = prior, batch_size, size_groups
         self.node_range, self.curriculum_start = tuple(node_range), tuple(curriculum_start)
-        self.curriculum_batches, self.obs_only_share, self.seed = curriculum_batches, obs_only_share, seed
+        self.curriculum_batches, self.seed = curriculum_batches, seed
         self.start = start
 
     def __iter__(self) -> Iterator[DiscoveryBatch]:
@@ -100,13 +102,12 @@ class PriorStream(IterableDataset):
         while True:
             generator = torch.Generator().manual_seed(stream_seed(self.seed, k))
             lo, hi = curriculum_range(k, self.curriculum_start, self.node_range, self.curriculum_batches)
+            num_obs = self.prior.draw_num_obs(generator)
             parts = []
             for n in sizes:
                 d = int(torch.randint(lo, hi + 1, (1,), generator=generator))
-                parts.append(sample_graphs(n, d, self.prior, generator))
-            batch = collate(parts)
-            hide = torch.rand(batch.num_graphs, generator=generator) < self.obs_only_share
-            yield batch.drop_interventions(hide)
+                parts.append(sample_graphs(n, d, self.prior, generator, num_obs))
+            yield collate(parts)
             k += workers
 
 
@@ -114,26 +115,23 @@ class PFNDataModule(L.LightningDataModule):
     """Streams training graphs from the SCM prior; fixed validation and named test sets.
 
     Args:
-        prior: keyword arguments of `scm.sample_batch` (graph, expected_parents, edge_prob, noise_scale, num_obs,
-            num_int_per_regime, intervention_fraction, intervention_values, num_queries).
+        prior: the SCM prior (`scm.prior.BroadPrior` or `scm.prior.SeedPrior`), default BroadPrior().
         batch_size: graphs per training batch; size_groups: node counts per batch (padded together).
         node_range, curriculum_start, curriculum_batches: the node-count curriculum (see module docstring).
-        obs_only_share: share of training graphs shown without interventional data.
-        val_set / test_sets: prior overrides (must include num_nodes) for the fixed sets; the test sets are
-            separate dataloaders logged as test/<name>/<metric>.
+        val_set / test_sets: num_nodes, optionally a `prior` of their own, and overrides of the prior's fields
+            (see `set_prior`); the test sets are separate dataloaders logged as test/<name>/<metric>.
         val_graphs, test_graphs, eval_batch_size: sizes of the fixed sets.
         The training stream is endless: the trainer's `max_steps` and `val_check_interval` (in batches) bound it.
     """
 
     def __init__(
         self,
-        prior: Mapping[str, Any] | None = None,
+        prior: Prior | None = None,
         batch_size: int = 8,
         size_groups: int = 2,
         node_range: tuple[int, int] = (10, 30),
         curriculum_start: tuple[int, int] = (5, 10),
         curriculum_batches: int = 2000,
-        obs_only_share: float = 0.1,
         val_set: Mapping[str, Any] | None = None,
         test_sets: Mapping[str, Mapping[str, Any]] | None = None,
         val_graphs: int = 32,
@@ -143,15 +141,14 @@ class PFNDataModule(L.LightningDataModule):
         seed: int = 0,
     ):
         super().__init__()
-        self.prior = {**DEFAULT_PRIOR, **(prior or {})}
+        self.prior = prior or BroadPrior()
         self.batch_size, self.size_groups, self.num_workers, self.seed = batch_size, size_groups, num_workers, seed
         self.node_range, self.curriculum_start = tuple(node_range), tuple(curriculum_start)
-        self.curriculum_batches, self.obs_only_share = curriculum_batches, obs_only_share
+        self.curriculum_batches = curriculum_batches
         self.val_spec = dict(val_set or {"num_nodes": 20})
         self.test_specs = {k: dict(v) for k, v in (test_sets or {"er_d20": {"num_nodes": 20}}).items()}
-        for name, spec in [("val_set", self.val_spec), *self.test_specs.items()]:
-            if "num_nodes" not in spec:
-                raise ValueError(f"data.{name} needs num_nodes (the fixed set's graph size)")
+        for name, spec in [("val_set", self.val_spec), *((f"test_sets.{k}", v) for k, v in self.test_specs.items())]:
+            set_prior(self.prior, name, spec)  # bad specs fail here, before any sampling
         self.val_graphs, self.test_graphs, self.eval_batch_size = val_graphs, test_graphs, eval_batch_size
         self.val_batches: list[DiscoveryBatch] | None = None
         self.test_batches: dict[str, list[DiscoveryBatch]] | None = None
@@ -161,9 +158,8 @@ class PFNDataModule(L.LightningDataModule):
         return list(self.test_specs)
 
     def _fixed(self, spec: Mapping[str, Any], graphs: int, seed: int) -> list[DiscoveryBatch]:
-        spec = dict(spec)
-        d = int(spec.pop("num_nodes"))
-        return fixed_set(graphs, self.eval_batch_size, d, {**self.prior, **spec}, seed)
+        d, prior = set_prior(self.prior, "test_sets", spec)
+        return fixed_set(graphs, self.eval_batch_size, d, prior, seed)
 
     def setup(self, stage: str | None = None) -> None:
         # fast_dev_run evaluates one batch per loader: generate only that batch of each fixed set.
@@ -186,7 +182,6 @@ class PFNDataModule(L.LightningDataModule):
             self.node_range,
             self.curriculum_start,
             self.curriculum_batches,
-            self.obs_only_share,
             self.seed,
             # A resumed run (ckpt_path=...) continues the stream at the restored step.
             start=self.trainer.global_step if self.trainer is not None else 0,

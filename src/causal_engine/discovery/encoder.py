@@ -3,7 +3,9 @@
 Everything here is permutation-equivariant: no feature depends on a node's index, so permuting the input
 nodes permutes the tokens, the pairwise features and therefore every output. Every statistic is computed
 on data standardised with the *observational* mean and standard deviation of each variable, so a column
-measured in other units (x -> a x + c, a > 0) gives exactly the same features.
+measured in other units (x -> a x + c, a > 0) gives exactly the same features. With ``feature_space="copula"``
+they are computed on each column's normal scores instead (ranks within the observational sample), so any
+strictly increasing transform (log, ranks) gives exactly the same context features and therefore the same edges.
 
 Node features (the notebook's six, made scale-free, plus two):
     0 obs_location   median of the standardised observational column (the notebook's b_mean, which is 0 after
@@ -38,6 +40,7 @@ from causal_engine.discovery.batch import DiscoveryBatch
 NUM_NODE_FEATURES = 7  # context features 0-3, 7-9 (query features are separate)
 NUM_QUERY_FEATURES = 3
 NUM_PAIR_FEATURES = 12
+FEATURE_SPACES = ("zscore", "copula")  # what the context statistics are computed on (see context_features)
 _CLIP = 50.0  # standardised values beyond this carry no extra information and would only destabilise training
 _EPS = 1e-6
 
@@ -151,28 +154,71 @@ def _sorted_quantile(ordered: Tensor, f: float) -> Tensor:
     return ordered[:, lo] + frac * (ordered[:, hi] - ordered[:, lo])
 
 
-def context_features(batch: DiscoveryBatch, shrinkage: float) -> ContextFeatures:
+def _normal_score(count: Tensor, n: int) -> Tensor:
+    """Gaussian quantile of the plotting position ``count / (n + 1)``, count in (0, n + 1)."""
+    u = count / (n + 1)
+    return torch.special.ndtri(u)
+
+
+def _copula(batch: DiscoveryBatch) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Every value of the batch as a normal score of its position in its column's observational sample.
+
+    Observational row of rank r (0-based) -> Phi^-1((r + 1) / (S + 1)); an interventional sample or a do-value
+    v -> Phi^-1((n_below(v) + 1/2) / (S + 1)), n_below = observational values < v. Only ranks enter, so any
+    strictly increasing transform of a column (units, log, ranks themselves) gives the same scores.
+    Returns (obs [B, S, d], sorted obs, sorting permutation [B, S, d], interventional [B, R, S_int, d],
+    regime values [B, R, d]), zero on padding nodes and, for the values, off the targets.
+    """
+    b, s, d = batch.observational.shape
+    raw_sorted, order = batch.observational.sort(1)  # [B, S, d]
+    node = batch.node_mask.to(raw_sorted.dtype)  # [B, d]
+    ladder = _normal_score(torch.arange(1, s + 1, dtype=raw_sorted.dtype, device=node.device), s)  # [S]
+    ordered = ladder.view(1, s, 1) * node[:, None]  # [B, S, d]
+    obs = torch.empty_like(ordered).scatter_(1, order, ordered)
+    columns = raw_sorted.transpose(1, 2).contiguous()  # [B, d, S]
+
+    def score(values: Tensor) -> Tensor:  # [B, ..., d] -> normal scores, same shape
+        flat = values.reshape(b, -1, d).transpose(1, 2).contiguous()  # [B, d, N]
+        below = torch.searchsorted(columns, flat).to(columns.dtype)
+        return _normal_score(below + 0.5, s).transpose(1, 2).reshape(values.shape)
+
+    interventional = score(batch.interventional) * node[:, None, None]
+    regime_values = score(batch.regime_values) * (batch.regime_targets & batch.node_mask[:, None])
+    return obs, ordered, order, interventional, regime_values
+
+
+def context_features(batch: DiscoveryBatch, shrinkage: float, feature_space: str = "zscore") -> ContextFeatures:
     """Node context features [B, d, 7] and pair features [B, d, d, 12] of a batch (see the module docstring).
+
+    ``feature_space="zscore"``: statistics of each column standardised with its observational mean and sd (invariant
+    to x -> a x + c). ``feature_space="copula"``: statistics of the columns' normal scores (``_copula``), invariant to
+    any strictly increasing transform of a column; location and spread are then constants, and the shifts
+    of interventions are in probit units. Queries and deltas stay in z-units either way (``mean``/``std``).
 
     Cost: one sort of the observational samples (quartiles and Spearman ranks share it) and three passes
     over the interventional samples (standardise, regime means, regime spreads); everything else is [B, d, d].
     """
+    if feature_space not in FEATURE_SPACES:
+        raise ValueError(f"model.net.feature_space must be one of {FEATURE_SPACES}, got {feature_space!r}")
     mean, std = _location_scale(batch)
-    m, scale = mean[:, None], _node_scale(batch, std)[:, None]  # [B, 1, d]
     node = batch.node_mask.float()  # [B, d]
-    obs = _z(batch.observational, m, scale)  # [B, S, d]
-    regime_values = _z(batch.regime_values, m, scale * (batch.regime_targets & batch.node_mask[:, None]))
     eye = torch.eye(batch.num_nodes, device=node.device)
+    if feature_space == "copula":
+        obs, ordered, order, interventional, regime_values = _copula(batch)
+    else:
+        m, scale = mean[:, None], _node_scale(batch, std)[:, None]  # [B, 1, d]
+        obs = _z(batch.observational, m, scale)  # [B, S, d]
+        regime_values = _z(batch.regime_values, m, scale * (batch.regime_targets & batch.node_mask[:, None]))
+        # Quartiles by sorting (torch.quantile refuses inputs above 16M elements; users' tables can be large).
+        ordered, order = obs.sort(1)  # [B, S, d]
+        interventional = _z(batch.interventional, m[:, None], scale[:, None])  # [B, R, S_int, d]
 
     # Observational node shape.
-    # Quartiles by sorting (torch.quantile refuses inputs above 16M elements; users' tables can be large).
-    ordered, order = obs.sort(1)  # [B, S, d]
     q = [_sorted_quantile(ordered, f) for f in (0.25, 0.5, 0.75)]  # 3 x [B, d]
     location = q[1]
     spread = torch.log((q[2] - q[0]) / 1.349 + 1e-3) * node
 
     # Interventional regimes.
-    interventional = _z(batch.interventional, m[:, None], scale[:, None])  # [B, R, S_int, d]
     r_mean, r_logstd, r_ok = _regime_stats(interventional, batch)  # [B, R, d], [B, R, d], [B, R]
     is_target = batch.regime_targets.float()
     targets = is_target * r_ok[..., None]  # [B, R, d]
@@ -240,14 +286,16 @@ class NodeEncoder(nn.Module):
     Features carry no gradient (they are statistics of the data); only the projections are learned.
     """
 
-    def __init__(self, d_model: int, shrinkage: float = 0.2):
+    def __init__(self, d_model: int, shrinkage: float = 0.2, feature_space: str = "zscore"):
         super().__init__()
-        self.shrinkage = shrinkage
+        if feature_space not in FEATURE_SPACES:
+            raise ValueError(f"model.net.feature_space must be one of {FEATURE_SPACES}, got {feature_space!r}")
+        self.shrinkage, self.feature_space = shrinkage, feature_space
         self.node_proj = nn.Sequential(nn.Linear(NUM_NODE_FEATURES, d_model), nn.GELU(), nn.Linear(d_model, d_model))
 
     def forward(self, batch: DiscoveryBatch) -> tuple[Tensor, ContextFeatures]:
         with torch.no_grad():
-            feats = context_features(batch, self.shrinkage)
+            feats = context_features(batch, self.shrinkage, self.feature_space)
         return self.node_proj(feats.node), feats
 
 

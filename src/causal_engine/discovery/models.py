@@ -85,6 +85,7 @@ class PFNNet(nn.Module):
         dropout: float = 0.0,
         shrinkage: float = 0.2,
         max_nodes: int = 100,
+        feature_space: str = "copula",
         **variant: Any,
     ):
         super().__init__()
@@ -97,10 +98,11 @@ class PFNNet(nn.Module):
             dropout=dropout,
             shrinkage=shrinkage,
             max_nodes=max_nodes,
+            feature_space=feature_space,
             **variant,
         )
         self.d_model, self.n_heads, self.max_nodes = d_model, n_heads, max_nodes
-        self.encoder = NodeEncoder(d_model, shrinkage)
+        self.encoder = NodeEncoder(d_model, shrinkage, feature_space)
         self.trunk = nn.ModuleList(BiasedEncoderLayer(d_model, n_heads, dropout) for _ in range(n_layers))
         self.trunk_bias = PairBias(n_layers, n_heads)
         self.trunk_norm = nn.LayerNorm(d_model)
@@ -299,4 +301,5 @@ def build_net(spec: dict[str, Any]) -> PFNNet:
     module, _, name = spec["target"].rpartition(".")
     if module != __name__ or name not in {"ModelA", "ModelB", "ModelC", "ModelD", "ModelE"}:
         raise ValueError(f"unknown PFN model class {spec['target']!r}")
-    return globals()[name](**spec["kwargs"])
+    # Checkpoints from before `feature_space` existed were trained on z-score features.
+    return globals()[name](**{"feature_space": "zscore", **spec["kwargs"]})

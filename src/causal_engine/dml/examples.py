@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from causal_engine.jepa.data import CausalSample, DMLInputError
+from causal_engine.dml.data import CausalSample, DMLInputError
 
 
 def nhefs_frame() -> pd.DataFrame:

@@ -1,7 +1,7 @@
 """M6: DoWhy's graphical causal model (gcm) with MLP mechanisms on the same graph (needs the `baselines` extra).
 
 Roots get their empirical distribution, every other node an additive-noise model whose regressor is a
-scikit-learn MLP, so the model class matches CausalMLP's; answers use the same abducted-noise protocol
+scikit-learn MLP, so the model class matches StructuralMLP's; answers use the same abducted-noise protocol
 (`gcm.counterfactual_samples` on the reference rows). Fitted on observational rows only: gcm has no way to
 leave an intervened row out of that node's mechanism.
 """

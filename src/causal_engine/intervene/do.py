@@ -1,4 +1,4 @@
-"""The do-operator as a module: interventions as data, and the unit that applies them to one node.
+"""The do-operator as a module: interventions as data, and the unit that applies them to a layer or a node.
 
 Semantics (and the seed's mistake, fixed): under do(X = v) only the mechanism *into* X is cut. The replaced
 value carries no gradient back into X's mechanism or into X's parents through that mechanism
@@ -10,12 +10,15 @@ mechanism stays, so gradients flow through it.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
+
+from causal_engine.errors import UserError
 
 Kind = Literal["hard", "shift"]
 # A conditional intervention: the value is a function of the unit's other variables, x [B, D] -> [B].
@@ -130,34 +133,94 @@ class Interventions:
         return bool(self.nodes)
 
 
-class CausalUnit(nn.Module):
-    """Applies a node's intervention to its natural value (the value its mechanism would produce).
+def as_layer_mask(tensor: Tensor, h: Tensor, field_name: str) -> Tensor:
+    """A do-mask or do-values tensor [W] or [B, W] checked against a layer h [B, W] and broadcast to [B, W]."""
+    batch, width = h.shape
+    if tensor.dim() not in (1, 2) or tensor.shape[-1] != width or (tensor.dim() == 2 and len(tensor) != batch):
+        raise UserError(
+            f"{field_name} has shape {tuple(tensor.shape)}, but the layer it intervenes on is [{batch}, {width}]: "
+            f"give [{width}] (every row) or [{batch}, {width}] (per row)"
+        )
+    return tensor.to(h.device).expand(batch, width)
 
-    Hard: X := v on the masked rows; `torch.where` sends no gradient to the natural value there, so neither
-    X's mechanism nor X's parents (through that mechanism) learn from anything downstream of X on those
-    rows. Shift: X := natural + δ, gradients flow (the mechanism is kept). With `record_history`, every
-    application is logged (node, kind, number of rows, mean value) for inspection.
+
+class CausalUnit(nn.Module):
+    """do(h_i = v) on a layer: replaces the masked units of h with their set values; the rest pass through.
+
+    `torch.where` gives the replaced entries no gradient path to h, so on the masked rows neither the unit
+    that was replaced nor anything that computed it (the weights into it, the inputs below it) learns
+    through that unit; every other path is untouched. The values carry whatever gradient they have (a
+    constant has none; a shift X := X + δ, built from the natural value, keeps its mechanism).
+
+    With `record_history`, each application appends one record to a deque bounded at `max_history`:
+    `{"step", "layer", "units", "rows", "values"}` — the owner's forward-pass counter `step` (the owning
+    network advances it once per pass, so records of one pass share it), the layer key, the intervened unit
+    indices, the number of rows intervened, and each unit's mean set value over its rows.
     """
 
-    def __init__(self, record_history: bool = False) -> None:
+    def __init__(self, record_history: bool = False, max_history: int = 1000) -> None:
         super().__init__()
+        if max_history < 1:
+            raise UserError(f"max_history must be >= 1, got {max_history}")
         self.record_history = record_history
-        self.history: list[dict[str, float | int | str]] = []
+        self.history: deque[dict[str, Any]] = deque(maxlen=max_history)
+        self.step = 0
 
-    def forward(self, natural: Tensor, node: int, context: Tensor, interventions: Interventions) -> Tensor:
-        """natural [B], context [B, D] (the unit's current variables) -> the node's value [B]."""
+    def forward(
+        self,
+        h: Tensor,
+        do_mask: Tensor | None = None,
+        do_values: Tensor | None = None,
+        layer: int = 0,
+        units: Sequence[int] | None = None,
+    ) -> Tensor:
+        """h [B, W]; do_mask (bool or 0/1) and do_values [W] or [B, W] -> [B, W] with the masked entries set.
+
+        `units` names h's columns in the history (default 0..W−1).
+        """
+        if do_mask is None:
+            return h
+        if do_values is None:
+            raise UserError("an intervention needs both do_mask and do_values; do_values is missing")
+        mask = as_layer_mask(do_mask, h, "do_mask")
+        if mask.dtype != torch.bool:
+            if not torch.all((mask == 0) | (mask == 1)):
+                raise UserError("do_mask must hold 0/1 (or bool): 1 marks an intervened unit")
+            mask = mask != 0
+        values = as_layer_mask(do_values, h, "do_values").to(h.dtype)
+        out = torch.where(mask, values, h)  # [B, W]
+        if self.record_history and mask.any():
+            hit = mask.any(0).nonzero().flatten()  # [U]
+            sums = (out.detach() * mask)[:, hit].sum(0)
+            counts = mask[:, hit].sum(0)
+            labels = list(range(h.shape[1])) if units is None else list(units)
+            self.history.append(
+                {
+                    "step": self.step,
+                    "layer": layer,
+                    "units": [labels[i] for i in hit.tolist()],
+                    "rows": int(mask.any(1).sum()),
+                    "values": (sums / counts).tolist(),
+                }
+            )
+        return out
+
+    def apply(self, natural: Tensor, node: int, context: Tensor, interventions: Interventions) -> Tensor:
+        """A structural node's value [B] from its natural value [B] (what its mechanism would produce) under
+        `interventions`; context [B, D] are the unit's current variables (for conditional values)."""
         spec = interventions.nodes.get(node)
         if spec is None:
             return natural
         value, rows = spec.resolve(context)
-        out = torch.where(rows, value, natural) if spec.kind == "hard" else torch.where(rows, natural + value, natural)
-        if self.record_history:
-            self.history.append(
-                {
-                    "node": node,
-                    "kind": spec.kind,
-                    "rows": int(rows.sum()),
-                    "mean_value": float(out.detach()[rows].mean()) if rows.any() else float("nan"),
-                }
-            )
-        return out
+        if spec.kind == "shift":
+            value = natural + value  # soft: the mechanism stays in the graph and keeps its gradient
+        return self(natural[:, None], rows[:, None], value[:, None], units=[node])[:, 0]
+
+
+def history_markdown(records: Sequence[Mapping[str, Any]]) -> str:
+    """`CausalUnit` history records as a markdown table (one line per record) for TensorBoard's text tab."""
+    lines = ["| step | layer | units | rows | mean set values |", "|---|---|---|---|---|"]
+    for r in records:
+        values = ", ".join(f"{v:.4g}" for v in r["values"])
+        lines.append(f"| {r['step']} | {r['layer']} | {r['units']} | {r['rows']} | {values} |")
+    return "\n".join(lines)

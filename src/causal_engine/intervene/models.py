@@ -1,4 +1,4 @@
-"""Networks that answer do-queries: the structural `CausalMLP` and the plain `OutcomeMLP` baselines.
+"""Networks that answer do-queries: the structural `StructuralMLP` and the outcome regressors (`OutcomeMLP`).
 
 Both work in standardised units inside (`loc`/`scale` buffers set from the training rows) and take and
 return variables in the data's own units. Both expose the same three methods the LightningModule uses:
@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from itertools import pairwise
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from causal_engine.graphs import descendants, reachability
+from causal_engine.intervene.causal_mlp import CausalMLP
 from causal_engine.intervene.dag import DAGRewiring
 from causal_engine.intervene.do import CausalUnit, Interventions
 
@@ -77,7 +78,7 @@ class _Standardised(nn.Module):
         return (x - self.loc) / self.scale
 
 
-class CausalMLP(_Standardised):
+class StructuralMLP(_Standardised):
     """One small network per node, fed by its parents through the (masked) adjacency; additive noise.
 
     x_j = loc_j + scale_j · (f_j(z_pa(j)) + u_j) with z the standardised variables. Abduction recovers
@@ -96,6 +97,7 @@ class CausalMLP(_Standardised):
         activation: str = "silu",
         learnable_graph: bool = False,
         record_history: bool = False,
+        max_history: int = 1000,
     ) -> None:
         num_nodes = len(adjacency)
         super().__init__(num_nodes)
@@ -104,7 +106,7 @@ class CausalMLP(_Standardised):
             raise ValueError(f"{len(self.names)} names for {num_nodes} nodes")
         self.dag = DAGRewiring(adjacency, learnable=learnable_graph)
         self.mechanisms = NodeMLPs(num_nodes, hidden_dims, activation)
-        self.unit = CausalUnit(record_history)
+        self.unit = CausalUnit(record_history, max_history)
         # Abducted training residuals (standardised) for sampling without reference rows; not checkpointed,
         # set again from data by whoever samples (`set_noise_pool`).
         self.register_buffer("noise_pool", torch.zeros(0, num_nodes), persistent=False)
@@ -112,6 +114,11 @@ class CausalMLP(_Standardised):
     @property
     def num_nodes(self) -> int:
         return len(self.names)
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """The intervention records (see `CausalUnit`), oldest first; `units` are node indices."""
+        return list(self.unit.history)
 
     def _interventions(self, spec: Interventions | Mapping | None) -> Interventions:
         return Interventions.parse(spec, self.names)
@@ -129,9 +136,10 @@ class CausalMLP(_Standardised):
         """One-step interventional prediction [B, D]: each node's mean given the unit's own parent
         values, with intervened nodes replaced (hard) or shifted (shift)."""
         iv = self._interventions(interventions)
+        self.unit.step += 1
         z_pred = self.mechanisms(self.standardise(x), self.dag.masked(iv.cut_mask(len(x), x.device)))
         natural = self.loc + self.scale * z_pred  # [B, D]
-        cols = [self.unit(natural[:, j], j, x, iv) for j in range(self.num_nodes)]
+        cols = [self.unit.apply(natural[:, j], j, x, iv) for j in range(self.num_nodes)]
         return torch.stack(cols, 1)
 
     def _pass_mask(self, cut: Tensor | None = None) -> Tensor:
@@ -155,6 +163,7 @@ class CausalMLP(_Standardised):
         intervened node in that row) are copied from it, so they are bit-exact rather than re-computed.
         """
         iv = self._interventions(interventions)
+        self.unit.step += 1
         batch = noise.shape[0]
         mask = self._pass_mask(iv.cut_mask(batch, noise.device))
         if factual is not None:
@@ -166,7 +175,7 @@ class CausalMLP(_Standardised):
             f = self.mechanisms(self.standardise(x), mask, generation)  # [B, K]
             for k, j in enumerate(generation):
                 natural = self.loc[j] + self.scale[j] * (f[:, k] + noise[:, j])
-                value = self.unit(natural, j, x, iv)
+                value = self.unit.apply(natural, j, x, iv)
                 cols[j] = value if factual is None else torch.where(affected[:, j], value, factual[:, j])
         return torch.stack(cols, 1)
 
@@ -198,13 +207,14 @@ class CausalMLP(_Standardised):
         return self.rollout(noise, interventions)
 
 
-class OutcomeMLP(_Standardised):
-    """A plain regressor of one outcome on a set of other variables: the M1/M2 baselines.
+class OutcomeNet(_Standardised):
+    """A regressor of one outcome on a set of other variables, do(X = v) by substituting the network's input X.
 
     `features="all"` (M1, the seed's behaviour): every other variable, so descendants of the treatment sit
     among the inputs and substituting X = v leaves them at their factual values (biased at any N).
     `features="nondescendants"`: the treatment and its non-descendants (M2, the fair back-door baseline).
     Its counterfactual changes only the intervened inputs and the outcome: y' = y + f(x') − f(x).
+    Subclasses supply the network through `_forward`.
     """
 
     def __init__(
@@ -214,8 +224,6 @@ class OutcomeMLP(_Standardised):
         outcome: int,
         features: Literal["all", "nondescendants"] = "all",
         names: Sequence[str] | None = None,
-        hidden_dims: Sequence[int] = (32, 32),
-        activation: str = "silu",
     ) -> None:
         num_nodes = len(adjacency)
         super().__init__(num_nodes)
@@ -229,31 +237,62 @@ class OutcomeMLP(_Standardised):
             raise ValueError(f"features must be 'all' or 'nondescendants', got {features!r}")
         self.outcome = outcome
         self.register_buffer("inputs", torch.tensor(inputs, dtype=torch.long), persistent=False)
-        dims = [len(inputs), *hidden_dims, 1]
-        layers: list[nn.Module] = []
-        for d_in, d_out in pairwise(dims):
-            layers += [nn.Linear(d_in, d_out), nn.SiLU() if activation == "silu" else nn.ReLU()]
-        self.net = nn.Sequential(*layers[:-1])
-        self.unit = CausalUnit()
+        self.unit = CausalUnit()  # resolves an `Interventions` set to the new values of the variables
 
-    def predict(self, x: Tensor) -> Tensor:
-        """Standardised outcome prediction [B] from the inputs of x [B, D]."""
-        return self.net(self.standardise(x)[:, self.inputs]).squeeze(-1)
+    def _forward(self, z: Tensor, do: tuple[Tensor, Tensor] | None) -> Tensor:
+        """The network on standardised inputs z [B, I], with do = (mask, values) [B, I] at its input -> [B, 1]."""
+        raise NotImplementedError
+
+    def predict(self, x: Tensor, touched: Tensor | None = None) -> Tensor:
+        """Standardised outcome prediction [B] from the inputs of x [B, D]; the entries in `touched` [B, D]
+        bool were set by an intervention and enter through the network's input do-operator."""
+        z = self.standardise(x)[:, self.inputs]  # [B, I]
+        do = None if touched is None or not touched.any() else (touched[:, self.inputs], z)
+        return self._forward(z, do).squeeze(-1)
 
     def fit_terms(self, x: Tensor, cut: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(prediction, target, cut) [B, 1] standardised: the outcome only (rows where it is cut excluded)."""
         o = self.outcome
-        return self.predict(x)[:, None], self.standardise(x)[:, o : o + 1], cut[:, o : o + 1]
+        return self.predict(x, cut)[:, None], self.standardise(x)[:, o : o + 1], cut[:, o : o + 1]
 
     def counterfactual(self, x: Tensor, interventions: Interventions | Mapping | None = None) -> Tensor:
         """Substitute the intervened inputs and move the outcome by f(x') − f(x); nothing else changes."""
         iv = Interventions.parse(interventions, self.names)
-        x_new = torch.stack([self.unit(x[:, j], j, x, iv) for j in range(x.shape[1])], 1)
-        shift = self.scale[self.outcome] * (self.predict(x_new) - self.predict(x))
+        x_new = torch.stack([self.unit.apply(x[:, j], j, x, iv) for j in range(x.shape[1])], 1)
+        touched = iv.touched_mask(len(x), x.device)  # [B, D]
+        shift = self.scale[self.outcome] * (self.predict(x_new, touched) - self.predict(x))
         return torch.cat(
             [x_new[:, : self.outcome], (x[:, self.outcome] + shift)[:, None], x_new[:, self.outcome + 1 :]], 1
         )
 
     def interventional(self, x_ref: Tensor, interventions: Interventions | Mapping | None) -> Tensor:
-        """Samples [N, D]: the reference rows' counterfactuals (residuals kept), as for CausalMLP."""
+        """Samples [N, D]: the reference rows' counterfactuals (residuals kept), as for StructuralMLP."""
         return self.counterfactual(x_ref, interventions)
+
+
+class OutcomeMLP(OutcomeNet):
+    """The M1/M2 baselines as the seed's `CausalMLP`: do(X = v) is its layer-0 intervention on the input X.
+    See `OutcomeNet` for `features`."""
+
+    def __init__(
+        self,
+        adjacency: Tensor | np.ndarray,
+        treatment: int,
+        outcome: int,
+        features: Literal["all", "nondescendants"] = "all",
+        names: Sequence[str] | None = None,
+        hidden_dims: Sequence[int] = (32, 32),
+        activation: str = "silu",
+        record_history: bool = False,
+        max_history: int = 1000,
+    ) -> None:
+        super().__init__(adjacency, treatment, outcome, features, names)
+        self.net = CausalMLP(len(self.inputs), hidden_dims, 1, activation, record_history, max_history)
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """The network's layer-0 intervention records (see `CausalUnit`); `units` index `inputs`."""
+        return self.net.history
+
+    def _forward(self, z: Tensor, do: tuple[Tensor, Tensor] | None) -> Tensor:
+        return self.net(z, None if do is None else {0: do})

@@ -1,4 +1,4 @@
-"""The LightningModule that trains any do-query network (CausalMLP or a plain OutcomeMLP) and scores it
+"""The LightningModule that trains any do-query network (StructuralMLP or a plain OutcomeMLP) and scores it
 against the simulator's exact interventional and counterfactual answers."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from torch import Tensor, nn
 from causal_engine import metrics, plots
 from causal_engine.graphs import reachability
 from causal_engine.intervene.data import GraphInfo, InterveneDataModule
-from causal_engine.intervene.do import Interventions, NodeIntervention
+from causal_engine.intervene.do import Interventions, NodeIntervention, history_markdown
 from causal_engine.intervene.losses import CausalLosses, composition_loss, counterfactual_loss, intervention_loss
-from causal_engine.intervene.models import CausalMLP
-from causal_engine.train import register_hp_metrics
+from causal_engine.intervene.models import StructuralMLP
+from causal_engine.train import log_text, register_hp_metrics
 
 HP_METRICS = ("hp/do_rmse", "hp/cf_rmse", "hp/mmd", "hp/obs_mse")
 
@@ -65,7 +65,7 @@ def score_answers(net: Any, graph: GraphInfo, x_ref: Tensor, truth: Any, cf_shif
         "mmd": metrics.mmd_rbf(samples[:, None] / scale, true_samples[:, None] / scale),
         "cf_rmse": metrics.rmse(cf, truth.x_cf[:, y].to(cf)),
     }
-    if isinstance(net, CausalMLP):
+    if isinstance(net, StructuralMLP):
         out["composition"] = metrics.rmse(net.rollout(net.abduct(x_ref)), x_ref)
     return out
 
@@ -74,7 +74,7 @@ class InterveneModule(L.LightningModule):
     """Fits `net` (built in `setup` from the datamodule's graph) with `losses`; tests do-queries.
 
     Args:
-        net: partial constructor of the network (`CausalMLP` or `OutcomeMLP`); it receives the graph.
+        net: partial constructor of the network (`StructuralMLP` or `OutcomeMLP`); it receives the graph.
         losses: the weighted causal losses.
         optimizer: partial torch optimizer.
         name: label of the model in figures and tables (e.g. "M3").
@@ -98,6 +98,7 @@ class InterveneModule(L.LightningModule):
         self.graph: GraphInfo | None = None
         self.history: dict[str, list[float]] = {"train": [], "val": []}
         self._train_losses: list[float] = []
+        self._history_logged = 0  # the last network forward-pass step whose interventions went to TensorBoard
 
     # --- wiring ---------------------------------------------------------------------------------------------
     def attach(self, datamodule: InterveneDataModule) -> None:
@@ -128,7 +129,7 @@ class InterveneModule(L.LightningModule):
         x, cut, x_cf, has_cf = batch
         pred, target, cut_k = self.net.fit_terms(x, cut)
         terms = {"intervention": intervention_loss(pred, target, cut_k)}
-        structural = isinstance(self.net, CausalMLP)
+        structural = isinstance(self.net, StructuralMLP)
         if structural and self.losses.active("counterfactual") and has_cf.any():
             t = self.graph.treatment
             iv = Interventions(x.shape[1], {t: NodeIntervention("shift", self._datamodule.cf_shift)})
@@ -148,7 +149,7 @@ class InterveneModule(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         terms = self._terms(batch)
-        loss = self.losses(terms)
+        loss = self.losses.combine(terms)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch[0]))
         for name, value in terms.items():
             self.log(f"train/{name}", value, batch_size=len(batch[0]))
@@ -159,6 +160,11 @@ class InterveneModule(L.LightningModule):
         if self._train_losses:
             self.history["train"].append(sum(self._train_losses) / len(self._train_losses))
         self._train_losses = []
+        # The network's intervention records (networks built with record_history=True), new ones only.
+        records = [r for r in getattr(self.net, "history", []) if r["step"] > self._history_logged]
+        if records:
+            log_text(self, "intervene/history", history_markdown(records))
+            self._history_logged = records[-1]["step"]
 
     def _outcome_mse(self, x: Tensor) -> Tensor:
         """Observational fit: MSE of the outcome's conditional mean in the data's units."""

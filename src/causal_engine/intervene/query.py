@@ -1,6 +1,6 @@
-"""`task=query`: fit a CausalMLP to a user's table and graph, answer the queries in the config, write CSVs.
+"""`task=query`: fit a StructuralMLP to a user's table and graph, answer the queries in the config, write CSVs.
 
-    causal-engine task=query model=causal_mlp data=table data.path=data.csv data.graph_path=edges.csv \
+    causal-engine task=query data=table data.path=data.csv data.graph_path=edges.csv \
         '+task.interventional={raise_x: {x: 1.0}}' '+task.counterfactual={x_plus_1: {x: {shift: 1.0}}}'
 
 Interventional answers (`interventional.csv`): for each query, the mean and SD of every variable under the
@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from causal_engine.errors import UserError
 from causal_engine.intervene.data import ArrayDataModule, GraphInfo
 from causal_engine.intervene.do import Interventions
-from causal_engine.intervene.models import CausalMLP
+from causal_engine.intervene.models import StructuralMLP
 from causal_engine.intervene.module import InterveneModule
 from causal_engine.tables import TableSource
 from causal_engine.train import build_trainer, collect_metrics
@@ -86,14 +86,14 @@ def query(
     rows: Sequence[int] | None = None,
     val_fraction: float = 0.2,
 ) -> dict[str, float]:
-    """Fit `cfg.model` (a CausalMLP module) on `cfg.data` (a `TableSource`) and answer the queries."""
+    """Fit `cfg.model` (a StructuralMLP module) on `cfg.data` (a `TableSource`) and answer the queries."""
     source: TableSource = instantiate(cfg.data)
     if not isinstance(source, TableSource):
         raise UserError(
             "task=query reads a user's table: use `data=table data.path=FILE.csv data.graph_path=EDGES.csv`."
         )
     if cfg.get("model") is None:
-        raise UserError("task=query needs a structural model: add `model=causal_mlp`.")
+        raise UserError("task=query needs a structural model: add `model=structural_mlp`.")
     interventional = (
         OmegaConf.to_container(interventional) if isinstance(interventional, DictConfig) else interventional
     )
@@ -123,8 +123,8 @@ def query(
     datamodule = ArrayDataModule(x, graph, cut, val_fraction=val_fraction, seed=int(cfg.seed))
     module: InterveneModule = instantiate(cfg.model)
     module.attach(datamodule)
-    if not isinstance(module.net, CausalMLP):
-        raise UserError("task=query needs the structural model: use `model=causal_mlp` (or causal_mlp_losses).")
+    if not isinstance(module.net, StructuralMLP):
+        raise UserError("task=query needs the structural model: use `model=structural_mlp` (or structural_mlp_losses).")
     trainer = build_trainer(cfg)
     trainer.fit(module, datamodule=datamodule)
     metrics = collect_metrics(trainer)

@@ -1,5 +1,5 @@
-"""Config rules of causal fine-tuning (intervene): conf/data/intervene_zoo.yaml, conf/model/{causal_mlp,mlp}*.yaml,
-conf/task/query.yaml.
+"""Config rules of causal fine-tuning (intervene): conf/data/intervene_zoo.yaml,
+conf/model/{structural_mlp,mlp,causal_finetune}*.yaml, conf/task/query.yaml.
 
 Collected with every other system's rules in `causal_engine.run.RULES`; `causal_engine.config.validate` checks
 them at start-up, so a bad value fails in the first second with its key.

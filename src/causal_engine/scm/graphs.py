@@ -1,4 +1,4 @@
-"""Batches of random DAGs (Erdős–Rényi and scale-free) as dense adjacency tensors.
+"""Batches of random DAGs (Erdős–Rényi, scale-free and small-world) as dense adjacency tensors.
 
 Convention everywhere in ``causal_engine``: ``adjacency[b, i, j] = 1`` iff ``i -> j`` (row = parent, column =
 child), float 0/1 so it can enter matmuls and losses directly. What one asks of a graph once it exists
@@ -17,7 +17,8 @@ import math
 import torch
 from torch import Tensor
 
-GRAPH_TYPES = ("er", "sf")
+GRAPH_TYPES = ("er", "sf", "sw")
+SMALL_WORLD_REWIRE = 0.2  # Watts-Strogatz rewiring probability of each lattice edge
 
 
 def check_positive_int(name: str, value: object) -> int:
@@ -78,6 +79,10 @@ def sample_dags(
       ``ceil(e)`` with mean ``e = expected_parents`` (capped at ``p``), so the density matches ER at the same
       setting while early nodes become hubs with heavy-tailed out-degree. ``edge_prob``, if given, is converted
       to ``e = edge_prob * (d - 1) / 2``.
+    - ``graph="sw"``: small world (Watts–Strogatz made acyclic). Position ``p`` points at the next ``k`` positions
+      (a banded lattice, ``k = round(e)``, at least 1: local clusters and long chains), then each lattice edge is
+      rewired with probability ``SMALL_WORLD_REWIRE`` to a uniformly random other position, oriented from the
+      earlier to the later one (the shortcuts that make paths short).
 
     Nodes are randomly relabelled per graph; ``causal_engine.graphs.topological_order`` recovers an order (or use
     ``sample_dags_and_order``, which returns the one the graphs were drawn in).
@@ -109,8 +114,10 @@ def sample_dags_and_order(
     )
     if graph == "er":
         positional = _erdos_renyi_positions(batch, num_nodes, prob, generator)
-    else:
+    elif graph == "sf":
         positional = _scale_free_positions(batch, num_nodes, parents, generator)
+    else:
+        positional = _small_world_positions(batch, num_nodes, parents, generator)
     order = torch.rand(batch, num_nodes, generator=generator, device=generator.device).argsort(-1)  # [B, d]
     return relabel(positional, order), order
 
@@ -146,6 +153,26 @@ def _scale_free_positions(batch: int, d: int, parents: float, generator: torch.G
         adj[:, :p, p] = column
         degree[:, :p] += column
         degree[:, p] = column.sum(-1)
+    return adj
+
+
+def _small_world_positions(batch: int, d: int, parents: float, generator: torch.Generator) -> Tensor:
+    """Banded lattice ``0 < q - p <= k`` with each edge rewired, with probability ``SMALL_WORLD_REWIRE``, to
+    ``(min(p, r), max(p, r))`` for a uniform ``r != p`` (two edges may merge, so rewiring can only thin the
+    graph slightly). Strictly upper triangular like the others."""
+    device = generator.device
+    if d < 2:
+        return torch.zeros(batch, d, d, device=device)
+    k = max(1, round(parents))
+    pos = torch.arange(d, device=device)
+    gap = pos[None, :] - pos[:, None]  # [d, d] q - p
+    lattice = ((gap > 0) & (gap <= k)).expand(batch, d, d)  # [B, d, d]
+    rewire = lattice & (torch.rand(batch, d, d, generator=generator, device=device) < SMALL_WORLD_REWIRE)
+    b, p, _ = rewire.nonzero(as_tuple=True)  # one row per rewired edge
+    other = torch.randint(d - 1, p.shape, generator=generator, device=device)
+    other = other + (other >= p).long()  # uniform over positions != p
+    adj = (lattice & ~rewire).float()
+    adj[b, torch.minimum(p, other), torch.maximum(p, other)] = 1.0
     return adj
 
 

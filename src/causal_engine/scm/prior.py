@@ -11,15 +11,27 @@ a deterministic function of the factual row and the SCM.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 
 import torch
 from torch import Tensor
 
+from causal_engine.errors import UserError
 from causal_engine.graphs import reachable
-from causal_engine.scm.graphs import check_positive_int
-from causal_engine.scm.mechanisms import MECHANISMS
+from causal_engine.scm.families import (
+    MECHANISM_FAMILIES,
+    NOISE_FAMILIES,
+    NOISE_SAMPLERS,
+    BroadIntervene,
+    BroadSCM,
+    draw_mechanism_params,
+    parent_slots,
+    signed_log_uniform,
+    simulate_broad,
+)
+from causal_engine.scm.graphs import GRAPH_TYPES, check_generator, check_positive_int, sample_dags_and_order
+from causal_engine.scm.mechanisms import MECHANISMS, NO_EDGE
 from causal_engine.scm.model import sample_scm, simulate_node_major
 
 
@@ -171,3 +183,338 @@ def sample_batch(
         query_values=query_values,
         delta=torch.where(affected, cf - factual, torch.zeros_like(cf)),
     )
+
+
+class PriorError(UserError):
+    """A prior setting (``data.prior.*``) is invalid; the message names the field and what is allowed."""
+
+
+def _check_mix(name: str, mix: Mapping[str, float], allowed: Sequence[str]) -> dict[str, float]:
+    """Validate a {option: weight} mix and normalise it to shares that sum to 1."""
+    mix = dict(mix)
+    unknown = sorted(set(mix) - set(allowed))
+    if unknown or not mix:
+        raise PriorError(
+            f"data.prior.{name}: options must be a non-empty subset of {list(allowed)}; unknown: {unknown}"
+        )
+    if any(not math.isfinite(float(w)) or float(w) < 0 for w in mix.values()) or sum(mix.values()) <= 0:
+        raise PriorError(f"data.prior.{name}: weights must be finite, >= 0 and not all 0, got {mix}")
+    total = float(sum(mix.values()))
+    return {k: float(w) / total for k, w in mix.items()}
+
+
+def _check_range(name: str, value: Sequence[float], low: float, integer: bool = False) -> tuple[float, float]:
+    if len(value) != 2 or float(value[0]) > float(value[1]) or float(value[0]) < low:
+        raise PriorError(f"data.prior.{name}: give [min, max] with {low} <= min <= max, got {list(value)}")
+    if integer and any(float(v) != int(v) for v in value):
+        raise PriorError(f"data.prior.{name}: give whole numbers, got {list(value)}")
+    return float(value[0]), float(value[1])
+
+
+def _check_share(name: str, value: float) -> float:
+    if not 0.0 <= float(value) <= 1.0:
+        raise PriorError(f"data.prior.{name} must lie in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _draw(mix: Mapping[str, float], n: int, generator: torch.Generator) -> Tensor:
+    """n iid indices into ``list(mix)`` with probabilities ``mix.values()``: [n] long."""
+    probs = torch.tensor(list(mix.values()), device=generator.device)
+    return torch.multinomial(probs, n, replacement=True, generator=generator)
+
+
+def _between(low: float, high: float, generator: torch.Generator, shape: tuple[int, ...] = ()) -> Tensor:
+    return low + (high - low) * torch.rand(shape, generator=generator, device=generator.device)
+
+
+@dataclass(frozen=True)
+class SeedPrior:
+    """The seed notebook's narrow prior: ``sample_batch`` with these arguments (the ten mechanisms, Gaussian noise,
+    ER or scale-free graphs, hard single-node interventions at fixed values). ``obs_only_share`` of the graphs
+    have their regimes hidden (``regime_mask`` False); with 0 no coin is drawn, so fixed sets stay identical."""
+
+    graph: str = "er"
+    expected_parents: float | None = 2.0
+    edge_prob: float | None = None
+    noise_scale: float = 1.0
+    num_obs: int = 100
+    num_int_per_regime: int = 50
+    intervention_fraction: float = 0.5
+    intervention_values: Sequence[float] = (5.0, 8.0, 10.0)
+    num_queries: int = 2
+    obs_only_share: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_share("obs_only_share", self.obs_only_share)
+        object.__setattr__(self, "intervention_values", tuple(float(v) for v in self.intervention_values))
+
+    def draw_num_obs(self, generator: torch.Generator) -> int:
+        return self.num_obs
+
+    def sample(
+        self, batch: int, num_nodes: int, *, generator: torch.Generator, num_obs: int | None = None
+    ) -> PriorBatch:
+        kwargs = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "obs_only_share"}
+        prior = sample_batch(batch, num_nodes, generator=generator, **{**kwargs, "num_obs": num_obs or self.num_obs})
+        if self.obs_only_share > 0:
+            hide = torch.rand(batch, generator=generator, device=generator.device) < self.obs_only_share
+            prior.regime_mask &= ~hide[:, None]
+        return prior
+
+
+@dataclass(frozen=True)
+class BroadPrior:
+    """A broad prior over SCMs and experiments, mixed per graph (see ``families`` for the equations).
+
+    Per graph: a mechanism family (``mechanisms``, {family: weight}), a noise family (``noises``), a graph
+    family (``graphs``: er, sf, sw), heteroscedastic noise with probability ``hetero_share``, soft (shift)
+    instead of hard interventions with probability ``soft_share``, observational data only with probability
+    ``obs_only_share``. Per node: noise sd log-uniform in ``noise_scale``, parents' signal sd uniform in
+    ``signal``; per edge: a weight log-uniform in ``weight`` with a random sign (weak edges included). Per call
+    (one graph size): ``num_obs`` observational rows (uniform in the range, unless the caller fixes it),
+    ``num_int_per_regime`` rows per regime, ``ceil(f d)`` regimes with f uniform in ``intervention_fraction``,
+    each on one node, or on 2-3 nodes with probability ``multi_target_share``; mean parents per node uniform
+    in ``expected_parents``.
+
+    Do-values are in the node's own observational units: ``mean + z * sd`` with |z| uniform in
+    ``intervention_z`` and a random sign (a soft regime adds ``z * sd`` to the node's structural value, keeping
+    its parents). ``regime_values`` reports the regime's realised mean of each target (what ``task=discover``
+    computes from a user's table); queries ask ``do(node = mean + z sd)`` for a uniformly drawn node, and
+    ``delta`` is the exact counterfactual change of the same unit.
+    """
+
+    mechanisms: Mapping[str, float] = field(default_factory=lambda: dict.fromkeys(MECHANISM_FAMILIES, 1.0))
+    noises: Mapping[str, float] = field(default_factory=lambda: dict.fromkeys(NOISE_FAMILIES, 1.0))
+    graphs: Mapping[str, float] = field(default_factory=lambda: dict.fromkeys(GRAPH_TYPES, 1.0))
+    expected_parents: Sequence[float] = (1.0, 3.0)
+    weight: Sequence[float] = (0.1, 2.0)
+    noise_scale: Sequence[float] = (0.2, 1.0)
+    signal: Sequence[float] = (0.5, 1.5)
+    hetero_share: float = 0.3
+    num_obs: Sequence[int] = (50, 2000)
+    num_int_per_regime: Sequence[int] = (20, 100)
+    intervention_fraction: Sequence[float] = (0.2, 0.6)
+    intervention_z: Sequence[float] = (1.0, 3.0)
+    multi_target_share: float = 0.3
+    soft_share: float = 0.3
+    obs_only_share: float = 0.3
+    num_queries: int = 2
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "mechanisms", _check_mix("mechanisms", self.mechanisms, MECHANISM_FAMILIES))
+        set_(self, "noises", _check_mix("noises", self.noises, NOISE_FAMILIES))
+        set_(self, "graphs", _check_mix("graphs", self.graphs, GRAPH_TYPES))
+        set_(self, "expected_parents", _check_range("expected_parents", self.expected_parents, 0.0))
+        set_(self, "weight", _check_range("weight", self.weight, 1e-6))
+        set_(self, "noise_scale", _check_range("noise_scale", self.noise_scale, 1e-6))
+        set_(self, "signal", _check_range("signal", self.signal, 0.0))
+        set_(self, "num_obs", tuple(map(int, _check_range("num_obs", self.num_obs, 2, integer=True))))
+        set_(
+            self,
+            "num_int_per_regime",
+            tuple(map(int, _check_range("num_int_per_regime", self.num_int_per_regime, 2, integer=True))),
+        )
+        set_(self, "intervention_fraction", _check_range("intervention_fraction", self.intervention_fraction, 0.0))
+        if self.intervention_fraction[1] > 1:
+            raise PriorError(
+                f"data.prior.intervention_fraction: max must be <= 1, got {list(self.intervention_fraction)}"
+            )
+        set_(self, "intervention_z", _check_range("intervention_z", self.intervention_z, 0.0))
+        for name in ("hetero_share", "multi_target_share", "soft_share", "obs_only_share"):
+            set_(self, name, _check_share(name, getattr(self, name)))
+        if isinstance(self.num_queries, bool) or not isinstance(self.num_queries, int) or self.num_queries < 0:
+            raise PriorError(f"data.prior.num_queries must be an integer >= 0, got {self.num_queries!r}")
+
+    def draw_num_obs(self, generator: torch.Generator) -> int:
+        low, high = self.num_obs
+        return int(torch.randint(low, high + 1, (1,), generator=generator, device=generator.device))
+
+    def sample(
+        self, batch: int, num_nodes: int, *, generator: torch.Generator, num_obs: int | None = None
+    ) -> PriorBatch:
+        return self.sample_with_truth(batch, num_nodes, generator=generator, num_obs=num_obs)[0]
+
+    def sample_with_truth(
+        self, batch: int, num_nodes: int, *, generator: torch.Generator, num_obs: int | None = None
+    ) -> tuple[PriorBatch, list[BroadSCM], Tensor]:
+        """The batch, each mechanism family's SCMs (in batch order: the graphs are grouped by family) and the
+        per-graph noise family index [B] into ``list(self.noises)``."""
+        batch = check_positive_int("batch", batch)
+        d = check_positive_int("num_nodes", num_nodes)
+        generator = check_generator(generator)
+        device = generator.device
+        n_obs = check_positive_int("num_obs", num_obs or self.draw_num_obs(generator))
+        n_int = int(
+            torch.randint(self.num_int_per_regime[0], self.num_int_per_regime[1] + 1, (1,), generator=generator)
+        )
+        frac = float(_between(*self.intervention_fraction, generator))
+        num_regimes = num_intervention_targets(d, frac) if frac > 0 else 0
+        q = self.num_queries
+
+        # per graph: families (the batch is sorted by mechanism family so each family simulates as one block)
+        family = _draw(self.mechanisms, batch, generator).sort().values  # [B]
+        noise = _draw(self.noises, batch, generator)  # [B]
+        graph_kind = _draw(self.graphs, batch, generator)  # [B]
+        adjacency = torch.zeros(batch, d, d, device=device)
+        order = torch.zeros(batch, d, dtype=torch.long, device=device)
+        for g, name in enumerate(self.graphs):
+            idx = (graph_kind == g).nonzero().squeeze(1)
+            if idx.numel():
+                parents = float(_between(*self.expected_parents, generator))
+                adjacency[idx], order[idx] = sample_dags_and_order(
+                    idx.numel(), d, graph=name, expected_parents=parents, generator=generator
+                )
+        hetero = (torch.rand(batch, generator=generator, device=device) < self.hetero_share).float()
+        hetero = hetero[:, None] * _between(0.5, 2.0, generator, (batch, d))  # [B, d]
+        soft = torch.rand(batch, generator=generator, device=device) < self.soft_share  # [B]
+        obs_only = torch.rand(batch, generator=generator, device=device) < self.obs_only_share  # [B]
+
+        # regimes: regime r targets a distinct first node, plus 1-2 more when multi-target
+        first = torch.rand(batch, d, generator=generator, device=device).argsort(-1)[:, :num_regimes]  # [B, R]
+        multi = torch.rand(batch, num_regimes, generator=generator, device=device) < self.multi_target_share
+        extra = torch.randint(2, 4, (batch, num_regimes), generator=generator, device=device)
+        size = torch.where(multi, extra, torch.ones_like(extra)).clamp(max=d)  # [B, R] targets per regime
+        keys = torch.rand(batch, num_regimes, d, generator=generator, device=device)
+        keys.scatter_(2, first[..., None], 2.0)  # the first target sorts first
+        rank = keys.argsort(-1, descending=True).argsort(-1)  # [B, R, d]
+        regime_targets = rank < size[..., None]  # [B, R, d]
+        regime_z = _signed(self.intervention_z, generator, (batch, num_regimes, d)) * regime_targets
+
+        # queries: one node each, any node
+        query_node = torch.randint(d, (batch, q), generator=generator, device=device)  # [B, Q]
+        query_z = _signed(self.intervention_z, generator, (batch, q))  # [B, Q]
+
+        # noise: one buffer [obs | regimes | query factual | query counterfactual (same noise)], node-major
+        n_reg_rows = num_regimes * n_int
+        n_fresh = n_obs + n_reg_rows + q
+        eps = torch.empty(batch, d, n_fresh + q, device=device)
+        for k, sampler in enumerate(NOISE_SAMPLERS[name] for name in self.noises):
+            idx = (noise == k).nonzero().squeeze(1)
+            if idx.numel():
+                # beyond 10 sd a draw (a Student-t tail) only adds one absurd row to a table
+                eps[idx, :, :n_fresh] = sampler((idx.numel(), d, n_fresh), generator).clamp_(-10.0, 10.0)
+        eps[..., n_fresh:] = eps[..., n_fresh - q : n_fresh]
+        query_values = torch.zeros(batch, q, device=device)
+        x = torch.empty_like(eps)
+        scms: list[BroadSCM] = []
+        families = list(self.mechanisms)
+        for k in range(len(families)):
+            idx = (family == k).nonzero().squeeze(1)
+            if not idx.numel():
+                continue
+            block = slice(int(idx[0]), int(idx[-1]) + 1)
+            scm = self._draw_scm(families[k], adjacency[block], order[block], hetero[block], generator)
+            intervene = _broad_intervene(
+                n_obs,
+                n_int,
+                regime_targets[block],
+                regime_z[block],
+                soft[block],
+                query_node[block],
+                query_z[block],
+                query_values[block],
+                n_fresh,
+            )
+            x[block] = simulate_broad(scm, eps[block], n_obs, intervene)
+            scms.append(scm)
+
+        query_targets = torch.nn.functional.one_hot(query_node, d).bool()  # [B, Q, d]
+        affected = reachable(adjacency, order, query_targets)  # [B, Q, d]
+        observational, interventional, factual, cf = (
+            part.transpose(1, 2).contiguous() for part in x.split([n_obs, n_reg_rows, q, q], dim=2)
+        )
+        interventional = interventional.reshape(batch, num_regimes, n_int, d)
+        regime_values = interventional.mean(2) * regime_targets  # [B, R, d] realised means of the targets
+        prior = PriorBatch(
+            adjacency=adjacency,
+            mechanisms=torch.cat([_edge_kinds(scm) for scm in scms]),
+            observational=observational,
+            interventional=interventional,
+            regime_targets=regime_targets,
+            regime_values=regime_values,
+            regime_mask=(~obs_only)[:, None].expand(batch, num_regimes).clone(),
+            query=factual,
+            query_targets=query_targets,
+            query_values=query_targets * query_values[..., None],
+            delta=torch.where(affected, cf - factual, torch.zeros_like(cf)),
+        )
+        return prior, scms, noise
+
+    def _draw_scm(
+        self, family: str, adjacency: Tensor, order: Tensor, hetero: Tensor, generator: torch.Generator
+    ) -> BroadSCM:
+        """One family's SCMs on given graphs: parent slots, edge weights, per-node scales and parameters."""
+        batch, d, _ = adjacency.shape
+        parents, valid = parent_slots(adjacency)
+        weights = signed_log_uniform(tuple(parents.shape), *self.weight, generator) * valid
+        low, high = self.noise_scale
+        noise_scale = torch.exp(_between(math.log(low), math.log(high), generator, (batch, d)))
+        return BroadSCM(
+            family=family,
+            adjacency=adjacency,
+            order=order,
+            parents=parents,
+            valid=valid,
+            params=draw_mechanism_params(family, batch, d, parents.shape[-1], weights, generator),
+            noise_scale=noise_scale,
+            hetero=hetero,
+            signal=_between(*self.signal, generator, (batch, d)),
+            rescale=family != "notebook",
+        )
+
+
+def _signed(magnitude: Sequence[float], generator: torch.Generator, shape: tuple[int, ...]) -> Tensor:
+    """Uniform magnitudes in [low, high] with a random sign."""
+    sign = torch.randint(2, shape, generator=generator, device=generator.device) * 2 - 1
+    return _between(*magnitude, generator, shape) * sign
+
+
+def _edge_kinds(scm: BroadSCM) -> Tensor:
+    """``PriorBatch.mechanisms`` of one family: the seed-mechanism index of each edge for "notebook" graphs,
+    ``NO_EDGE`` everywhere for the other families (their edges are not one of the ten functions)."""
+    kinds = torch.full(
+        scm.adjacency.shape, NO_EDGE, dtype=torch.long, device=scm.adjacency.device
+    )  # [B, child, parent]
+    if scm.family == "notebook":  # topk slots are distinct nodes, so the scatter never collides
+        kinds.scatter_(2, scm.parents, torch.where(scm.valid, scm.params["kind"], NO_EDGE))
+    return kinds.transpose(1, 2).contiguous()  # [B, parent, child]
+
+
+def _broad_intervene(
+    num_obs: int,
+    num_int: int,
+    regime_targets: Tensor,
+    regime_z: Tensor,
+    soft: Tensor,
+    query_node: Tensor,
+    query_z: Tensor,
+    query_values: Tensor,
+    cf_start: int,
+) -> BroadIntervene:
+    """The per-step interventions of ``BroadPrior``: regime blocks (hard: set to ``mean + z sd``; soft: add
+    ``z sd``) and the counterfactual query rows (hard), in the node's observational units. Writes each
+    query's do-value into ``query_values [B, Q]``."""
+    batch, num_regimes, _ = regime_targets.shape
+    rows = torch.arange(batch, device=regime_targets.device)
+    regime_rows = slice(num_obs, num_obs + num_regimes * num_int)
+    cf_rows = slice(cf_start, cf_start + query_node.shape[1])
+
+    def intervene(step: int, node: Tensor, value: Tensor) -> Tensor:  # value [B, S]
+        ref = value[:, :num_obs]
+        mean, sd = ref.mean(1, keepdim=True), ref.std(1, keepdim=True).nan_to_num(1.0)  # [B, 1]
+        value = value.clone()
+        if num_regimes:
+            hit = regime_targets[rows, :, node]  # [B, R]
+            z = regime_z[rows, :, node]  # [B, R]
+            blocks = value[:, regime_rows].view(batch, num_regimes, num_int)
+            hard = (hit & ~soft[:, None])[..., None]
+            shift = (z * sd * (hit & soft[:, None]))[..., None]
+            blocks.copy_(torch.where(hard, (mean + z * sd)[..., None], blocks + shift))
+        asked = query_node == node[:, None]  # [B, Q]
+        do_value = mean + query_z * sd  # [B, Q]
+        query_values.copy_(torch.where(asked, do_value, query_values))
+        value[:, cf_rows] = torch.where(asked, do_value, value[:, cf_rows])
+        return value
+
+    return intervene

@@ -1,16 +1,24 @@
-"""The seed notebook's pandas ``SCMGenerator`` (``/work/shared/seeds/002_*``), kept only as the benchmark baseline.
+"""The seed notebook's pandas ``SCMGenerator``, kept as the reference implementation the SCM benchmark compares
+against.
 
 A faithful copy of the data path the notebook's ``CausalDataset`` runs per graph (``generate_pipeline`` with
 ``as_torch=True`` plus the adjacency matrix): same numpy/pandas/networkx operations, with its print removed and
-the unused triplet branch dropped. ``scripts/bench_scm.py`` times it against ``causal_engine.scm`` in the same run.
+the unused triplet branch dropped. ``scripts/bench_scm.py`` times it against ``causal_engine.scm`` in the same run
+(`compare_with_reference`); `sweep_point` is the prior's throughput and peak memory at the seed's configuration.
 """
 
 from __future__ import annotations
+
+import math
+import time
 
 import networkx as nx
 import numpy as np
 import pandas as pd
 import torch
+
+from causal_engine.profiling import reset_peak_rss, rss_mb
+from causal_engine.scm import sample_batch
 
 SEED_TYPES = (
     "linear",
@@ -138,3 +146,64 @@ class SeedSCMGenerator:
             "final_tensor": torch.tensor(df_final.values, dtype=torch.float32),
             "mask_tensor": torch.tensor(mask, dtype=torch.float32),
         }
+
+
+REFERENCE_CONFIG = {"num_obs": 100, "num_int_per_regime": 100, "intervention_fraction": 0.5, "num_queries": 1}
+OURS = {"ours, edge_prob 0.3": {"edge_prob": 0.3}, "ours, 2 expected parents": {"expected_parents": 2.0}}
+SWEEP_DS = (10, 20, 50, 100, 200)
+
+
+def rows_per_graph(d: int) -> int:
+    """Observational + interventional rows of one graph at the seed's configuration."""
+    return 100 + 3 * math.ceil(d / 2) * 100
+
+
+def time_ours(d: int, batch: int, generator: torch.Generator, **prior: float) -> float:
+    """Seconds for one ``sample_batch`` call of ``batch`` graphs."""
+    start = time.perf_counter()
+    sample_batch(batch, d, generator=generator, **REFERENCE_CONFIG, **prior)
+    return time.perf_counter() - start
+
+
+def time_seed(d: int, graphs: int, generator: SeedSCMGenerator) -> float:
+    """Seconds for ``graphs`` calls of the seed's per-graph pipeline."""
+    start = time.perf_counter()
+    for _ in range(graphs):
+        generator.generate_pipeline(num_nodes=d, edge_prob=0.3, intervention_prob=0.5)
+    return time.perf_counter() - start
+
+
+def compare_with_reference(d: int, *, batch: int, repeats: int, seed_graphs: int) -> dict[str, tuple[float, float]]:
+    """(best-round, all-rounds) graphs/s of the seed and of each of our settings at ``d``, ``repeats`` rounds.
+
+    Rounds alternate between the implementations. On a shared machine a round can lose its core for a while;
+    the best round (timeit's convention) measures the code, the all-rounds rate what the load left of it.
+    """
+    np.random.seed(0)
+    reference_generator = SeedSCMGenerator()
+    generator = torch.Generator().manual_seed(0)
+    for prior in OURS.values():  # warm-up: first-call allocations and kernel dispatch
+        time_ours(d, batch, generator, **prior)
+    time_seed(d, 1, reference_generator)
+    rounds: dict[str, list[float]] = {name: [] for name in ["seed (pandas)", *OURS]}
+    for _ in range(repeats):
+        rounds["seed (pandas)"].append(time_seed(d, seed_graphs, reference_generator) / seed_graphs)
+        for name, prior in OURS.items():
+            rounds[name].append(time_ours(d, batch, generator, **prior) / batch)
+    return {name: (1 / min(per_graph), len(per_graph) / sum(per_graph)) for name, per_graph in rounds.items()}
+
+
+def sweep_point(d: int, batch: int, min_seconds: float) -> dict[str, float]:
+    """graphs/s and peak RSS of the default prior at the seed's sample configuration (run in a subprocess).
+
+    Writing 5 to ``/proc/self/clear_refs`` resets the peak RSS to the current RSS, so the peak after the timed
+    calls minus the RSS before them is what sampling at this d needs on top of the imported libraries.
+    """
+    generator = torch.Generator().manual_seed(0)
+    sample_batch(2, 5, generator=generator)  # imports and dispatch warm, before the baseline
+    baseline = reset_peak_rss()
+    seconds: list[float] = []
+    while len(seconds) < 3 or sum(seconds) < min_seconds:
+        seconds.append(time_ours(d, batch, generator))
+    peak = rss_mb("VmHWM")
+    return {"graphs_per_s": batch / min(seconds), "peak_mb": peak - baseline, "baseline_mb": baseline}

@@ -46,12 +46,12 @@ class VideoSample:
     true_ate: float  # population ATE (exact)
 
 
-def _f(u: np.ndarray) -> np.ndarray:
+def treatment_logit(u: np.ndarray) -> np.ndarray:
     """Treatment logit: objects further right, brighter, moving left are treated more often."""
     return 1.5 * u[:, 0] + 1.0 * u[:, 5] - 0.8 * u[:, 2] + 0.5 * u[:, 0] * u[:, 1]
 
 
-def _g(u: np.ndarray) -> np.ndarray:
+def baseline_outcome(u: np.ndarray) -> np.ndarray:
     """Baseline outcome: shares the treatment's drivers (hence confounding), with non-linear terms."""
     return 1.5 * u[:, 0] + 1.0 * u[:, 5] - 0.5 * u[:, 2] + 0.5 * np.sin(np.pi * u[:, 1]) + 0.5 * u[:, 4] * u[:, 0]
 
@@ -109,10 +109,10 @@ def simulate_videos(
     video = mix[:, :, None, None, None] * video[:, None]  # [N, C, T, H, W]
     video = video + pixel_noise * rng.normal(size=video.shape)
 
-    propensity = 1.0 / (1.0 + np.exp(-treatment_strength * _f(u)))  # [N]
+    propensity = 1.0 / (1.0 + np.exp(-treatment_strength * treatment_logit(u)))  # [N]
     treatment = (rng.uniform(size=n_samples) < propensity).astype(np.float64)
     tau = ate + 0.5 * u[:, 4] if heterogeneous else np.full(n_samples, float(ate))
-    outcome = _g(u) + tau * treatment + noise_sd * rng.normal(size=n_samples)
+    outcome = baseline_outcome(u) + tau * treatment + noise_sd * rng.normal(size=n_samples)
     return VideoSample(
         videos=torch.from_numpy(video.astype(np.float32)),
         treatment=treatment,

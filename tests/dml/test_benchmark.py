@@ -1,4 +1,5 @@
-"""scripts/bench_dml.py: the replicate table, its Monte Carlo errors and the issue's target verdicts."""
+"""The simulated JEPA-DML benchmark (scripts/bench_dml.py): the replicate table, its Monte Carlo errors and the
+target verdicts."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import bench_dml
+from causal_engine.dml import benchmark as bench_dml
 
 
 def _records(estimates: dict[str, list[float]], se: dict[str, float]) -> list[dict]:
@@ -126,12 +126,12 @@ def test_pool_workers_exit_when_the_benchmark_is_killed() -> None:
 
     parent = subprocess.Popen(
         [sys.executable, "-c", (
-            "import sys, time; sys.path.insert(0, sys.argv[1]); import bench_dml\n"
+            "import time; from causal_engine.dml import benchmark as bench_dml\n"
             "from concurrent.futures import ProcessPoolExecutor\nfrom multiprocessing import get_context\n"
-            "pool = ProcessPoolExecutor(1, mp_context=get_context('spawn'), initializer=bench_dml._pool_worker_init,"
+            "pool = ProcessPoolExecutor(1, mp_context=get_context('spawn'), initializer=bench_dml.pool_worker_init,"
             " initargs=(1,))\nprint(pool.submit(__import__('os').getpid).result(), flush=True)\n"
             "pool.submit(time.sleep, 600)\ntime.sleep(600)\n"
-        ), str(Path(bench_dml.__file__).parent)],
+        )],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     worker = int(parent.stdout.readline())

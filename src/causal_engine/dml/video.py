@@ -8,101 +8,17 @@ LightningModule's `mask_collator()` when it has one, so the JEPA's masks are dra
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from causal_engine.errors import UserError
-from causal_engine.jepa.simulate import simulate_videos
+from causal_engine.dml.data import CausalSample, DMLInputError, SampleRows
+from causal_engine.dml.simulate import simulate_videos
 from causal_engine.tables import load_table
-
-
-class DMLInputError(UserError):
-    """Data that DML cannot use as given (non-binary treatment, NaN, mismatched lengths, ...)."""
-
-
-@dataclass(frozen=True)
-class CausalSample:
-    """One observational data set: features (videos or covariates), binary treatment, outcome.
-
-    `confounders` and `true_ate` are known only in simulation and used only for diagnostics.
-    """
-
-    features: torch.Tensor  # [N, C, T, H, W] videos, or [N, p] covariates
-    treatment: np.ndarray  # [N] in {0, 1}
-    outcome: np.ndarray  # [N]
-    confounders: np.ndarray | None = None  # [N, k]
-    true_ate: float | None = None
-    feature_names: tuple[str, ...] = ()
-
-    @property
-    def is_video(self) -> bool:
-        return self.features.dim() == 5
-
-    def __len__(self) -> int:
-        return len(self.outcome)
-
-
-def check_sample(sample: CausalSample, *, k_folds: int = 2, source: str = "data") -> None:
-    """Reject data DML cannot use, naming the field and the fix; called before any model is fit."""
-    n = len(sample.features)
-    for name, values in (("treatment", sample.treatment), ("outcome", sample.outcome)):
-        if len(values) != n:
-            raise DMLInputError(
-                f"{source}: {name} has {len(values)} rows but there are {n} feature rows "
-                f"(videos/covariates); give one {name} value per row."
-            )
-        bad = ~np.isfinite(values)
-        if bad.any():
-            raise DMLInputError(
-                f"{source}: {name} has {int(bad.sum())} NaN/inf value(s), first at row "
-                f"{int(np.flatnonzero(bad)[0])}; fill or remove those rows first."
-            )
-    if not torch.isfinite(sample.features).all():
-        row = int(torch.nonzero(~torch.isfinite(sample.features.reshape(n, -1)).all(1))[0, 0])
-        raise DMLInputError(f"{source}: the features contain NaN/inf (first at row {row}); clean them first.")
-    levels = np.unique(sample.treatment)
-    if not np.all(np.isin(levels, (0.0, 1.0))):
-        shown = ", ".join(f"{v:g}" for v in levels[:6]) + (", ..." if len(levels) > 6 else "")
-        raise DMLInputError(
-            f"{source}: the treatment must be binary 0/1, but it takes the values {{{shown}}}; "
-            f"recode it (e.g. treated = 1, control = 0)."
-        )
-    for arm in (0, 1):
-        count = int(np.sum(sample.treatment == arm))
-        if count < k_folds:
-            raise DMLInputError(
-                f"{source}: the {'treated' if arm else 'control'} arm has {count} row(s), fewer "
-                f"than dml.k_folds={k_folds}; every fold needs both arms. Lower dml.k_folds or "
-                f"add data."
-            )
-
-
-class SampleRows(Dataset):
-    """Items of a CausalSample restricted to `rows` (global indices, reported in each item)."""
-
-    def __init__(self, sample: CausalSample, rows: np.ndarray) -> None:
-        self.sample, self.rows = sample, np.asarray(rows)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        r = int(self.rows[i])
-        item = {
-            "video": self.sample.features[r],
-            "treatment": torch.tensor(self.sample.treatment[r], dtype=torch.float32),
-            "outcome": torch.tensor(self.sample.outcome[r], dtype=torch.float32),
-            "row": r,
-        }
-        if self.sample.confounders is not None:
-            item["confounders"] = torch.as_tensor(self.sample.confounders[r], dtype=torch.float32)
-        return item
 
 
 class VideoDataModule(L.LightningDataModule):
@@ -163,7 +79,7 @@ class VideoDataModule(L.LightningDataModule):
 
 
 class VideoConfoundedDataModule(VideoDataModule):
-    """`data=video_confounded`: simulated confounded videos with a known ATE (see jepa.simulate)."""
+    """`data=video_confounded`: simulated confounded videos with a known ATE (see dml.simulate)."""
 
     def __init__(
         self,

@@ -1,0 +1,132 @@
+"""The DML data contract: one observational data set (`CausalSample`), its checks, and row-indexed items.
+
+Every DML data source (the video DataModules, a user's table, the shipped examples) ends as a `CausalSample`;
+the fold loop and the scores see nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch.utils.data import Dataset
+
+from causal_engine.errors import UserError
+from causal_engine.tables import TableSource
+
+
+class DMLInputError(UserError):
+    """Data that DML cannot use as given (non-binary treatment, NaN, mismatched lengths, ...)."""
+
+
+@dataclass(frozen=True)
+class CausalSample:
+    """One observational data set: features (videos or covariates), binary treatment, outcome.
+
+    `confounders` and `true_ate` are known only in simulation and used only for diagnostics.
+    """
+
+    features: torch.Tensor  # [N, C, T, H, W] videos, or [N, p] covariates
+    treatment: np.ndarray  # [N] in {0, 1}
+    outcome: np.ndarray  # [N]
+    confounders: np.ndarray | None = None  # [N, k]
+    true_ate: float | None = None
+    feature_names: tuple[str, ...] = ()
+
+    @property
+    def is_video(self) -> bool:
+        return self.features.dim() == 5
+
+    def __len__(self) -> int:
+        return len(self.outcome)
+
+
+def check_sample(sample: CausalSample, *, k_folds: int = 2, source: str = "data") -> None:
+    """Reject data DML cannot use, naming the field and the fix; called before any model is fit."""
+    n = len(sample.features)
+    for name, values in (("treatment", sample.treatment), ("outcome", sample.outcome)):
+        if len(values) != n:
+            raise DMLInputError(
+                f"{source}: {name} has {len(values)} rows but there are {n} feature rows "
+                f"(videos/covariates); give one {name} value per row."
+            )
+        bad = ~np.isfinite(values)
+        if bad.any():
+            raise DMLInputError(
+                f"{source}: {name} has {int(bad.sum())} NaN/inf value(s), first at row "
+                f"{int(np.flatnonzero(bad)[0])}; fill or remove those rows first."
+            )
+    if not torch.isfinite(sample.features).all():
+        row = int(torch.nonzero(~torch.isfinite(sample.features.reshape(n, -1)).all(1))[0, 0])
+        raise DMLInputError(f"{source}: the features contain NaN/inf (first at row {row}); clean them first.")
+    levels = np.unique(sample.treatment)
+    if not np.all(np.isin(levels, (0.0, 1.0))):
+        shown = ", ".join(f"{v:g}" for v in levels[:6]) + (", ..." if len(levels) > 6 else "")
+        raise DMLInputError(
+            f"{source}: the treatment must be binary 0/1, but it takes the values {{{shown}}}; "
+            f"recode it (e.g. treated = 1, control = 0)."
+        )
+    for arm in (0, 1):
+        count = int(np.sum(sample.treatment == arm))
+        if count < k_folds:
+            raise DMLInputError(
+                f"{source}: the {'treated' if arm else 'control'} arm has {count} row(s), fewer "
+                f"than dml.k_folds={k_folds}; every fold needs both arms. Lower dml.k_folds or "
+                f"add data."
+            )
+
+
+class SampleRows(Dataset):
+    """Items of a CausalSample restricted to `rows` (global indices, reported in each item)."""
+
+    def __init__(self, sample: CausalSample, rows: np.ndarray) -> None:
+        self.sample, self.rows = sample, np.asarray(rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        r = int(self.rows[i])
+        item = {
+            "video": self.sample.features[r],
+            "treatment": torch.tensor(self.sample.treatment[r], dtype=torch.float32),
+            "outcome": torch.tensor(self.sample.outcome[r], dtype=torch.float32),
+            "row": r,
+        }
+        if self.sample.confounders is not None:
+            item["confounders"] = torch.as_tensor(self.sample.confounders[r], dtype=torch.float32)
+        return item
+
+
+def load_sample(data_cfg: DictConfig) -> CausalSample:
+    """The configured data as a CausalSample: anything with `sample()` (the video DataModules, shipped
+    examples), or a user's table (`data=table`)."""
+    data = instantiate(data_cfg)
+    if hasattr(data, "sample"):
+        return data.sample()
+    if isinstance(data, TableSource):
+        missing = [k for k in ("treatment", "outcome", "covariates") if not getattr(data, k)]
+        if missing:
+            raise DMLInputError(
+                f"task=crossfit with data=table needs data.{', data.'.join(missing)}: e.g. "
+                f"`data.treatment=qsmk data.outcome=wt82_71 data.covariates=[age,sex]`."
+            )
+        covariates = list(data.covariates)
+        clash = {data.treatment, data.outcome} & set(covariates)
+        if clash:
+            raise DMLInputError(f"data.covariates must not contain the treatment or outcome ({sorted(clash)}).")
+        frame = data.load([data.treatment, data.outcome, *covariates])
+        return CausalSample(
+            torch.tensor(frame[covariates].to_numpy(), dtype=torch.float32),
+            frame[data.treatment].to_numpy(),
+            frame[data.outcome].to_numpy(),
+            feature_names=tuple(covariates),
+        )
+    raise DMLInputError(
+        f"task=crossfit cannot use data of type {type(data).__name__}; use data=video_confounded, "
+        f"data=video_files or data=table."
+    )
