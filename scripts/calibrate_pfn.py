@@ -4,7 +4,8 @@
     python scripts/calibrate_pfn.py --checkpoint /tmp/pfn.pt --graphs 8 --sizes 5 8   # a quick one
 
 Platt scaling (causal_engine.discovery.calibration) is fitted on the edge logits of --graphs fresh graphs per
-size in --sizes from `data=scm_prior`'s prior (seed --seed, a share --obs-only without interventions) and its
+size in --sizes from `data=scm_prior`'s prior object (the broad prior; --override changes it, e.g.
+`data.prior={_target_: causal_engine.scm.prior.SeedPrior, obs_only_share: 0.1}`), seed --seed, and its
 expected calibration error is measured before and after on as many held-out prior graphs (seed --seed + 100).
 No out-of-prior table is ever used.
 """
@@ -22,6 +23,7 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from scipy.special import expit  # noqa: E402
 
@@ -38,16 +40,18 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=REPO / "checkpoints" / "pfn.pt")
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 20, 30])
     parser.add_argument("--graphs", type=int, default=64, help="graphs per size, for the fit and for the check")
-    parser.add_argument("--obs-only", type=float, default=0.5)
+    parser.add_argument("--override", nargs="*", default=[], help="Hydra overrides of the data=scm_prior config")
     parser.add_argument("--seed", type=int, default=7000)
     args = parser.parse_args()
     torch.set_num_threads(1)
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        prior = OmegaConf.to_container(compose(config_name="config", overrides=["data=scm_prior"]).data.prior)
+        cfg = compose(config_name="config", overrides=["data=scm_prior", *args.override])
+    prior_config = OmegaConf.to_container(cfg.data.prior, resolve=True)
+    prior = instantiate(cfg.data.prior, _convert_="all")
     net = load_pfn(args.checkpoint)
 
     def draws(seed: int):
-        return prior_edge_logits(net, prior, args.sizes, args.graphs, seed, args.obs_only)
+        return prior_edge_logits(net, prior, args.sizes, args.graphs, seed)
 
     fit_logits, fit_labels = draws(args.seed)
     calibration = fit_platt(fit_logits, fit_labels)
@@ -56,8 +60,7 @@ def main() -> None:
     after = expected_calibration_error(calibration.probabilities(expit(check_logits)), check_labels)
     info = {
         "command": " ".join(["python scripts/calibrate_pfn.py", *sys.argv[1:]]),
-        "fitted_on": {"prior": prior, "sizes": args.sizes, "graphs_per_size": args.graphs, "seed": args.seed},
-        "obs_only_share": args.obs_only,
+        "fitted_on": {"prior": prior_config, "sizes": args.sizes, "graphs_per_size": args.graphs, "seed": args.seed},
         "prior_ece_before": round(before, 4),
         "prior_ece_after": round(after, 4),
     }

@@ -3,8 +3,8 @@
     nice -n 10 python scripts/train_pairwise.py                       # 12 CPU-minutes of prior draws, then the fit
     python scripts/train_pairwise.py --cpu-minutes 0.2 --rounds 20 --out /tmp/pairwise.txt   # a smoke run
 
-The prior is `data=scm_prior`'s `prior` node (plus any --override, e.g. `data.prior.graph=sf`); graph sizes are
-uniform in --nodes, observational rows drawn from --rows, and --obs-only of the graphs hide their interventions.
+The prior is `data=scm_prior`'s `prior` object (the broad prior; --override changes it, e.g.
+`data.prior.obs_only_share=0.5`); graph sizes are uniform in --nodes, everything else is the prior's own.
 Writes the LightGBM text model to --out and a json beside it saying how it was trained. One thread throughout.
 """
 
@@ -22,6 +22,7 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from causal_engine.discovery.pairwise import fit_booster, prior_pairs, write_sidecar  # noqa: E402
@@ -34,8 +35,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cpu-minutes", type=float, default=12.0, help="CPU minutes of prior draws")
     parser.add_argument("--nodes", type=int, nargs=2, default=[10, 30])
-    parser.add_argument("--rows", type=int, nargs="+", default=[100, 200, 400, 800])
-    parser.add_argument("--obs-only", type=float, default=0.5, help="share of graphs without interventions")
     parser.add_argument("--pair-fraction", type=float, default=0.1)
     parser.add_argument("--rounds", type=int, default=500)
     parser.add_argument("--seed", type=int, default=7)
@@ -45,14 +44,13 @@ def main() -> None:
     torch.set_num_threads(1)
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="config", overrides=["data=scm_prior", *args.override])
-    prior = OmegaConf.to_container(cfg.data.prior, resolve=True)
+    prior_config = OmegaConf.to_container(cfg.data.prior, resolve=True)
+    prior = instantiate(cfg.data.prior, _convert_="all")
 
     start, cpu_start = time.monotonic(), time.process_time()
     x, y, graphs = prior_pairs(
         prior,
         node_range=tuple(args.nodes),
-        rows=tuple(args.rows),
-        obs_only_share=args.obs_only,
         pair_fraction=args.pair_fraction,
         cpu_seconds=60 * args.cpu_minutes,
         seed=args.seed,
@@ -66,10 +64,8 @@ def main() -> None:
     booster.save_model(str(args.out), num_iteration=booster.best_iteration)
     info = {
         "command": " ".join(["python scripts/train_pairwise.py", *sys.argv[1:]]),
-        "prior": prior,
+        "prior": prior_config,
         "nodes": args.nodes,
-        "rows": args.rows,
-        "obs_only_share": args.obs_only,
         "pair_fraction": args.pair_fraction,
         "graphs": graphs,
         "pairs": len(y),

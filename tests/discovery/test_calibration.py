@@ -20,6 +20,7 @@ from causal_engine.discovery.calibration import (
     write_calibration,
 )
 from causal_engine.discovery.models import ModelD
+from causal_engine.scm.prior import SeedPrior
 
 
 def test_ece_of_hand_bins() -> None:
@@ -68,8 +69,8 @@ def test_calibration_is_stored_beside_the_checkpoint_and_only_applies_to_its_wei
 def test_prior_edge_logits_pool_every_off_diagonal_pair() -> None:
     torch.manual_seed(0)
     net = ModelD(d_model=16, n_heads=2, n_layers=1, n_delta_layers=1, max_nodes=8).eval()
-    prior = {"num_obs": 30, "num_int_per_regime": 5, "intervention_values": [2.0]}
-    logits, labels = prior_edge_logits(net, prior, sizes=[4, 6], graphs=3, seed=0, obs_only_share=0.5)
+    prior = SeedPrior(num_obs=30, num_int_per_regime=5, intervention_values=[2.0], obs_only_share=0.5)
+    logits, labels = prior_edge_logits(net, prior, sizes=[4, 6], graphs=3, seed=0)
     assert logits.shape == labels.shape == (3 * 4 * 3 + 3 * 6 * 5,)
     assert set(np.unique(labels)) <= {0.0, 1.0} and np.isfinite(logits).all()
 

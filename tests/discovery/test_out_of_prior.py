@@ -85,7 +85,7 @@ def test_bench_out_of_prior_quick_mode_writes_its_tables(tmp_path: Path) -> None
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     model = tmp_path / "pairwise.txt"
     train = [sys.executable, str(REPO / "scripts" / "train_pairwise.py"), "--cpu-minutes", "0.02", "--nodes", "4", "6"]
-    train += ["--rows", "60", "--rounds", "3", "--pair-fraction", "1", "--out", str(model)]
+    train += ["--rounds", "3", "--pair-fraction", "1", "--override", "data.prior.num_obs=[40,80]", "--out", str(model)]
     subprocess.run(train, check=True, env=env, cwd=tmp_path, capture_output=True, timeout=600)
     assert model.is_file() and model.with_suffix(".json").is_file()
     out = tmp_path / "bench"

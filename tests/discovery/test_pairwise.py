@@ -8,6 +8,7 @@ import pytest
 from causal_engine.discovery import pairwise as P
 from causal_engine.discovery.baselines import GraphData, abs_partial_corr, correlation, partial_correlation
 from causal_engine.errors import UserError
+from causal_engine.scm.prior import BroadPrior
 
 pytest.importorskip("lightgbm")
 NAMES = list(P.FEATURE_NAMES)
@@ -94,9 +95,8 @@ def test_abs_partial_corr_baseline_scores_the_skeleton() -> None:
 
 
 def test_model_file_round_trip_is_text_and_predicts_the_same(tmp_path) -> None:
-    x, y, graphs = P.prior_pairs(
-        {"num_obs": 60}, node_range=(4, 6), rows=(60,), obs_only_share=0.5, pair_fraction=1.0, cpu_seconds=0.5, seed=0
-    )
+    prior = BroadPrior(num_obs=(40, 80))
+    x, y, graphs = P.prior_pairs(prior, node_range=(4, 6), pair_fraction=1.0, cpu_seconds=0.5, seed=0)
     assert graphs >= 8 and x.shape == (len(y), len(NAMES)) and set(np.unique(y)) <= {0, 1}
     booster, valid = P.fit_booster(x, y, rounds=5, seed=0, min_data_in_leaf=5)
     path = tmp_path / "pairwise.txt"

@@ -23,7 +23,7 @@ import torch
 from scipy.optimize import minimize
 from scipy.special import expit, logit
 
-from causal_engine.discovery.data import fixed_set
+from causal_engine.discovery.data import Prior, fixed_set
 from causal_engine.discovery.models import PFNNet
 
 log = logging.getLogger(__name__)
@@ -62,16 +62,13 @@ def fit_platt(logits: np.ndarray, labels: np.ndarray) -> Calibration:
 
 
 def prior_edge_logits(
-    net: PFNNet, prior: Mapping[str, Any], sizes: Sequence[int], graphs: int, seed: int, obs_only_share: float
+    net: PFNNet, prior: Prior, sizes: Sequence[int], graphs: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """The PFN's edge logits and true labels over every off-diagonal pair of `graphs` fresh prior graphs per
-    size (a share `obs_only_share` shown without interventions), pooled: ([N], [N])."""
+    size (observational-only graphs, row counts and regimes as the prior draws them), pooled: ([N], [N])."""
     logits, labels = [], []
-    rng = np.random.default_rng(seed)
     for k, d in enumerate(sizes):
         for batch in fixed_set(graphs, 8, d, prior, seed + k):
-            hide = torch.tensor(rng.random(batch.num_graphs) < obs_only_share)
-            batch = batch.drop_interventions(hide)
             with torch.inference_mode():
                 edge = net.context(batch).edge_logits  # [B, d, d]
             off = ~torch.eye(d, dtype=torch.bool).expand_as(edge)

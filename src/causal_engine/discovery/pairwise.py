@@ -44,7 +44,7 @@ from causal_engine.discovery.baselines import (
     split_graphs,
     standardise_columns,
 )
-from causal_engine.discovery.data import sample_graphs
+from causal_engine.discovery.data import Prior, sample_graphs
 from causal_engine.errors import UserError
 
 _VIEW_FEATURES = ("corr", "pcorr", "pcorr_rank_row", "pcorr_rank_col", "min_ci", "collider_j", "collider_i")
@@ -246,11 +246,9 @@ def write_sidecar(path: Path, info: dict[str, Any]) -> None:
 
 
 def prior_pairs(
-    prior: dict[str, Any],
+    prior: Prior,
     *,
     node_range: tuple[int, int],
-    rows: tuple[int, ...],
-    obs_only_share: float,
     pair_fraction: float,
     cpu_seconds: float,
     seed: int,
@@ -259,10 +257,10 @@ def prior_pairs(
     """Training rows drawn from the SCM prior for `cpu_seconds` of this process's CPU time (not wall-clock, so
     a busy machine gets the same amount of data, later): (features [N, F] float32, labels [N], graphs).
 
-    Each draw is `batch` graphs of one size uniform in `node_range` with observational rows chosen from `rows`;
-    a share `obs_only_share` of graphs is shown without its interventional regimes. A uniform random
-    `pair_fraction` of each graph's ordered pairs is kept, so more graphs fit in memory and the base rate (hence
-    the calibration of the probabilities) is unchanged.
+    Each draw is `batch` graphs of one size uniform in `node_range`; row counts, interventions and the
+    observational-only share are the prior's own. A uniform random `pair_fraction` of each graph's ordered
+    pairs is kept, so more graphs fit in memory and the base rate (hence the calibration of the probabilities)
+    is unchanged.
     """
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -270,10 +268,7 @@ def prior_pairs(
     deadline = time.process_time() + cpu_seconds
     while time.process_time() < deadline:
         d = int(rng.integers(node_range[0], node_range[1] + 1))
-        spec = {**prior, "num_obs": int(rng.choice(rows))}
-        for g in split_graphs(sample_graphs(batch, d, spec, generator)):
-            if rng.random() < obs_only_share:
-                g = GraphData(g.observational, [], g.adjacency)
+        for g in split_graphs(sample_graphs(batch, d, prior, generator)):
             keep = rng.random(d * (d - 1)) < pair_fraction
             features.append(off_diagonal(pair_features(g))[keep].astype(np.float32))
             labels.append(off_diagonal(g.adjacency)[keep].astype(np.int8))
