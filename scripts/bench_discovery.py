@@ -46,7 +46,6 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
 from causal_engine import plots  # noqa: E402
@@ -67,7 +66,7 @@ from causal_engine.discovery.compare import (  # noqa: E402
 from causal_engine.discovery.external import FAMILIES, INTERVENTIONAL, external_table  # noqa: E402
 from causal_engine.discovery.pairwise import PairwiseModel  # noqa: E402
 from causal_engine.metrics import binned_calibration_error  # noqa: E402
-from causal_engine.run import CONFIG_DIR  # noqa: E402
+from causal_engine.train import compose  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 COLUMNS = ("shd", "auroc", "auprc", "f1", "delta_rmse", "s_per_graph", "s_with_deltas")
@@ -83,8 +82,7 @@ def fmt(value: float, key: str) -> str:
 
 def run_out_of_prior(args: argparse.Namespace) -> None:
     """The out-of-prior benchmark (module docstring): README.md, rows.csv and per_table.csv into --out."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        threshold = float(compose(config_name="config", overrides=["task=discover"]).task.threshold)
+    threshold = float(compose(["task=discover"], args.out).task.threshold)
     calibration = read_calibration(args.checkpoint)
     methods = {"causal PFN": pfn_method(args.checkpoint, threshold, calibration)}
     if calibration is not None:
@@ -168,8 +166,7 @@ def main() -> None:
     args.out = args.out or REPO / "outputs" / "bench_discovery"
     max_d = {k: int(v) for k, v in (item.split("=") for item in args.max_d)}
 
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["data=scm_prior", f"data.test_graphs={args.graphs}"])
+    cfg = compose(["data=scm_prior", f"data.test_graphs={args.graphs}"], args.out)
     datamodule = instantiate(cfg.data, _convert_="all")
     unknown = sorted(set(args.sets) - set(datamodule.test_names))
     if unknown:

@@ -22,7 +22,6 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from scipy.special import expit  # noqa: E402
@@ -30,7 +29,7 @@ from scipy.special import expit  # noqa: E402
 from causal_engine.discovery.calibration import fit_platt, prior_edge_logits, write_calibration  # noqa: E402
 from causal_engine.discovery.checkpoint import load_pfn  # noqa: E402
 from causal_engine.metrics import expected_calibration_error  # noqa: E402
-from causal_engine.run import CONFIG_DIR  # noqa: E402
+from causal_engine.train import compose  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,8 +43,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7000)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["data=scm_prior", *args.override])
+    cfg = compose(["data=scm_prior", *args.override], REPO / "outputs" / Path(__file__).stem)
     prior_config = OmegaConf.to_container(cfg.data.prior, resolve=True)
     prior = instantiate(cfg.data.prior, _convert_="all")
     net = load_pfn(args.checkpoint)

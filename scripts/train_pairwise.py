@@ -21,12 +21,11 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from causal_engine.discovery.pairwise import fit_booster, prior_pairs, write_sidecar  # noqa: E402
-from causal_engine.run import CONFIG_DIR  # noqa: E402
+from causal_engine.train import compose  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,8 +41,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "checkpoints" / "pairwise.txt")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["data=scm_prior", *args.override])
+    cfg = compose(["data=scm_prior", *args.override], REPO / "outputs" / Path(__file__).stem)
     prior_config = OmegaConf.to_container(cfg.data.prior, resolve=True)
     prior = instantiate(cfg.data.prior, _convert_="all")
 

@@ -96,6 +96,12 @@ COMMON_RULES: list[Rule] = [
     Rule("*.num_workers", "int", low=0),
     Rule("*.num_nodes", "int", low=1),
     Rule("*.n_samples", "int", low=1),
+    # causal_engine.convergence.Convergence wherever a task configures one (task.convergence, ...)
+    Rule("*.convergence.patience", "int", low=1),
+    Rule("*.convergence.max_steps", "int", low=1),
+    Rule("*.convergence.min_epochs", "int", low=1),
+    Rule("*.convergence.max_epochs", "int", low=2, nullable=True),
+    Rule("*.convergence.min_delta", "float", low=0),
 ]
 
 

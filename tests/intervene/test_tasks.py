@@ -1,12 +1,15 @@
 """Data, training and the query task end to end (small, seconds), and each bad-input case of task=query."""
 
+import logging
 from pathlib import Path
 
 import lightning as L
 import pandas as pd
 import pytest
 import torch
+import yaml
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from causal_engine.errors import UserError
 from causal_engine.intervene.data import ZooDataModule
@@ -84,12 +87,72 @@ def test_query_end_to_end_on_a_small_csv(compose, table):
     metrics = run(cfg)
     out = Path(cfg.paths.output_dir)
     do = pd.read_csv(out / "interventional.csv")
-    assert list(do.columns) == ["query", "variable", "mean", "sd"] and len(do) == 3
-    assert do.loc[do.variable == "a", "mean"].item() == 1.0 and do.loc[do.variable == "a", "sd"].item() == 0.0
+    assert list(do.columns) == ["query", "variable", "mean", "sd", "se", "ci_low", "ci_high"] and len(do) == 3
+    a = do[do.variable == "a"].iloc[0]
+    assert (a["mean"], a["sd"], a["se"], a["ci_low"], a["ci_high"]) == (1.0, 0.0, 0.0, 1.0, 1.0)  # do(a = 1) exactly
+    assert (
+        (do.ci_low <= do["mean"]).all() and (do["mean"] <= do.ci_high).all() and (do.se[do.variable != "a"] > 0).all()
+    )
     cf = pd.read_csv(out / "counterfactual.csv")
     assert cf.row.tolist() == [0, 5]
     assert cf.a_cf.to_numpy() == pytest.approx(cf.a.to_numpy() + 1.0, abs=1e-5)
-    assert metrics["query/raise_a/a"] == 1.0
+    for name in "abc":
+        assert (cf[f"{name}_cf_low"] <= cf[f"{name}_cf"]).all() and (cf[f"{name}_cf"] <= cf[f"{name}_cf_high"]).all()
+    assert metrics["query/raise_a/a"] == 1.0 and metrics["bootstrap/replicates"] == 20
+    assert metrics["query/raise_a/c/ci_low"] < metrics["query/raise_a/c"] < metrics["query/raise_a/c/ci_high"]
+    assert {"fit/converged", "fit/epochs", "fit/best_epoch", "fit/best_val_loss"} <= set(metrics)
+
+
+def test_query_is_seeded_and_bootstrap_zero_drops_the_intervals(compose, table):
+    first, second = _query(compose, *table), _query(compose, *table)
+    second.paths.output_dir = str(Path(first.paths.output_dir).parent / "again")
+    run(first), run(second)
+    for name in ("interventional.csv", "counterfactual.csv"):
+        assert pd.read_csv(Path(first.paths.output_dir) / name).equals(
+            pd.read_csv(Path(second.paths.output_dir) / name)
+        )
+    cfg = _query(compose, *table)
+    cfg.task.bootstrap = 0
+    run(cfg)
+    assert list(pd.read_csv(Path(cfg.paths.output_dir) / "interventional.csv").columns) == [
+        "query", "variable", "mean", "sd"
+    ]  # fmt: skip
+
+
+def test_query_reports_convergence_and_warns_when_the_ceiling_cuts_the_fit(compose, table, caplog):
+    """A real (non-debug) fit: patience 3 on 96 rows converges; a ceiling of 3 epochs cannot and says which key."""
+    cfg = _query(compose, *table)
+    cfg.trainer = compose(["trainer=cpu"]).trainer
+    cfg.callbacks = None
+    cfg.task.bootstrap = 2
+    cfg.task.convergence.patience = 3
+    caplog.set_level(logging.INFO, logger="causal_engine")
+    metrics = run(cfg)
+    assert metrics["fit/converged"] == 1.0 and metrics["fit/epochs"] == metrics["fit/best_epoch"] + 4
+    assert "fit: converged" in caplog.text and "did not converge" not in caplog.text
+    caplog.clear()
+    cfg.task.convergence.patience = 2
+    cfg.task.convergence.max_epochs = 3
+    metrics = run(cfg)
+    assert metrics["fit/converged"] == 0.0 and metrics["fit/epochs"] == 3
+    assert "did not converge" in caplog.text and "Raise task.convergence.max_epochs (now 3)" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("task.bootstrap=1", "task.bootstrap=1"),
+        ("task.level=1.5", "task.level"),
+        ("task.convergence.patience=0", "task.convergence.patience"),
+        ("task.convergence.max_epochs=10", "task.convergence.max_epochs=10 leaves no room"),
+    ],
+)
+def test_query_bad_bootstrap_and_convergence_settings_are_user_errors(compose, table, override, message):
+    key, value = override.split("=")
+    cfg = _query(compose, *table)
+    OmegaConf.update(cfg, key, yaml.safe_load(value))
+    with pytest.raises(UserError, match=message):
+        run(cfg)
 
 
 def _write(path: Path, text: str) -> Path:
@@ -105,7 +168,7 @@ def _write(path: Path, text: str) -> Path:
         ("missing_from_graph", "missing from the graph"),
         ("nan", "missing value"),
         ("non_numeric", "not a number"),
-        ("unknown_query_variable", "not a column of the data"),
+        ("unknown_query_variable", "task.interventional.q intervenes on .zz., which is not a variable of the data"),
     ],
 )
 def test_query_bad_input_stops_with_a_clear_message(compose, table, tmp_path, case, message):
@@ -166,7 +229,9 @@ def test_query_with_a_regime_column_keeps_do_rows_out_of_the_cut_mechanism(compo
     cfg.data.regime_column = "regime"
     run(cfg)
     cf = pd.read_csv(Path(cfg.paths.output_dir) / "counterfactual.csv")
-    assert list(cf.columns) == ["query", "row", "a_cf", "b_cf", "c_cf", "a", "b", "c"]
+    assert list(cf.columns) == ["query", "row"] + [f"{n}_cf{e}" for n in "abc" for e in ("", "_low", "_high")] + [
+        "a", "b", "c"
+    ]  # fmt: skip
     frame.loc[3, "regime"] = "zz"
     frame.to_csv(data, index=False)
     with pytest.raises(UserError, match="row 4: 'zz' is not a variable"):

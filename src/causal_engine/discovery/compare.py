@@ -191,17 +191,16 @@ PROBABILISTIC = frozenset({"causal PFN", "causal PFN (uncalibrated)", "boosted"}
 
 
 def graph_batch(g: GraphData) -> DiscoveryBatch:
-    """One table as the PFN sees a user's table in `task=discover` (regime column = the single target)."""
+    """One table as the PFN sees a user's table in `task=discover` (each row marked with its regime's targets)."""
     d = g.observational.shape[1]
-    columns = [f"X{k}" for k in range(d)]
     parts = [g.observational, *(x for _, x in g.regimes)]
-    labels = [""] * len(g.observational)
-    for targets, x in g.regimes:
-        if len(targets) != 1:
-            raise ValueError(f"graph_batch takes single-target regimes, got targets {targets}")
-        labels += [columns[targets[0]]] * len(x)
-    frame = pd.DataFrame(np.concatenate(parts), columns=columns)
-    batch, _ = table_batch(frame, pd.Series(labels, index=frame.index), max_values_per_target=0)
+    targets = np.zeros((sum(len(p) for p in parts), d), dtype=bool)  # [N, d]
+    start = len(g.observational)
+    for regime_targets, x in g.regimes:
+        targets[start : start + len(x), regime_targets] = True
+        start += len(x)
+    frame = pd.DataFrame(np.concatenate(parts), columns=[f"X{k}" for k in range(d)])
+    batch, _ = table_batch(frame, targets, max_values_per_target=0)
     return batch
 
 

@@ -227,6 +227,7 @@ class ArrayDataModule(InterveneDataModule):
         val_rows = perm[:n_val]
         train = torch.ones(len(x), dtype=torch.bool)
         train[val_rows] = False
+        self.train_rows = train.nonzero().flatten()  # [N_train] the table rows fitted, in table order
         self.train_set = _batch(x[train], cut[train])
         self.val_set = _batch(x[val_rows])
         self.test_set = self.val_set

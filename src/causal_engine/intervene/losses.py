@@ -16,19 +16,20 @@ from torch import Tensor, nn
 from causal_engine.errors import UserError
 
 
-def intervention_loss(pred: Tensor, target: Tensor, cut: Tensor) -> Tensor:
+def intervention_loss(pred: Tensor, target: Tensor, cut: Tensor, weight: Tensor | None = None) -> Tensor:
     """Mean squared error over the (row, node) pairs whose mechanism is intact; pred/target/cut [B, K].
 
     Each node's error is averaged over its own intact rows first, so a node intervened on in most rows
-    still counts as much as the others; nodes with no intact row are skipped.
+    still counts as much as the others; nodes with no intact row are skipped. `weight` [B] weighs the
+    rows (a bootstrap replicate's resampling counts). Branch-free, so it runs under `torch.func.vmap`.
     """
     keep = (~cut).to(pred.dtype)  # [B, K]
+    if weight is not None:
+        keep = keep * weight[:, None]
     per_node_rows = keep.sum(0)  # [K]
-    per_node = ((pred - target) ** 2 * keep).sum(0) / per_node_rows.clamp_min(1)  # [K]
-    present = per_node_rows > 0
-    if not present.any():
-        return pred.sum() * 0.0
-    return per_node[present].mean()
+    present = (per_node_rows > 0).to(pred.dtype)  # [K]
+    per_node = ((pred - target) ** 2 * keep).sum(0) / per_node_rows.clamp_min(1e-12)  # [K]
+    return (per_node * present).sum() / present.sum().clamp_min(1)
 
 
 def counterfactual_loss(pred_cf: Tensor, target_cf: Tensor, changed: Tensor | None = None) -> Tensor:

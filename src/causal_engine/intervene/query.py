@@ -6,77 +6,131 @@
 Interventional answers (`interventional.csv`): for each query, the mean and SD of every variable under the
 intervention, over samples that keep each data row's abducted noise. Counterfactual answers
 (`counterfactual.csv`): every row (or `rows`) under each query, with its factual values alongside.
-With `data.regime_column=COL`, a row whose COL names a variable (several joined by '+') was produced by a hard
-intervention on it: that variable's mechanism is not fitted on the row (its value still feeds its
-children), and validation uses observational rows only. Everything is validated before fitting, and files
-are written only when every answer is computed.
+Queries use the intervention grammar of `causal_engine.interventions`; the regime column that of
+`causal_engine.tables.regime_targets`. With `data.regime_column=COL`, a row whose COL names a variable (several
+joined by '+') was produced by a hard intervention on it: that variable's mechanism is not fitted on the row
+(its value still feeds its children), and validation uses observational rows only. Everything is validated
+before fitting, and files are written only when every answer is computed.
+
+The fit stops on its held-out loss (`task.convergence`, see `causal_engine.convergence`) and reports
+whether it converged (`fit/converged`, `fit/epochs`, `fit/best_val_loss` in metrics.json and on the
+console; a warning names the key to raise when it did not). Every answer has an interval: `task.bootstrap`
+refits on Poisson-resampled rows (`intervene.bootstrap`) give each answer's standard error `se`, and the
+interval is the answer ± z · se at `task.level` (`ci_low`, `ci_high`; for counterfactuals
+`<variable>_cf_low`, `<variable>_cf_high`). `task.bootstrap=0` turns the intervals off.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import pandas as pd
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
 
+from causal_engine.convergence import Convergence
 from causal_engine.errors import UserError
+from causal_engine.intervene.bootstrap import BootstrapEnsemble, fit_ensemble, poisson_counts
 from causal_engine.intervene.data import ArrayDataModule, GraphInfo
 from causal_engine.intervene.do import Interventions
 from causal_engine.intervene.models import StructuralMLP
-from causal_engine.intervene.module import InterveneModule
-from causal_engine.tables import TableSource
+from causal_engine.intervene.module import InterveneModule, build_net
+from causal_engine.interventions import parse_named_interventions
+from causal_engine.tables import TableSource, regime_targets
 from causal_engine.train import build_trainer, collect_metrics
+
+log = logging.getLogger(__name__)
 
 
 class QueryError(UserError):
     """A query in the config cannot be answered as written."""
 
 
-def _parse_queries(kind: str, queries: Any, names: Sequence[str]) -> dict[str, Interventions]:
-    if queries is None:
-        return {}
-    if not isinstance(queries, Mapping):
-        raise QueryError(
-            f"task.{kind} must map a query name to interventions, e.g. "
-            f"{{raise_x: {{{names[0]}: 1.0}}}}; got {queries!r}"
-        )
-    parsed = {}
-    for qname, spec in queries.items():
-        if not isinstance(spec, Mapping) or not spec:
-            raise QueryError(f"task.{kind}.{qname} must map variables to a value or {{shift: d}}, got {spec!r}")
-        for variable, value in spec.items():
-            if variable not in names:
-                raise QueryError(
-                    f"task.{kind}.{qname} intervenes on {variable!r}, which is not a column of "
-                    f"the data; columns: {list(names)}"
-                )
-            number = value.get("value", value.get("shift")) if isinstance(value, Mapping) else value
-            if isinstance(number, bool) or not isinstance(number, int | float):
-                raise QueryError(f"task.{kind}.{qname}.{variable} must be a number or {{shift: number}}, got {value!r}")
-        try:
-            parsed[str(qname)] = Interventions.parse(dict(spec), names)
-        except ValueError as err:
-            raise QueryError(f"task.{kind}.{qname}: {err}") from err
-    return parsed
+def _queries(kind: str, queries: Mapping | None, names: Sequence[str]) -> dict[str, Interventions]:
+    parsed = parse_named_interventions(queries, names, f"task.{kind}")
+    return {qname: Interventions.parse(spec, names) for qname, spec in parsed.items()}
 
 
-def _regime_mask(regimes: pd.Series, names: Sequence[str], column: str) -> torch.Tensor:
-    """cut [N, D] bool from a regime column: empty = observational, else the variable(s) a hard
-    intervention set in that row (several joined by '+')."""
-    cut = torch.zeros(len(regimes), len(names), dtype=torch.bool)
-    for row, text in enumerate(regimes):
-        for variable in filter(None, (v.strip() for v in text.split("+"))):
-            if variable not in names:
-                raise QueryError(
-                    f"data.regime_column '{column}', row {row + 1}: {variable!r} is not a variable of the "
-                    f"data (leave the cell empty for an observational row); variables: {list(names)}"
-                )
-            cut[row, names.index(variable)] = True
-    return cut
+@torch.no_grad()
+def _answers(
+    net: nn.Module,
+    x: Tensor,
+    weight: Tensor,
+    do_queries: Mapping[str, Interventions],
+    cf_queries: Mapping[str, Interventions],
+    rows: Sequence[int],
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One network's answers: interventional means and SDs [Q, D] over the reference rows x [N, D] weighted
+    by `weight` [N], and the counterfactuals [C, len(rows), D] of the table's `rows`."""
+    # float64 with integer counts: a hard-intervened variable's mean is its value exactly, its SD 0.
+    w, total = weight.double()[:, None], float(weight.sum())  # [N, 1]
+    means, sds = [], []
+    for iv in do_queries.values():
+        samples = net.interventional(x, iv).double()  # [N, D]: each row's noise, intervened mechanisms
+        mean = (w * samples).sum(0) / total  # [D]
+        means.append(mean)
+        sds.append(((w * (samples - mean) ** 2).sum(0) / max(total - 1, 1)).sqrt())
+    empty = x.new_zeros(0, x.shape[1])
+    cfs = [net.counterfactual(x[list(rows)], iv) for iv in cf_queries.values()]
+    return (
+        torch.stack(means) if means else empty,
+        torch.stack(sds) if sds else empty,
+        torch.stack(cfs) if cfs else x.new_zeros(0, len(rows), x.shape[1]),
+    )
+
+
+def _fit_point(
+    cfg: DictConfig, module: InterveneModule, datamodule: ArrayDataModule, convergence: Convergence
+) -> dict[str, float]:
+    """Fit the model to convergence; its metrics, the convergence report's included (`fit/...`)."""
+    callbacks = convergence.callbacks()
+    max_epochs = convergence.ceiling(len(datamodule.train_x), datamodule.batch_size)
+    trainer = build_trainer(cfg, extra_callbacks=callbacks, max_epochs=max_epochs)
+    trainer.fit(module, datamodule=datamodule)
+    report = convergence.report(callbacks, trainer.current_epoch, max_epochs)
+    log.info("fit: %s", report.summary())
+    if report.warning:
+        log.warning("fit: %s", report.warning)
+    return {**collect_metrics(trainer), **report.as_metrics("fit")}
+
+
+def _bootstrap_answers(
+    module: InterveneModule,
+    datamodule: ArrayDataModule,
+    x: Tensor,
+    replicates: int,
+    epochs: int,
+    seed: int,
+    answer: Any,
+) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """Each bootstrap replicate's answers (`answer(net, weight)`), the replicates fitted together for `epochs`."""
+    start = time.time()
+    log.info("bootstrap: fitting %d replicates on resampled rows for %d epochs", replicates, epochs)
+    loc, scale = datamodule.scaler()
+    nets = []
+    for r in range(replicates):
+        with torch.random.fork_rng():
+            torch.manual_seed(seed + 1 + r)
+            net = build_net(module.net_factory, datamodule.graph)
+        net.set_scaler(loc, scale)
+        nets.append(net)
+    counts = poisson_counts(replicates, len(x), seed)  # [R, N] over the table's rows
+    x_train, cut_train = datamodule.train_set.tensors[:2]
+    ensemble = BootstrapEnsemble(
+        nets, module.optimizer_factory, x_train, cut_train, counts[:, datamodule.train_rows], datamodule.batch_size
+    )
+    fit_ensemble(ensemble, epochs)
+    found = [answer(ensemble.replicate(r), counts[r]) for r in range(replicates)]
+    log.info("bootstrap: %d replicates done in %.1f s", replicates, time.time() - start)
+    return found
 
 
 def query(
@@ -85,8 +139,12 @@ def query(
     counterfactual: Mapping | None = None,
     rows: Sequence[int] | None = None,
     val_fraction: float = 0.2,
+    convergence: Convergence | None = None,
+    bootstrap: int = 20,
+    level: float = 0.95,
 ) -> dict[str, float]:
-    """Fit `cfg.model` (a StructuralMLP module) on `cfg.data` (a `TableSource`) and answer the queries."""
+    """Fit `cfg.model` (a StructuralMLP module) on `cfg.data` (a `TableSource`) to convergence and answer the
+    queries, each with a bootstrap interval (`bootstrap` replicates, coverage `level`)."""
     source: TableSource = instantiate(cfg.data)
     if not isinstance(source, TableSource):
         raise UserError(
@@ -94,6 +152,9 @@ def query(
         )
     if cfg.get("model") is None:
         raise UserError("task=query needs a structural model: add `model=structural_mlp`.")
+    if bootstrap == 1:
+        raise QueryError("task.bootstrap=1 gives no spread: use 0 (no intervals) or at least 2 (e.g. 20).")
+    convergence = convergence if convergence is not None else Convergence()
     interventional = (
         OmegaConf.to_container(interventional) if isinstance(interventional, DictConfig) else interventional
     )
@@ -105,9 +166,9 @@ def query(
     regimes = frame.pop(regime) if regime else None
     names = list(frame.columns)
     adjacency = source.graph(names, require_all=True)
-    cut = _regime_mask(regimes, names, regime) if regimes is not None else None
-    do_queries = _parse_queries("interventional", interventional, names)
-    cf_queries = _parse_queries("counterfactual", counterfactual, names)
+    cut = torch.from_numpy(regime_targets(regimes, names, regime)) if regimes is not None else None  # [N, D]
+    do_queries = _queries("interventional", interventional, names)
+    cf_queries = _queries("counterfactual", counterfactual, names)
     if not do_queries and not cf_queries:
         raise QueryError(
             "task=query has nothing to answer: give `+task.interventional={name: {var: value}}` "
@@ -125,34 +186,43 @@ def query(
     module.attach(datamodule)
     if not isinstance(module.net, StructuralMLP):
         raise UserError("task=query needs the structural model: use `model=structural_mlp` (or structural_mlp_losses).")
-    trainer = build_trainer(cfg)
-    trainer.fit(module, datamodule=datamodule)
-    metrics = collect_metrics(trainer)
+    metrics = _fit_point(cfg, module, datamodule, convergence)
 
-    net = module.net.eval()
+    def answer(net: nn.Module, weight: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return _answers(net, x, weight, do_queries, cf_queries, row_index)
+
+    do_mean, do_sd, cf = answer(module.net.eval(), torch.ones(len(x)))  # [Q, D], [Q, D], [C, n, D]
+    if bootstrap:
+        # Each replicate trains as long as the point fit took to reach its best held-out epoch.
+        epochs = max(1, int(metrics["fit/best_epoch"]) + 1)
+        found = _bootstrap_answers(module, datamodule, x, bootstrap, epochs, int(cfg.seed), answer)
+        z = NormalDist().inv_cdf(0.5 + level / 2)
+        do_se = torch.stack([f[0] for f in found]).std(0)  # [Q, D]
+        cf_se = torch.stack([f[2] for f in found]).std(0)  # [C, n, D]
+        metrics["bootstrap/replicates"] = float(bootstrap)
+
     records = []
-    with torch.no_grad():
-        for qname, iv in do_queries.items():
-            samples = net.interventional(x, iv)  # [N, D]: each row's noise, intervened mechanisms
-            for j, name in enumerate(names):
-                records.append(
-                    {
-                        "query": qname,
-                        "variable": name,
-                        "mean": float(samples[:, j].mean()),
-                        "sd": float(samples[:, j].std()),
-                    }
-                )
-                metrics[f"query/{qname}/{name}"] = float(samples[:, j].mean())
-        cf_frames = []
-        for qname, iv in cf_queries.items():
-            cf = net.counterfactual(x[row_index], iv).numpy()
-            part = pd.DataFrame(cf, columns=[f"{n}_cf" for n in names])
-            part.insert(0, "row", row_index)
-            part.insert(0, "query", qname)
-            factual = frame.iloc[row_index].reset_index(drop=True)
-            cf_frames.append(pd.concat([part, factual], axis=1))
-    if not trainer.is_global_zero:
+    for q, qname in enumerate(do_queries):
+        for j, name in enumerate(names):
+            record = {"query": qname, "variable": name, "mean": float(do_mean[q, j]), "sd": float(do_sd[q, j])}
+            if bootstrap:
+                se = float(do_se[q, j])
+                record |= {"se": se, "ci_low": record["mean"] - z * se, "ci_high": record["mean"] + z * se}
+                metrics[f"query/{qname}/{name}/ci_low"] = record["ci_low"]
+                metrics[f"query/{qname}/{name}/ci_high"] = record["ci_high"]
+            records.append(record)
+            metrics[f"query/{qname}/{name}"] = record["mean"]
+    cf_frames = []
+    factual = frame.iloc[row_index].reset_index(drop=True)
+    for c, qname in enumerate(cf_queries):
+        part = pd.DataFrame({"query": qname, "row": row_index})
+        for j, name in enumerate(names):
+            part[f"{name}_cf"] = cf[c, :, j].numpy()
+            if bootstrap:
+                part[f"{name}_cf_low"] = (cf[c, :, j] - z * cf_se[c, :, j]).numpy()
+                part[f"{name}_cf_high"] = (cf[c, :, j] + z * cf_se[c, :, j]).numpy()
+        cf_frames.append(pd.concat([part, factual], axis=1))
+    if rank_zero_only.rank != 0:
         return metrics
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -24,4 +24,6 @@ RULES: list[Rule] = [
     Rule("model.net.features", "str", choices=("all", "nondescendants")),
     Rule("model.losses.*_weight", "float", low=0),
     Rule("task.val_fraction", "float", low=0, high=1, low_open=True, high_open=True),
+    Rule("task.bootstrap", "int", low=0),
+    Rule("task.level", "float", low=0, high=1, low_open=True, high_open=True),
 ]

@@ -1,0 +1,22 @@
+"""task=query at its defaults vs a generous budget, with interval coverage (see causal_engine.intervene.benchmark).
+
+OMP_NUM_THREADS=1 nice -n 10 python scripts/bench_query.py --n 1000 --out outputs/bench_query
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from causal_engine.intervene.benchmark import CASES, main
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--n", type=int, default=1000, help="rows per table")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("outputs/bench_query"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    print(main(args.cases, args.n, args.seed, args.out))

@@ -1,0 +1,205 @@
+"""Is `task=query` right at its defaults? Defaults vs a generous budget, with interval coverage.
+
+Each case is a table with exact answers: E[Y | do(X = v)] over 5 quantiles of X (population values) and
+every row's counterfactual Y under do(X := X + 1). Zoo SCMs give both from their equations; the sempler
+case is a linear Gaussian SCM simulated by `sempler.LGANM` (a generator nobody here wrote), whose own
+interventional sampler gives E[Y | do] by Monte Carlo (2·10⁵ draws) and whose linearity gives each row's
+counterfactual (Y + total effect · shift). Both arms run the real `task=query` through `run()`:
+
+- `default`: the task's defaults (early stopping, bootstrap intervals);
+- `generous`: the same model with 10× the default run's epochs, no early stop (patience beyond the
+  ceiling) and its last epoch's weights, no bootstrap.
+
+Scores: RMSE of the interventional means over the grid and of the counterfactuals over the rows,
+the default run's wall time, and the share of the exact answers inside the default run's intervals.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+
+from causal_engine.intervene.query import query
+from causal_engine.intervene.zoo import get_scm
+from causal_engine.train import compose
+
+SHIFT = 1.0
+
+
+@dataclass
+class Case:
+    """A table with its graph and exact answers."""
+
+    name: str
+    frame: pd.DataFrame
+    edges: pd.DataFrame
+    treatment: str
+    outcome: str
+    grid: np.ndarray  # [V] treatment values
+    do_truth: np.ndarray  # [V] E[Y | do(X = v)]
+    cf_truth: np.ndarray  # [N] each row's Y under do(X := X + SHIFT)
+
+
+def _edges(adjacency: np.ndarray, names: list[str]) -> pd.DataFrame:
+    src, dst = np.nonzero(adjacency)
+    return pd.DataFrame({"source": [names[i] for i in src], "target": [names[j] for j in dst]})
+
+
+def zoo_case(scm_name: str, n: int, seed: int) -> Case:
+    """`n` observational rows of a zoo SCM and its exact answers."""
+    scm = get_scm(scm_name)
+    x = scm.sample(n, torch.Generator().manual_seed(seed))  # [N, D] float64
+    grid = scm.treatment_grid(5)
+    do_truth, _ = scm.do_mean(grid)
+    cf = scm.counterfactual(x, {scm.treatment: {"shift": SHIFT}})[:, scm.outcome]
+    return Case(
+        scm_name,
+        pd.DataFrame(x.numpy(), columns=scm.names),
+        _edges(scm.adjacency, scm.names),
+        scm.names[scm.treatment],
+        scm.names[scm.outcome],
+        grid.numpy(),
+        do_truth.numpy(),
+        cf.numpy(),
+    )
+
+
+# c confounds t and y (strongly, so t's overlap across c is weak); t -> m -> y; k is a child of t and y.
+_SEMPLER_NAMES = ["c", "t", "m", "y", "k"]
+_SEMPLER_EDGES = {("c", "t"): 1.5, ("c", "y"): 1.0, ("t", "m"): 0.8, ("m", "y"): 1.2, ("t", "y"): 0.5,
+                  ("t", "k"): 0.7, ("y", "k"): -0.6}  # fmt: skip
+_SEMPLER_VARIANCES = [1.0, 0.25, 0.5, 0.5, 0.3]
+
+
+def sempler_case(n: int, seed: int, n_mc: int = 200_000) -> Case:
+    """`n` rows of a 5-variable linear Gaussian SCM simulated by `sempler.LGANM`, its answers from sempler."""
+    import sempler  # the baselines extra
+
+    names = _SEMPLER_NAMES
+    weights = np.zeros((5, 5))
+    for (a, b), w in _SEMPLER_EDGES.items():
+        weights[names.index(a), names.index(b)] = w
+    scm = sempler.LGANM(weights, np.zeros(5), np.array(_SEMPLER_VARIANCES))
+    x = scm.sample(n, random_state=seed)  # [N, 5]
+    t, y = names.index("t"), names.index("y")
+    grid = np.quantile(scm.sample(n_mc, random_state=seed + 1)[:, t], np.linspace(0.05, 0.95, 5))
+    do_truth = np.array(
+        [scm.sample(n_mc, do_interventions={t: (v, 0.0)}, random_state=seed + 2)[:, y].mean() for v in grid]
+    )
+    total = np.linalg.inv(np.eye(5) - weights)[t, y]  # x = Wᵀx + ε: total effect of t on y
+    return Case(
+        "sempler_lganm",
+        pd.DataFrame(x, columns=names),
+        _edges(weights, names),
+        "t",
+        "y",
+        grid,
+        do_truth,
+        x[:, y] + total * SHIFT,
+    )
+
+
+def _run_query(case: Case, tables: Path, run_dir: Path, overrides: list[str]) -> tuple[dict, float]:
+    data, edges = tables / f"{case.name}.csv", tables / f"{case.name}_edges.csv"
+    case.frame.to_csv(data, index=False)
+    case.edges.to_csv(edges, index=False)
+    interventional = ", ".join(f"v{i}: {{{case.treatment}: {float(v)!r}}}" for i, v in enumerate(case.grid))
+    cfg = compose(
+        [
+            "task=query",
+            "data=table",
+            f"data.path={data}",
+            f"data.graph_path={edges}",
+            f"task.interventional={{{interventional}}}",
+            f"task.counterfactual={{up: {{{case.treatment}: {{shift: {SHIFT}}}}}}}",
+            "~logger",
+            "callbacks=none",
+            f"paths.output_dir={run_dir}",
+            *overrides,
+        ],
+        run_dir,
+    )
+    start = time.time()
+    L.seed_everything(cfg.seed, workers=True)
+    metrics = query(cfg)
+    return metrics, time.time() - start
+
+
+def _score(case: Case, run_dir: Path, with_intervals: bool) -> dict[str, float]:
+    do = pd.read_csv(run_dir / "interventional.csv")
+    do = do[do.variable == case.outcome].set_index("query").loc[[f"v{i}" for i in range(len(case.grid))]]
+    cf = pd.read_csv(run_dir / "counterfactual.csv").sort_values("row")
+    y = f"{case.outcome}_cf"
+    out = {
+        "do_rmse": float(np.sqrt(np.mean((do["mean"].to_numpy() - case.do_truth) ** 2))),
+        "cf_rmse": float(np.sqrt(np.mean((cf[y].to_numpy() - case.cf_truth) ** 2))),
+    }
+    if with_intervals:
+        out["do_coverage"] = float(np.mean((do.ci_low <= case.do_truth) & (case.do_truth <= do.ci_high)))
+        out["cf_coverage"] = float(
+            np.mean((cf[f"{y}_low"].to_numpy() <= case.cf_truth) & (case.cf_truth <= cf[f"{y}_high"].to_numpy()))
+        )
+    return out
+
+
+def bench_case(case: Case, out: Path) -> dict:
+    """Both arms on one case; returns a JSON-able record."""
+    tables = out / "tables"
+    tables.mkdir(parents=True, exist_ok=True)
+    metrics, seconds = _run_query(case, tables, out / "runs" / case.name / "default", [])
+    record = {"case": case.name, "n": len(case.frame), "default_seconds": round(seconds, 1)}
+    record |= {f"default_{k}": v for k, v in _score(case, out / "runs" / case.name / "default", True).items()}
+    record |= {"converged": metrics["fit/converged"], "epochs": int(metrics["fit/epochs"])}
+    generous_epochs = 10 * record["epochs"]
+    overrides = [f"task.convergence.max_epochs={generous_epochs}", f"task.convergence.patience={generous_epochs - 1}",
+                 "task.convergence.restore_best=false", "task.bootstrap=0"]  # fmt: skip
+    _, seconds = _run_query(case, tables, out / "runs" / case.name / "generous", overrides)
+    record["generous_seconds"] = round(seconds, 1)
+    record |= {f"generous_{k}": v for k, v in _score(case, out / "runs" / case.name / "generous", False).items()}
+    for kind in ("do", "cf"):
+        record[f"{kind}_ratio"] = record[f"default_{kind}_rmse"] / max(record[f"generous_{kind}_rmse"], 1e-12)
+    return record
+
+
+CASES: dict[str, Callable[[int, int], Case]] = {
+    **{name: (lambda n, seed, name=name: zoo_case(name, n, seed)) for name in
+       ("nonlin_simpson", "symprod_simpson", "mediator_nonlin", "chain3_nonlin", "large_backdoor_nonlin")},
+    "sempler_lganm": sempler_case,
+}  # fmt: skip
+
+
+def summarise(records: list[dict]) -> str:
+    """A markdown table of the records and the pooled coverage."""
+    cols = ["case", "n", "converged", "epochs", "default_seconds", "default_do_rmse", "generous_do_rmse",
+            "do_ratio", "default_cf_rmse", "generous_cf_rmse", "cf_ratio", "default_do_coverage",
+            "default_cf_coverage"]  # fmt: skip
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in records:
+        lines.append("| " + " | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
+    do_cov = np.mean([r["default_do_coverage"] for r in records])
+    cf_cov = np.mean([r["default_cf_coverage"] for r in records])
+    lines += ["", f"Mean coverage at nominal 95 %: interventional {do_cov:.3f}, counterfactual {cf_cov:.3f}."]
+    return "\n".join(lines)
+
+
+def main(cases: list[str], n: int, seed: int, out: Path) -> str:
+    """Run every case (results appended to out/results.jsonl as they finish), write out/README.md."""
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    with (out / "results.jsonl").open("a") as store:
+        for name in cases:
+            record = bench_case(CASES[name](n, seed), out)
+            store.write(json.dumps(record) + "\n")
+            store.flush()
+            records.append(record)
+    table = summarise(records)
+    (out / "README.md").write_text(f"# bench_query (n={n}, seed={seed})\n\n{table}\n")
+    return table
