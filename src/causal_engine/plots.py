@@ -172,8 +172,9 @@ def training_summary_figure(
 
 
 # --- jepa-dml (helper "jepa-dml"): propensity overlap and interval comparison --------------------------------
-def propensity_overlap_figure(propensity: Any, treatment: Any, *, trim: float = 0.0) -> Figure:
-    """Histograms of the estimated propensity by arm; the clipping thresholds as dashed lines.
+def propensity_overlap_figure(propensity: Any, treatment: Any, *, trim: float = 0.0, note: str = "") -> Figure:
+    """Histograms of the estimated propensity by arm; the trimming thresholds as dashed lines; `note` (e.g. the
+    shares in each tail) as a second title line.
 
     Mass piled against 0 or 1 in one arm means the arms barely overlap and the AIPW weights explode.
     """
@@ -189,7 +190,7 @@ def propensity_overlap_figure(propensity: Any, treatment: Any, *, trim: float = 
             ax.axvline(x, color="k", ls="--", lw=0.8)
     ax.set_xlabel("estimated propensity P(T=1 | X)")
     ax.set_ylabel("density")
-    ax.set_title("propensity overlap by arm (out-of-fold)")
+    ax.set_title("propensity overlap by arm (out-of-fold)" + (f"\n{note}" if note else ""), fontsize=9)
     ax.legend(fontsize=8)
     return fig
 
