@@ -111,7 +111,8 @@ def test_page_has_a_table_fit_and_plot_per_series(tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "benchmarks" / "results.json").read_text())
     assert saved == json.loads(json.dumps({"meta": meta, "results": results}))  # --render-only reads this back
 
-    assert "`python scripts/costs.py --quick`" in page and "load average 9.0" in page
+    assert "`python scripts/costs.py --quick`" in page and "- Machine: 2 CPUs" in page
+    assert "load average" not in page and "started" not in page  # no machine load or date on the page
     assert "the preset's 4 JEPA epochs and nuisance fits to convergence (patience 20) take longer" in page
     for section, (title, *_rest) in costs.SECTIONS.items():
         assert f"## {title}" in page and f"](benchmarks/{section}.png)" in page

@@ -337,12 +337,11 @@ def render(results: dict[str, list[dict]], meta: dict[str, Any], figures: dict[s
         INTRO,
         "## Set-up",
         "",
-        f"- Command: `{meta['command']}` ({meta['mode']} sizes), started {meta['started']}, "
-        f"took {meta['minutes']:.1f} min.",
-        f"- Machine: {meta['cpus']} CPUs, load average {meta['load_start']:.1f} at start and "
-        f"{meta['load_end']:.1f} at the end (other jobs share the cores, so absolute times are pessimistic "
-        f"and vary between runs; exponents are steadier). torch {meta['torch']} with {meta['threads']} intra-op "
-        f"thread(s); OMP/BLAS threads {meta['blas_threads']}.",
+        f"- Command: `{meta['command']}` ({meta['mode']} sizes), {meta['minutes']:.1f} min.",
+        # The date and load average stay in results.json: the page states what a reader can reproduce.
+        f"- Machine: {meta['cpus']} CPUs, torch {meta['torch']} with {meta['threads']} intra-op thread(s); "
+        f"OMP/BLAS threads {meta['blas_threads']}. Absolute times vary between runs on shared cores; the "
+        "exponents are steadier.",
         f"- PFN: {meta['pfn']}.",
         "- Peak memory: each point runs in its own process (forked from a server that imported the libraries "
         "once); the peak resident set (Linux VmHWM, reset via /proc/self/clear_refs just before the measured "

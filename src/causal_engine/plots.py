@@ -342,3 +342,26 @@ def group_effects_figure(
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+# --- discovery (helper "pfn-bench"): reliability of edge probabilities ---------------------------------------
+
+
+def reliability_figure(curves: dict[str, tuple[Any, Any, Any]], title: str = "edge probability reliability") -> Figure:
+    """Reliability diagram: observed edge rate against mean predicted probability per bin, one line per
+    curve name -> (confidence, rate, count) from `metrics.reliability`; the diagonal is perfect calibration.
+    A lower panel shows how many pairs fall in each bin (log scale)."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5, 6), height_ratios=(3, 1), sharex=True)
+    top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
+    for name, (confidence, rate, count) in curves.items():
+        used = count > 0
+        top.plot(confidence[used], rate[used], marker="o", label=name)
+        bottom.plot(confidence[used], count[used], marker=".", label=name)
+    top.set_ylabel("observed edge rate")
+    top.set_title(title)
+    top.legend(fontsize=7)
+    bottom.set_yscale("log")
+    bottom.set_xlabel("predicted edge probability")
+    bottom.set_ylabel("pairs")
+    fig.tight_layout()
+    return fig
