@@ -7,8 +7,8 @@ interventional sampler gives E[Y | do] by Monte Carlo (2·10⁵ draws) and whose
 counterfactual (Y + total effect · shift). Both arms run the real `task=query` through `run()`:
 
 - `default`: the task's defaults (early stopping, bootstrap intervals);
-- `generous`: the same model with 10× the default run's epochs, no early stop (patience beyond the
-  ceiling) and its last epoch's weights, no bootstrap.
+- `generous`: the same model with 10× the default run's epochs at the model's constant learning rate, no
+  early stop (patience beyond the ceiling) and its last epoch's weights, no bootstrap.
 
 Scores: RMSE of the interventional means over the grid and of the counterfactuals over the rows,
 the default run's wall time, and the share of the exact answers inside the default run's intervals.
@@ -157,10 +157,11 @@ def bench_case(case: Case, out: Path) -> dict:
     metrics, seconds = _run_query(case, tables, out / "runs" / case.name / "default", [])
     record = {"case": case.name, "n": len(case.frame), "default_seconds": round(seconds, 1)}
     record |= {f"default_{k}": v for k, v in _score(case, out / "runs" / case.name / "default", True).items()}
-    record |= {"converged": metrics["fit/converged"], "epochs": int(metrics["fit/epochs"])}
+    record |= {"converged": metrics["fit/converged"], "epochs": int(metrics["fit/epochs"]),
+               "lr_decays": int(metrics["fit/lr_decays"])}  # fmt: skip
     generous_epochs = 10 * record["epochs"]
     overrides = [f"task.convergence.max_epochs={generous_epochs}", f"task.convergence.patience={generous_epochs - 1}",
-                 "task.convergence.restore_best=false", "task.bootstrap=0"]  # fmt: skip
+                 "task.convergence.decays=0", "task.convergence.restore_best=false", "task.bootstrap=0"]  # fmt: skip
     _, seconds = _run_query(case, tables, out / "runs" / case.name / "generous", overrides)
     record["generous_seconds"] = round(seconds, 1)
     record |= {f"generous_{k}": v for k, v in _score(case, out / "runs" / case.name / "generous", False).items()}
