@@ -26,8 +26,8 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
+from hydra.utils import instantiate
 
-from causal_engine.intervene.query import query
 from causal_engine.intervene.zoo import get_scm
 from causal_engine.train import compose
 
@@ -129,7 +129,7 @@ def _run_query(case: Case, tables: Path, run_dir: Path, overrides: list[str]) ->
     )
     start = time.time()
     L.seed_everything(cfg.seed, workers=True)
-    metrics = query(cfg)
+    metrics = instantiate(cfg.task)(cfg)  # the task with its queries bound, as run.py calls it
     return metrics, time.time() - start
 
 
