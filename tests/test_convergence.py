@@ -89,3 +89,17 @@ def test_bad_settings_name_their_key():
         Convergence(factor=1.0)
     with pytest.raises(UserError, match=r"max_epochs=20 leaves no room.*\(decays \+ 1\) x patience = 20"):
         Convergence(patience=5, decays=3, max_epochs=20).ceiling(n_train=100, batch_size=10)
+
+
+def test_best_weights_per_phase_searches_again_after_a_learning_rate_change():
+    module = nn.Linear(1, 1)
+    best = BestWeights("val/loss", per_phase=True)
+    trainer = _trainer(0, 1.0, lr=1.0)
+    for epoch, (loss, lr) in enumerate([(0.3, 1.0), (0.5, 1.0), (0.45, 0.1), (0.4, 0.1), (0.42, 0.1)]):
+        module.weight.data.fill_(float(epoch))
+        trainer.current_epoch, trainer.callback_metrics["val/loss"] = epoch, torch.tensor(loss)
+        trainer.optimizers[0].param_groups[0]["lr"] = lr
+        best.on_validation_end(trainer, module)
+    best.on_fit_end(trainer, module)
+    # 0.3 at the first rate is lower, but the best at the final rate (0.1) is epoch 3's 0.4.
+    assert best.best_epoch == 3 and best.best_score == pytest.approx(0.4) and float(module.weight.detach()) == 3.0

@@ -38,18 +38,28 @@ from causal_engine.errors import UserError
 
 class BestWeights(Callback):
     """Keeps a copy of the module's weights at its best `monitor` value and restores them when fitting ends
-    (with `restore=False` it only records the best epoch and value)."""
+    (with `restore=False` it only records the best epoch and value).
 
-    def __init__(self, monitor: str = "val/loss", mode: str = "min", restore: bool = True) -> None:
+    With `per_phase=True` the best is taken among the epochs at the current learning rate only: a change of
+    the rate (a `PlateauSchedule` decay) starts a new search. The minimum of a noisy held-out loss over
+    hundreds of constant-rate epochs is an optimistic draw, and restoring it would undo the settling the
+    lower rates bought.
+    """
+
+    def __init__(
+        self, monitor: str = "val/loss", mode: str = "min", restore: bool = True, per_phase: bool = False
+    ) -> None:
         super().__init__()
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         self.monitor = monitor
         self.mode = mode
         self.restore = restore
+        self.per_phase = per_phase
         self.best_score = math.inf if mode == "min" else -math.inf
         self.best_epoch = -1  # 0-based; -1 until a validation epoch has logged `monitor`
         self.state: dict[str, torch.Tensor] | None = None
+        self.phase_lr: float | None = None
 
     def _better(self, score: float) -> bool:
         return score < self.best_score if self.mode == "min" else score > self.best_score
@@ -61,6 +71,10 @@ class BestWeights(Callback):
         if value is None:
             return
         score = float(value)
+        if self.per_phase:
+            lr = trainer.optimizers[0].param_groups[0]["lr"]
+            if lr != self.phase_lr:
+                self.phase_lr, self.best_score = lr, math.inf if self.mode == "min" else -math.inf
         if math.isfinite(score) and self._better(score):
             self.best_score, self.best_epoch = score, trainer.current_epoch
             if self.restore:
@@ -174,8 +188,8 @@ class Convergence:
         max_epochs: a fixed ceiling instead of the one sized from the data (null = sized from the data).
         min_delta: relative improvement of the held-out loss that ends a plateau (0.001 = 0.1 %).
         monitor: the held-out metric the module logs in its validation loop.
-        restore_best: end with the best held-out epoch's weights (false: the last epoch's, e.g. for a
-            fixed-budget reference fit).
+        restore_best: end with the weights of the best held-out epoch at the final learning rate (false: the
+            last epoch's, e.g. for a fixed-budget reference fit).
         config_key: where this object sits in the config, so warnings name the exact key to raise.
     """
 
@@ -237,7 +251,8 @@ class Convergence:
 
     def callbacks(self) -> list[Callback]:
         """Fresh callbacks for one fit: the plateau schedule and the in-memory best weights."""
-        return [self.schedule(), BestWeights(self.monitor, mode="min", restore=self.restore_best)]
+        best = BestWeights(self.monitor, mode="min", restore=self.restore_best, per_phase=self.decays > 0)
+        return [self.schedule(), best]
 
     def report(self, callbacks: Sequence[Callback], epochs: int, max_epochs: int) -> ConvergenceReport:
         """The report of a fit that used `callbacks` (from `callbacks()`), ran `epochs` epochs (1-based

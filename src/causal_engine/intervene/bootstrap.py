@@ -8,8 +8,9 @@ rows are not fitted by any replicate either (they stay the held-out rows that se
 
 Each replicate is fitted the way the point fit is, stopping on held-out rows it never saw: its out-of-bag
 rows (observational rows with count 0, about e⁻¹ of them, plus the point fit's validation rows), where its
-own held-out loss picks the epoch whose weights it keeps. A replicate trained for a fixed epoch count
-instead would carry the point fit's stopping point rather than its own, and spread too little.
+own held-out loss picks the epoch whose weights it keeps (among those at the final learning rate). A
+replicate trained for a fixed epoch count instead would carry the point fit's stopping point rather than
+its own, and spread too little.
 
 The R networks are fitted together: their parameters are stacked and one `torch.func.vmap` evaluates
 every replicate's weighted loss on each batch, so R refits of a small per-node network cost about one
@@ -92,6 +93,7 @@ class BootstrapEnsemble(L.LightningModule):
         # Each replicate's best held-out loss and the parameters it had then (restored when fitting ends).
         self.register_buffer("best_loss", torch.full((len(nets),), torch.inf))  # [R]
         self.best: list[Tensor] = []
+        self.phase_lr: float | None = None
 
     @property
     def replicates(self) -> int:
@@ -120,6 +122,10 @@ class BootstrapEnsemble(L.LightningModule):
         self.log("val/loss", losses.mean(), batch_size=len(x))
         if self.trainer.sanity_checking:
             return
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        if lr != self.phase_lr:  # a new learning-rate phase starts a new search (see `BestWeights(per_phase=)`)
+            self.phase_lr = lr
+            self.best_loss.fill_(torch.inf)
         better = losses < self.best_loss  # [R]
         self.best_loss = torch.where(better, losses, self.best_loss)
         for kept, param in zip(self.best, self.stacked, strict=True):
