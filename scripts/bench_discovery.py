@@ -33,13 +33,12 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
 from causal_engine import plots  # noqa: E402
 from causal_engine.discovery.baselines import EDGE_METHODS, mean_shift_delta, zero_delta  # noqa: E402
 from causal_engine.discovery.compare import delta_rmse, run_method, run_pfn  # noqa: E402
-from causal_engine.run import CONFIG_DIR  # noqa: E402
+from causal_engine.train import compose  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 COLUMNS = ("shd", "auroc", "auprc", "f1", "delta_rmse", "s_per_graph", "s_with_deltas")
@@ -70,8 +69,7 @@ def main() -> None:
     torch.set_num_threads(1)
     max_d = {k: int(v) for k, v in (item.split("=") for item in args.max_d)}
 
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["data=scm_prior", f"data.test_graphs={args.graphs}"])
+    cfg = compose(["data=scm_prior", f"data.test_graphs={args.graphs}"], args.out)
     datamodule = instantiate(cfg.data, _convert_="all")
     unknown = sorted(set(args.sets) - set(datamodule.test_names))
     if unknown:

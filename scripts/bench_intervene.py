@@ -1,6 +1,7 @@
 """Does causal fine-tuning need less data? N* per model and SCM, with seed intervals.
 
     python scripts/bench_intervene.py                       # a reduced grid: 3 seeds, 6 arms, N <= 3000
+    python scripts/bench_intervene.py --arms mlp_backdoor structural_do20 ...  # arms by name or by letter
     python scripts/bench_intervene.py --arms M1 M2 M3 M4-5 M4-20 M4-50 M5-20 M6 --seeds 5 \
         --ns 100 300 1000 3000 10000 --scms nonlin_simpson --stop-after 60       # the full grid (docs/intervene.md)
 
@@ -10,7 +11,7 @@ do-response, so a perfect model scores 0; `do_rmse_pop`, against the population 
 results.jsonl) reaches the target; computed per seed, so each model gets an interval of N*s.
 Two targets are reported: the absolute 0.25 and 10 % of the SD of the true do-response curve. The claim
 "causal fine-tuning needs less data" holds on an SCM only where the best of M4/M5 has
-N* ≤ N*(M2)/2 and ≤ N*(M3)/2 with non-overlapping seed intervals; M1 (the seed's substitution MLP)
+N* ≤ N*(M2)/2 and ≤ N*(M3)/2 with non-overlapping seed intervals; M1 (the substitution MLP, CausalMLP)
 must stay floored (RMSE ≥ 0.5 on nonlin_simpson), or the SCM is not discriminative.
 
 Every model is the same config the CLI runs (`experiment=intervene_compare model=...`), trained with a
@@ -34,7 +35,6 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -42,19 +42,38 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from causal_engine import plots
 from causal_engine.intervene.baselines import DoWhyGCM
 from causal_engine.intervene.module import score_answers
-from causal_engine.run import CONFIG_DIR
+from causal_engine.train import compose
 
-# arm -> (model config, interventional share, counterfactual-label share)
+# arm letter -> (descriptive name, model config, interventional share, counterfactual-label share). Records and
+# tables key arms by letter (results.jsonl stays comparable); --arms takes either, tables show both.
 ARMS = {
-    "M1": ("mlp", 0.0, 0.0),
-    "M2": ("mlp_nondesc", 0.0, 0.0),
-    "M3": ("structural_mlp", 0.0, 0.0),
-    "M4-5": ("structural_mlp", 0.05, 0.0),
-    "M4-20": ("structural_mlp", 0.2, 0.0),
-    "M4-50": ("structural_mlp", 0.5, 0.0),
-    "M5-20": ("structural_mlp_losses", 0.2, 0.2),
-    "M6": ("dowhy_gcm", 0.0, 0.0),
+    "M1": ("mlp_substitution", "mlp", 0.0, 0.0),
+    "M2": ("mlp_backdoor", "mlp_nondesc", 0.0, 0.0),
+    "M3": ("structural_observational", "structural_mlp", 0.0, 0.0),
+    "M4-5": ("structural_do5", "structural_mlp", 0.05, 0.0),
+    "M4-20": ("structural_do20", "structural_mlp", 0.2, 0.0),
+    "M4-50": ("structural_do50", "structural_mlp", 0.5, 0.0),
+    "M5-20": ("structural_do20_cf20", "structural_mlp_losses", 0.2, 0.2),
+    "M6": ("dowhy_gcm", "dowhy_gcm", 0.0, 0.0),
 }
+_LETTERS = {name: letter for letter, (name, *_) in ARMS.items()}
+
+
+def arm_letter(text: str) -> str:
+    """The letter of an arm given by letter (`M4-20`) or by descriptive name (`structural_do20`)."""
+    letter = _LETTERS.get(text, text)
+    if letter not in ARMS:
+        raise argparse.ArgumentTypeError(
+            f"unknown arm {text!r}; arms: {', '.join(f'{a} ({n})' for a, (n, *_) in ARMS.items())}"
+        )
+    return letter
+
+
+def arm_label(letter: str) -> str:
+    """`M4-20 structural_do20`: the letter the docs use beside the descriptive name."""
+    return f"{letter} {ARMS[letter][0]}"
+
+
 DEFAULT_SCMS = [
     "nonlin_simpson",
     "symprod_simpson",
@@ -66,8 +85,8 @@ DEFAULT_SCMS = [
 ]
 
 
-def _config(arm: str, scm: str, n: int, seed: int, n_test: int):
-    model, share, cf_share = ARMS[arm]
+def _config(arm: str, scm: str, n: int, seed: int, n_test: int, out: Path):
+    _, model, share, cf_share = ARMS[arm]
     overrides = [
         "experiment=intervene_compare",
         f"model={'structural_mlp' if model == 'dowhy_gcm' else model}",
@@ -78,18 +97,17 @@ def _config(arm: str, scm: str, n: int, seed: int, n_test: int):
         f"data.n_test={n_test}",
         f"seed={seed}",
     ]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
+    return compose(overrides, out / "cell")
 
 
-def run_one(arm: str, scm: str, n: int, seed: int, max_steps: int, patience_steps: int, n_test: int) -> dict:
-    """Train one arm on one (SCM, N, seed) and score it; returns a JSON-able record."""
-    cfg = _config(arm, scm, n, seed, n_test)
+def run_one(arm: str, scm: str, n: int, seed: int, max_steps: int, patience_steps: int, n_test: int, out: Path) -> dict:
+    """Train one arm on one (SCM, N, seed) and score it; returns a JSON-able record (nothing is written)."""
+    cfg = _config(arm, scm, n, seed, n_test, out)
     L.seed_everything(seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     start = time.time()
-    if ARMS[arm][0] == "dowhy_gcm":
+    if ARMS[arm][1] == "dowhy_gcm":
         graph = datamodule.graph
         net = DoWhyGCM(graph.names, graph.adjacency, seed=seed).fit(datamodule.train_x)
         found = score_answers(net, graph, datamodule.test_x, datamodule.truth, datamodule.cf_shift)
@@ -209,9 +227,9 @@ def summarise(results: list[dict], arms: list[str], ns: list[int], seeds: list[i
                 means.append(np.mean(vals))
                 lows.append(min(vals))
                 highs.append(max(vals))
-            lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+            lines.append(f"| {arm_label(arm)} | " + " | ".join(cells) + " |")
             if n_done:
-                series[arm] = (n_done, means, lows, highs)
+                series[arm_label(arm)] = (n_done, means, lows, highs)
         lines += ["", "interventional RMSE, mean [min, max] over seeds", ""]
         fig = plots.error_vs_n_figure(series, target=0.25, title=f"{scm}: E[Y|do(X=v)] RMSE")
         plots.log_figure(tensorboard, f"error_vs_n/{scm}", fig, close=False)
@@ -222,7 +240,7 @@ def summarise(results: list[dict], arms: list[str], ns: list[int], seeds: list[i
             fig = plots.do_response_figure(
                 first[0]["grid"],
                 first[0]["truth"],
-                {r["arm"]: r["curve"] for r in first},
+                {arm_label(r["arm"]): r["curve"] for r in first},
                 title=f"{scm}, N={largest}, seed {min(seeds)}",
             )
             plots.log_figure(tensorboard, f"do_response/{scm}", fig, close=False)
@@ -265,7 +283,13 @@ def summarise(results: list[dict], arms: list[str], ns: list[int], seeds: list[i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scms", nargs="+", default=DEFAULT_SCMS)
-    parser.add_argument("--arms", nargs="+", default=["M1", "M2", "M3", "M4-20", "M5-20", "M6"], choices=list(ARMS))
+    parser.add_argument(
+        "--arms",
+        nargs="+",
+        type=arm_letter,
+        default=["M1", "M2", "M3", "M4-20", "M5-20", "M6"],
+        help="arms by letter or name: " + ", ".join(map(arm_label, ARMS)),
+    )
     parser.add_argument("--ns", nargs="+", type=int, default=[100, 300, 1000, 3000])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--max-steps", type=int, default=1000)
@@ -296,7 +320,7 @@ def main() -> None:
         if time.time() - started > 60 * args.stop_after:
             logging.warning("--stop-after %.0f min reached; rerun the same command to resume", args.stop_after)
             break
-        record = run_one(arm, scm, n, seed, args.max_steps, args.patience_steps, args.n_test)
+        record = run_one(arm, scm, n, seed, args.max_steps, args.patience_steps, args.n_test, args.out)
         results.append(record)
         with store.open("a") as handle:
             handle.write(json.dumps(record) + "\n")

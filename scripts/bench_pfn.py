@@ -30,7 +30,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch import Tensor, nn
 from torchmetrics.functional.classification import binary_auroc
@@ -42,9 +41,9 @@ from causal_engine.discovery.data import PriorStream, fixed_set
 from causal_engine.discovery.encoder import standardise
 from causal_engine.discovery.loss import delta_mask
 from causal_engine.discovery.module import true_delta_z
-from causal_engine.run import CONFIG_DIR
 from causal_engine.scm import sample_batch
 from causal_engine.scm.prior import SeedPrior
+from causal_engine.train import compose
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_PRIOR = {
@@ -177,8 +176,7 @@ def train(kind: str, minutes: float, eval_every: float, sets: dict[str, list], s
     """Train for `minutes` of wall clock (evaluation time excluded); evaluate every `eval_every` minutes."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["experiment=pfn", "model=pfn_a"])
+    cfg = compose(["experiment=pfn", "model=pfn_mlp_delta"], REPO / "outputs" / "bench_pfn")
     if kind == "notebook":
         net: nn.Module = NotebookModelA()
         opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
@@ -239,11 +237,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(
-            config_name="config",
-            overrides=["data=scm_prior", f"data.test_graphs={args.graphs}", "data.eval_batch_size=8"],
-        )
+    cfg = compose(["data=scm_prior", f"data.test_graphs={args.graphs}", "data.eval_batch_size=8"], args.out)
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.test_specs = {"er_d20": datamodule.test_specs["er_d20"]}
     datamodule.setup("test")

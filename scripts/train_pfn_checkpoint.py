@@ -26,13 +26,11 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 from causal_engine.discovery.checkpoint import best_checkpoint, export_pfn
-from causal_engine.run import CONFIG_DIR, run
+from causal_engine.run import run
+from causal_engine.train import compose
 
 REPO = Path(__file__).resolve().parents[1]
 STATE_DIR = Path("~/.cache/causal-engine/train_pfn").expanduser()
@@ -68,22 +66,14 @@ def overrides_for(args: argparse.Namespace) -> list[str]:
     ]
 
 
-def compose_cfg(overrides: list[str], run_dir: Path, ckpt_path: Path | None):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(run_dir)
-        cfg.hydra.job.num = 0
-        cfg.paths.output_dir = str(run_dir)
-        cfg.ckpt_path = None if ckpt_path is None else str(ckpt_path)
-    HydraConfig().set_config(cfg)
-    return cfg
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="pfn_a", help="model preset (pfn_a ... pfn_e)")
+    parser.add_argument(
+        "--model",
+        default="pfn_a",
+        help="model preset (pfn_mlp_delta ... pfn_hyper_delta, or the letters pfn_a ... pfn_e; the default keeps the "
+        "recorded recipes resumable)",
+    )
     parser.add_argument("--steps", type=int, default=200_000, help="training steps (the cosine schedule's length)")
     parser.add_argument("--max-nodes", type=int, default=100, help="largest graph of the node curriculum")
     parser.add_argument("--val-every", type=int, default=500, help="validate (and write last.ckpt) every N steps")
@@ -106,7 +96,8 @@ def main() -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     # each session logs to its own CSV directory (a resumed CSVLogger would overwrite the previous metrics.csv)
     session = f"session_{len(list((run_dir / 'csv').glob('session_*'))):03d}"
-    cfg = compose_cfg([*overrides, f"logger.csv.version={session}"], run_dir, last if last.exists() else None)
+    resume = [f"ckpt_path={last}"] if last.exists() else []
+    cfg = compose([*overrides, f"logger.csv.version={session}", *resume], run_dir)
     (run_dir / "csv" / session).mkdir(parents=True, exist_ok=True)
     (run_dir / "csv" / session / "started").write_text(f"{time.time()}\n")
     prior = OmegaConf.to_container(cfg.data.prior, resolve=True)

@@ -27,6 +27,20 @@ def test_user_error_is_one_message_without_traceback(tmp_path):
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
+@pytest.mark.slow
+def test_a_default_run_prints_no_lightning_banners_and_ends_with_its_summary(tmp_path):
+    result = cli(
+        "experiment=structural_mlp", "trainer.max_epochs=1", "data.n_train=64", "data.n_test=50",
+        f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    console = result.stdout + result.stderr
+    for banner in ("GPU available", "TPU available", "Tip:", "LeafSpec", "Loaded model weights"):
+        assert banner not in console, banner
+    assert "causal-engine: done" in result.stdout and "test/do_rmse" in result.stdout
+    assert f"outputs:     {tmp_path / 'run'}/" in result.stdout
+
+
 def test_help_lists_groups(tmp_path):
     result = cli("--help", cwd=tmp_path)
     assert result.returncode == 0

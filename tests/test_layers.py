@@ -1,7 +1,8 @@
 """The package is layered: every import points down (or within its own system), never up or sideways.
 
-    plumbing (train, tables, metrics, plots, seeding, errors, graphs, config, profiling, convergence)
-      -> scm -> {discovery, jepa} -> {dml, intervene} -> run, tour, __main__
+    plumbing (train, tables, interventions, metrics, plots, seeding, errors, graphs, config, profiling,
+    convergence)
+      -> scm -> {discovery, jepa} -> {dml, intervene} -> run, tour, costs, __main__
 
 Siblings in a system tier are independent systems and may not import each other; plumbing modules may use one
 another, and so may the entry points of the top tier. Every `import` in every module counts, including those
@@ -18,7 +19,19 @@ import pytest
 import causal_engine
 
 PACKAGE = Path(causal_engine.__file__).resolve().parent
-PLUMBING = ("train", "tables", "metrics", "plots", "seeding", "errors", "graphs", "config", "profiling", "convergence")
+PLUMBING = (
+    "train",
+    "tables",
+    "interventions",
+    "metrics",
+    "plots",
+    "seeding",
+    "errors",
+    "graphs",
+    "config",
+    "profiling",
+    "convergence",
+)
 TIERS: dict[str, int] = {
     **dict.fromkeys(PLUMBING, 0),
     "scm": 1,
@@ -28,6 +41,7 @@ TIERS: dict[str, int] = {
     "intervene": 3,
     "run": 4,
     "tour": 4,
+    "costs": 4,
     "__main__": 4,
 }
 SHARED_TIERS = (0, 4)  # units of these tiers may import each other

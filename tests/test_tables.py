@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from causal_engine.tables import TableError, TableSource, load_graph, load_table
+from causal_engine.tables import TableError, TableSource, load_graph, load_table, regime_targets
 
 
 def write(tmp_path: Path, text: str, name: str = "data.csv") -> Path:
@@ -93,3 +93,19 @@ def test_table_source_needs_a_graph_path(tmp_path):
     assert source.load().shape == (1, 2)
     with pytest.raises(TableError, match="data.graph_path is not set"):
         source.graph(["a", "b"])
+
+
+def test_regime_column_marks_one_or_several_targets_per_row():
+    targets = regime_targets(["", "a", "a+c", " b + c ", ""], ["a", "b", "c"], "regime")
+    assert targets.tolist() == [
+        [False, False, False],
+        [True, False, False],
+        [True, False, True],
+        [False, True, True],
+        [False, False, False],
+    ]
+
+
+def test_regime_column_naming_an_unknown_variable_gives_the_row():
+    with pytest.raises(TableError, match=r"data.regime_column 'regime', row 2: 'd' is not a variable"):
+        regime_targets(["", "a+d"], ["a", "b"], "regime")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from causal_engine.tour import headline, render
+from causal_engine.tour import headline, render, run_summary
 
 
 def make_job(sweep: Path, num: int, tags: str, template: str, metrics: dict | None) -> None:
@@ -41,3 +41,13 @@ def test_render_lists_every_stop_in_job_order(tmp_path):
     assert "RMSE 0.51 [x2|do(x1=v)]" in text  # square brackets survive (not read as markup)
     assert "FAILED" in text and "2 of 3 stops completed" in text
     assert f"tensorboard --logdir {tmp_path}" in text
+
+
+def test_run_summary_shows_key_metrics_before_training_curves_and_the_output_dir(tmp_path):
+    metrics = {"val/loss": 0.3, "hp/do_rmse": 0.5, "test/do_rmse": 0.5, "dml/ate": 1.25, "train/loss": 0.2}
+    console = Console(record=True, width=200)
+    shown = run_summary(metrics, tmp_path, console)
+    assert shown == ["dml/ate", "test/do_rmse"]
+    text = console.export_text()
+    assert "dml/ate" in text and "1.25" in text and "val/loss" not in text
+    assert f"all 5 in {tmp_path / 'metrics.json'}" in text and f"outputs:     {tmp_path}/" in text

@@ -2,7 +2,7 @@
 
 One home for every metric: discovery (graph and delta errors), causal fine-tuning (interventional
 errors) and DML (coverage) all report through here, so a number means the same thing everywhere.
-Each room adds its functions under its own heading.
+Each system adds its functions under its own heading.
 """
 
 from __future__ import annotations

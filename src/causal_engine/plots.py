@@ -1,7 +1,7 @@
 """Figures: each function returns a matplotlib Figure; `save_figure` writes PNG, `log_figure` sends to TensorBoard.
 
 Matplotlib runs headless (Agg) so figures render on servers, in CI and inside DataLoader workers.
-Each room adds its figure functions under its own heading.
+Each system adds its figure functions under its own heading.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 `main` is thin: Hydra composes the config, `run` validates it, seeds everything, calls the task
 (`cfg.task` is a partial function `task(cfg) -> metrics`), and leaves the resolved config and
-`metrics.json` in the run directory. It returns `optimized_metric` so sweepers (Optuna) can use it.
+`metrics.json` in the run directory; a single run ends with its key metrics (`tour.run_summary`). It
+returns `optimized_metric` so sweepers (Optuna) can use it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from causal_engine.dml.rules import RULES as DML_RULES
 from causal_engine.errors import UserError
 from causal_engine.intervene.rules import RULES as INTERVENE_RULES
 from causal_engine.jepa.rules import RULES as JEPA_RULES
+from causal_engine.tour import run_summary
 from causal_engine.train import CONFIG_DIR
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,8 @@ def main(cfg: DictConfig) -> float | None:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         metrics = run(cfg)
+        if not multirun:
+            rank_zero_only(run_summary)(metrics, Path(cfg.paths.output_dir))
     except Exception as error:
         if multirun:
             # Into this job's log, where scripts/report.py finds it; Hydra then marks the job failed and

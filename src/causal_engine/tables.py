@@ -212,6 +212,27 @@ def load_graph(
     return adjacency
 
 
+def regime_targets(regimes: Sequence[str], names: Sequence[str], column: str = "data.regime_column") -> np.ndarray:
+    """targets [N, D] bool from a regime column: which variables a hard intervention set in each row.
+
+    The one grammar of a regime column, for every task: an empty cell is an observational row; otherwise the
+    cell names the intervened variable, or several joined by '+' (`x1+x3`). The values the intervention set
+    are the row's own values of those variables.
+    """
+    names = list(names)
+    targets = np.zeros((len(regimes), len(names)), dtype=bool)  # [N, D]
+    for row, text in enumerate(regimes):
+        for variable in filter(None, (v.strip() for v in str(text).split("+"))):
+            if variable not in names:
+                raise TableError(
+                    f"data.regime_column '{column}', row {row + 1}: {variable!r} is not a variable of the data "
+                    f"(leave the cell empty for an observational row; join several targets with '+'); "
+                    f"variables: {list(names)}"
+                )
+            targets[row, names.index(variable)] = True
+    return targets
+
+
 def _edge_frame(path: str | Path | None, name: str) -> pd.DataFrame:
     file = _check_file(path, name)
     frame = _read(file, name)

@@ -1,7 +1,8 @@
-"""The tour's closing screen: one headline per stop of the `experiment=tour` multirun.
+"""Closing screens: a single run's key metrics and outputs, and the tour's one headline per stop.
 
-Each stop (`conf/tour/*.yaml`) is an experiment preset plus a `tour_headline`, a format string over the
-stop's own metrics (`"ATE {dml/ate:.3f} ..."`). When the multirun ends, this Hydra callback reads every
+`run_summary` ends every single run (`causal-engine ...` without `-m`). The tour: each stop
+(`conf/tour/*.yaml`) is an experiment preset plus a `tour_headline`, a format string over the stop's own
+metrics (`"ATE {dml/ate:.3f} ..."`). When the multirun ends, a Hydra callback (`TourSummary`) reads every
 job's `metrics.json` and resolved config, fills in the headlines, and prints them with where the
 TensorBoard logs and figures are.
 """
@@ -23,6 +24,34 @@ from rich.panel import Panel
 from rich.table import Table
 
 log = logging.getLogger(__name__)
+
+
+# Metric families left out of a run's closing screen: training curves, and `hp/` copies of test metrics.
+_NOT_KEY = ("hp/", "train/", "val/", "epoch", "lr-")
+MAX_SUMMARY_ROWS = 16
+
+
+def _console(console: Console | None) -> Console:
+    # Piped or logged output gets 120 columns instead of Rich's 80, so lines stay whole.
+    return console or Console(width=None if sys.stdout.isatty() else 120)
+
+
+def run_summary(metrics: dict[str, Any], output_dir: Path, console: Console | None = None) -> list[str]:
+    """Print a single run's closing screen: its key metrics (test, estimates, answers) and where its outputs
+    are; return the metric names shown. Runs with only training metrics show those."""
+    console = _console(console)
+    key = sorted(k for k in metrics if not k.startswith(_NOT_KEY)) or sorted(metrics)
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column("metric", style="cyan", no_wrap=True)
+    table.add_column("value", justify="right")
+    for name in key[:MAX_SUMMARY_ROWS]:
+        value = metrics[name]
+        table.add_row(name, f"{value:.4g}" if isinstance(value, int | float) else escape(str(value)))
+    console.print(Panel(table, title="causal-engine: done", expand=False))
+    console.print(f"metrics:     all {len(metrics)} in {output_dir / 'metrics.json'}")
+    console.print(f"outputs:     {output_dir}/ (config_resolved.yaml, checkpoints, figures)")
+    console.print(f"TensorBoard: tensorboard --logdir {output_dir}")
+    return key[:MAX_SUMMARY_ROWS]
 
 
 def headline(template: str, metrics: dict[str, Any]) -> str:
@@ -50,8 +79,7 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
 
 def render(sweep_dir: Path, console: Console | None = None) -> list[dict[str, Any]]:
     """Print the tour's summary screen for the multirun in `sweep_dir`; return what was printed."""
-    # Piped or logged output gets 120 columns instead of Rich's 80, so headlines stay on one or two lines.
-    console = console or Console(width=None if sys.stdout.isatty() else 120)
+    console = _console(console)
     stops = collect(sweep_dir)
     table = Table(show_header=True, header_style="bold", expand=True)
     table.add_column("stop", style="cyan", no_wrap=True)

@@ -2,13 +2,15 @@
 and loggers from config; fit and evaluate.
 
 Tasks that fit several models in one run (one per cross-fitting fold, say) call `build_trainer` with a
-`subdir`, so each fit keeps its own TensorBoard run and checkpoints under the run directory. Scripts and tests
-get their configs from `compose`, so they run exactly what `causal-engine ...` runs.
+`subdir`, so each fit keeps its own TensorBoard run and checkpoints under the run directory, and prints no
+model summary. Scripts and tests get their configs from `compose`, so they run exactly what `causal-engine ...`
+runs. `build_trainer` also keeps the console to what a user acts on (`quiet_lightning`).
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,45 @@ def with_output_dir(cfg: DictConfig, output_dir: str | Path) -> DictConfig:
     return sub
 
 
+# Lightning's per-fit notices: device availability, CUDA ranks, product tips and checkpoint-restore lines. A fold
+# loop fits dozens of models and prints each of them every time; none is something a user acts on.
+_LIGHTNING_NOTICES = (
+    "GPU available",
+    "TPU available",
+    "HPU available",
+    "💡 Tip:",
+    "LOCAL_RANK:",
+    "Restoring states from the checkpoint path",
+    "Loaded model weights from the checkpoint",
+)
+
+
+class _DropLightningNotices(logging.Filter):
+    """Drops Lightning's per-fit notices (`_LIGHTNING_NOTICES`) below WARNING; every warning passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not record.getMessage().startswith(_LIGHTNING_NOTICES)
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's per-fit notices and one deprecation inside Lightning itself; idempotent.
+
+    Filters sit on the loggers that emit the notices, so Lightning's warnings and everything else still show.
+    The deprecation is torch's `LeafSpec` one, raised from Lightning's own `_pytree.py` on every fit: nothing
+    in this project can act on it.
+    """
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropLightningNotices) for f in logger.filters):
+            logger.addFilter(_DropLightningNotices())
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+        module=r"lightning\.pytorch\.utilities\._pytree",
+    )
+
+
 def build_trainer(
     cfg: DictConfig, *, subdir: str | None = None, extra_callbacks: Sequence[Callback] = (), **overrides: Any
 ) -> L.Trainer:
@@ -76,10 +117,13 @@ def build_trainer(
     `paths.output_dir[/subdir]`.
 
     `overrides` replace trainer arguments (e.g. `max_epochs=` for a nuisance fit inside a fold loop);
-    `extra_callbacks` are a task's own, e.g. `Convergence.callbacks()`.
+    `extra_callbacks` are a task's own, e.g. `Convergence.callbacks()`. A fit in a `subdir` is one of many in
+    the run, so it prints no model summary unless `overrides` ask for one.
     """
+    quiet_lightning()
     if subdir is not None:
         cfg = with_output_dir(cfg, Path(cfg.paths.output_dir) / subdir)
+        overrides.setdefault("enable_model_summary", False)
     callbacks: list[Callback] = [*_instantiate_group(cfg.get("callbacks")), *extra_callbacks]
     loggers = instantiate_loggers(cfg)
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **overrides)
@@ -134,13 +178,15 @@ def fit(cfg: DictConfig, test: bool = True) -> dict[str, float]:
     if test and not trainer.interrupted:
         best = best_checkpoint(trainer)
         log.info("Testing %s", best or "the in-memory weights (no checkpoint was written)")
-        trainer.test(model, datamodule=datamodule, ckpt_path=best)
+        # verbose=False: the run's closing screen lists the test metrics once (Lightning's table does not fit
+        # several test sets in a terminal).
+        trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
         metrics.update(collect_metrics(trainer))
     return metrics
 
 
-def evaluate(cfg: DictConfig, predict: bool = False) -> dict[str, float]:
-    """Load `ckpt_path` into `cfg.model` and run the test loop (and predict, when asked)."""
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Load `ckpt_path` into `cfg.model` and run the test loop: the test metrics of a saved model."""
     ckpt = cfg.get("ckpt_path")
     if not ckpt or not Path(str(ckpt)).is_file():
         raise UserError(
@@ -150,8 +196,5 @@ def evaluate(cfg: DictConfig, predict: bool = False) -> dict[str, float]:
     datamodule: L.LightningDataModule = instantiate(cfg.data, _convert_="all")
     model: L.LightningModule = instantiate(cfg.model, _convert_="all")
     trainer = build_trainer(cfg)
-    trainer.test(model, datamodule=datamodule, ckpt_path=str(ckpt))
-    metrics = collect_metrics(trainer)
-    if predict:
-        trainer.predict(model, datamodule=datamodule, ckpt_path=str(ckpt))
-    return metrics
+    trainer.test(model, datamodule=datamodule, ckpt_path=str(ckpt), verbose=False)
+    return collect_metrics(trainer)

@@ -95,3 +95,12 @@ def test_the_shipped_checkpoint_is_weights_only() -> None:
     ckpt = torch.load(SHIPPED, map_location="cpu", weights_only=True)
     assert set(ckpt) == {"net_spec", "state_dict", "meta"}
     assert load_pfn(SHIPPED).max_nodes == ckpt["net_spec"]["kwargs"]["max_nodes"]
+
+
+def test_a_net_loaded_for_fine_tuning_trains_with_its_dropout_on(tmp_path: Path) -> None:
+    net = ModelD(d_model=16, n_heads=2, n_layers=1, n_delta_layers=1, max_nodes=6, dropout=0.1)
+    path = tmp_path / "pfn.pt"
+    torch.save({"net_spec": net.net_spec(), "state_dict": net.state_dict()}, path)
+    assert not load_pfn(path).training  # for inference
+    module = PFNModule(tiny_net(), optimizer=torch.optim.Adam, init_checkpoint=str(path))
+    assert all(m.training for m in module.modules())

@@ -14,6 +14,7 @@ from causal_engine.discovery.checkpoint import load_pfn
 from causal_engine.discovery.discover import table_batch
 from causal_engine.discovery.models import ModelD
 from causal_engine.errors import UserError
+from causal_engine.tables import regime_targets
 
 
 @pytest.fixture
@@ -70,7 +71,8 @@ def overrides(data: Path, checkpoint: Path, *extra: str) -> list[str]:
 def test_discover_writes_graph_edges_heatmap_metrics_and_deltas(run_experiment, compose, write, checkpoint) -> None:
     data = write(chain_table())
     graph = write("source,target\nX1,X2\nX2,X3\n", "edges.csv")
-    metrics = run_experiment(overrides(data, checkpoint, f"data.graph_path={graph}", "query.do={X1: 5.0}"))
+    queries = "+task.counterfactual={set_x1: {X1: 5.0}, nudge_x2: {X2: {shift: 0.5}}}"
+    metrics = run_experiment(overrides(data, checkpoint, f"data.graph_path={graph}", queries))
     out = Path(compose([]).paths.output_dir)
     adjacency = pd.read_csv(out / "adjacency.csv", index_col="parent")
     assert list(adjacency.columns) == ["X1", "X2", "X3"] and list(adjacency.index) == ["X1", "X2", "X3"]
@@ -79,9 +81,13 @@ def test_discover_writes_graph_edges_heatmap_metrics_and_deltas(run_experiment, 
     assert len(edges) == 6 and edges["probability"].is_monotonic_decreasing
     assert (out / "adjacency.png").stat().st_size > 0
     deltas = pd.read_csv(out / "deltas.csv")
-    assert len(deltas) == 40 and list(deltas.columns) == ["row", "X1", "X2", "X3"]
+    assert len(deltas) == 80 and list(deltas.columns) == ["query", "row", "X1", "X2", "X3"]
+    assert deltas["query"].tolist() == ["set_x1"] * 40 + ["nudge_x2"] * 40
+    assert deltas["row"].tolist() == list(range(1, 41)) * 2
     table = chain_table()
-    assert np.allclose(deltas["X1"], 5.0 - table["X1"][:40], atol=1e-3)  # the intervened variable: exact
+    set_x1, nudge_x2 = deltas.iloc[:40], deltas.iloc[40:]
+    assert np.allclose(set_x1["X1"], 5.0 - table["X1"][:40], atol=1e-3)  # the intervened variable: exact
+    assert np.allclose(nudge_x2["X2"], 0.5, atol=1e-3)  # a shift moves its variable by exactly the shift
     assert metrics["discover/num_regimes"] == 2 and metrics["discover/num_variables"] == 3
     assert {"discover/shd", "discover/auroc", "discover/f1"} <= set(metrics)
     assert 0 <= metrics["discover/shd"] <= 3
@@ -90,13 +96,23 @@ def test_discover_writes_graph_edges_heatmap_metrics_and_deltas(run_experiment, 
 def test_regimes_split_by_target_and_value() -> None:
     table = chain_table()
     table.loc[45:49, "X1"] = 7.0  # do(X1=3) for 5 rows, do(X1=7) for 5 rows
-    regime = table.pop("regime")
-    batch, rows = table_batch(table, regime, do={"X3": 1.0})
+    targets = regime_targets(table.pop("regime"), list(table.columns))
+    batch, labels = table_batch(table, targets, queries={"set_x3": {"X3": 1.0}})
     assert batch.interventional.shape[:2] == (1, 3)
     assert batch.regime_values[0, :, 0].tolist() == [3.0, 7.0, 0.0]
     assert batch.int_sample_mask[0].sum(1).tolist() == [5, 5, 10]
     assert batch.query.shape == (1, 40, 3) and batch.query_targets[0, :, 2].all()
-    assert list(rows) == list(range(40))  # queries are the observational rows
+    assert labels["row"].tolist() == list(range(1, 41))  # queries are the observational rows (1-based)
+
+
+def test_a_multi_target_row_is_one_regime_on_every_named_variable() -> None:
+    table = chain_table()
+    table.loc[40:49, "regime"] = "X1+X3"  # do(X1=3, X3=row's value): one regime with two targets
+    table.loc[40:49, "X3"] = 4.0
+    targets = regime_targets(table.pop("regime"), list(table.columns))
+    batch, _ = table_batch(table, targets)
+    assert batch.regime_targets[0].tolist() == [[True, False, True], [False, True, False]]
+    assert batch.regime_values[0, 0].tolist() == [3.0, 0.0, 4.0]
 
 
 def test_rescaling_a_column_leaves_the_discovered_graph_unchanged(checkpoint) -> None:
@@ -105,8 +121,9 @@ def test_rescaling_a_column_leaves_the_discovered_graph_unchanged(checkpoint) ->
     regime = table.pop("regime")
     scaled = table.assign(X2=table["X2"] * 1e3 + 5)
     with torch.no_grad():
-        a = net(table_batch(table, regime)[0]).edge_probs
-        b = net(table_batch(scaled, regime)[0]).edge_probs
+        targets = regime_targets(regime, list(table.columns))
+        a = net(table_batch(table, targets)[0]).edge_probs
+        b = net(table_batch(scaled, targets)[0]).edge_probs
     torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
@@ -121,7 +138,9 @@ def test_rescaling_a_column_leaves_the_discovered_graph_unchanged(checkpoint) ->
         ("constant", [], "constant"),
         ("too_many", [], "at most 6"),
         ("unknown_regime", [], "X9"),
-        ("ok", ["query.do={X7: 1.0}"], "unknown variable 'X7'"),
+        ("ok", ["+task.counterfactual={q: {X7: 1.0}}"], "'X7', which is not a variable"),
+        ("ok", ["+task.counterfactual={q: {X1: {shift: 1, value: 2}}}"], "exactly one of 'value' or 'shift'"),
+        ("ok", ["+task.counterfactual={q: {X1: high}}"], "task.counterfactual.q.X1 must be a finite number"),
         ("ok", ["task.checkpoint=/nonexistent/pfn.pt"], "no checkpoint"),
     ],
 )
@@ -160,7 +179,7 @@ def test_discover_without_regime_column_uses_every_row_as_observational(run_expe
             "data=table",
             f"data.path={write(table)}",
             f"task.checkpoint={checkpoint}",
-            "query.do={X2: 0.0}",
+            "+task.counterfactual={zero_x2: {X2: 0.0}}",
         ]
     )
     assert metrics["discover/num_regimes"] == 0
@@ -173,5 +192,5 @@ def test_the_shipped_checkpoint_loads_and_predicts() -> None:
     table = chain_table()
     regime = table.pop("regime")
     with torch.no_grad():
-        out = net(table_batch(table, regime, do={"X1": 1.0})[0])
+        out = net(table_batch(table, regime_targets(regime, list(table.columns)), queries={"q": {"X1": 1.0}})[0])
     assert out.edge_logits.shape == (1, 3, 3) and torch.isfinite(out.delta).all()

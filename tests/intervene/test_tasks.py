@@ -171,7 +171,7 @@ def _write(path: Path, text: str) -> Path:
         ("missing_from_graph", "missing from the graph"),
         ("nan", "missing value"),
         ("non_numeric", "not a number"),
-        ("unknown_query_variable", "not a column of the data"),
+        ("unknown_query_variable", "task.interventional.q intervenes on .zz., which is not a variable of the data"),
     ],
 )
 def test_query_bad_input_stops_with_a_clear_message(compose, table, tmp_path, case, message):

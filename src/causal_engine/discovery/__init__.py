@@ -1,1 +1,1 @@
-"""discovery room."""
+"""Causal discovery with a prior-fitted network (PFN): features, models A-E, loss, training, tasks."""

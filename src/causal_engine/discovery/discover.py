@@ -1,18 +1,20 @@
 """`task=discover`: run a trained causal PFN on a user's table.
 
     causal-engine task=discover data=table data.path=FILE.csv data.regime_column=COL \
-        [data.graph_path=EDGES.csv] [query.do={X3: 5.0}] [task.checkpoint=PATH]
+        [data.graph_path=EDGES.csv] ['task.counterfactual={set_x3: {X3: 5.0}}'] [task.checkpoint=PATH]
 
-The regime column names the intervened variable of each row (empty for observational rows). Interventional
-rows are grouped into regimes by target, and by the target's value when it takes at most
-`max_values_per_target` distinct values (several hard interventions on one variable), else one regime per
-target. The PFN standardises every variable with its observational mean and std, so units do not matter.
+The regime column names the intervened variable(s) of each row (`tables.regime_targets`: empty for
+observational rows, several joined by '+'). Interventional rows are grouped into regimes by their targets, and
+by the targets' values when those take at most `max_values_per_target` distinct values (several hard
+interventions on one variable), else one regime per set of targets. The PFN standardises every variable with
+its observational mean and std, so units do not matter.
 
 Writes into the run directory: adjacency.csv (edge probabilities, row = parent, column = child), edges.csv
 (every ordered pair with its probability, most likely first, `predicted` = probability >= threshold),
-adjacency.png; with data.graph_path, metrics against that graph; with query.do, deltas.csv: for every
-observational row, the predicted counterfactual change of every variable under the intervention, in the
-variables' units. Every input problem is reported before anything is written.
+adjacency.png; with data.graph_path, metrics against that graph; with task.counterfactual (named intervention
+sets in the grammar of `causal_engine.interventions`, hard values or shifts), deltas.csv: for every query and
+every observational row, the predicted counterfactual change of every variable, in the variables' units.
+Every input problem is reported before anything is written.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,7 +35,8 @@ from causal_engine.discovery.batch import DiscoveryBatch
 from causal_engine.discovery.checkpoint import load_pfn
 from causal_engine.discovery.models import PFNNet
 from causal_engine.errors import UserError
-from causal_engine.tables import load_graph, load_table
+from causal_engine.interventions import Intervention, parse_named_interventions
+from causal_engine.tables import load_graph, load_table, regime_targets
 
 log = logging.getLogger(__name__)
 MIN_ROWS = 10
@@ -44,74 +46,100 @@ class DiscoverError(UserError):
     """The table, regime column or query cannot be used; the message names the problem."""
 
 
-def _regimes(frame: pd.DataFrame, regime: pd.Series, columns: list[str], max_values: int) -> list[pd.Index]:
-    """Row indices of each interventional regime: by target, split by value when it has few distinct values."""
+def _regimes(frame: pd.DataFrame, targets: np.ndarray, max_values: int) -> list[tuple[np.ndarray, list[int]]]:
+    """(rows, target columns) of each interventional regime: rows grouped by their set of targets, then split
+    by the targets' values when those take at most `max_values` distinct combinations."""
+    x = frame.to_numpy()  # [N, d]
+    by_targets: dict[tuple[int, ...], list[int]] = {}
+    for row in np.flatnonzero(targets.any(1)):
+        by_targets.setdefault(tuple(np.flatnonzero(targets[row]).tolist()), []).append(int(row))
     groups = []
-    for target in sorted(set(regime) - {""}):
-        rows = regime.index[regime == target]
-        values = frame.loc[rows, target]
-        if values.nunique() <= max_values:
-            groups += [rows[(values == v).to_numpy()] for v in sorted(values.unique())]
+    for columns, members in sorted(by_targets.items()):
+        rows = np.asarray(members)
+        combos, which = np.unique(x[np.ix_(rows, columns)], axis=0, return_inverse=True)
+        if len(combos) <= max_values:
+            groups += [(rows[which.ravel() == k], list(columns)) for k in range(len(combos))]
         else:
-            groups.append(rows)
+            groups.append((rows, list(columns)))
     return groups
 
 
-def _take(rows: pd.Index) -> torch.Tensor:
-    return torch.tensor(rows.to_numpy(), dtype=torch.long)
+def _query_values(x: torch.Tensor, spec: dict[int, Intervention], where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(targets [Q, d] bool, values [Q, d]) of one intervention set asked of every query row x [Q, d].
+
+    A shift do(X := X + δ) asked of one row is the hard do(X := x_row + δ) of that row's counterfactual (X's
+    own noise no longer matters once X is set), so it becomes a per-row hard value the PFN can take.
+    """
+    targets = torch.zeros_like(x, dtype=torch.bool)
+    values = torch.zeros_like(x)
+    for j, iv in spec.items():
+        if not isinstance(iv.value, float) or iv.mask is not None:
+            raise DiscoverError(
+                f"{where}: task=discover takes a number or {{shift: number}} per variable (no tensors, "
+                f"functions or masks); got {iv.value!r}"
+            )
+        targets[:, j] = True
+        values[:, j] = x[:, j] + iv.value if iv.kind == "shift" else iv.value
+    return targets, values
 
 
 def table_batch(
     frame: pd.DataFrame,
-    regime: pd.Series | None,
+    targets: np.ndarray | None,
     *,
-    do: Mapping[str, float] | None = None,
+    queries: Mapping[str, Mapping] | None = None,
     max_values_per_target: int = 10,
-) -> tuple[DiscoveryBatch, pd.Index]:
-    """A one-graph DiscoveryBatch from a validated table; queries are the observational rows under `do`.
+) -> tuple[DiscoveryBatch, pd.DataFrame]:
+    """A one-graph DiscoveryBatch from a validated table, and the query name and table row of each query row.
 
-    Without `do` there is one query row with no intervention (only the graph is wanted).
-    Returns the batch and the table index of the query rows.
+    `targets` [N, d] bool marks each row's intervened variables (`tables.regime_targets`; None = every row is
+    observational). `queries` is a named map of intervention sets in the grammar of
+    `causal_engine.interventions`; each is asked of every observational row. Without queries there is one
+    query row with no intervention (only the graph is wanted) and no label. Rows in the labels are 1-based.
     """
     columns = list(frame.columns)
     d = len(columns)
-    obs_rows = frame.index if regime is None else regime.index[regime == ""]
-    groups = [] if regime is None else _regimes(frame, regime, columns, max_values_per_target)
+    obs_rows = np.arange(len(frame)) if targets is None else np.flatnonzero(~targets.any(1))
+    groups = [] if targets is None else _regimes(frame, targets, max_values_per_target)
     x = torch.tensor(frame.to_numpy(), dtype=torch.float32)  # [N, d]
-    s_int = max((len(g) for g in groups), default=1)
+    s_int = max((len(rows) for rows, _ in groups), default=1)
     inter = torch.zeros(1, len(groups), s_int, d)
     sample_mask = torch.zeros(1, len(groups), s_int, dtype=torch.bool)
-    targets = torch.zeros(1, len(groups), d, dtype=torch.bool)
-    values = torch.zeros(1, len(groups), d)
-    for r, rows in enumerate(groups):
-        j = columns.index(regime[rows[0]])
-        inter[0, r, : len(rows)] = x[_take(rows)]
+    group_targets = torch.zeros(1, len(groups), d, dtype=torch.bool)
+    group_values = torch.zeros(1, len(groups), d)
+    for r, (rows, cols) in enumerate(groups):
+        inter[0, r, : len(rows)] = x[rows]
         sample_mask[0, r, : len(rows)] = True
-        targets[0, r, j] = True
-        values[0, r, j] = x[_take(rows), j].mean()
-    query_rows = obs_rows if do else obs_rows[:1]
-    query = x[_take(query_rows)][None]  # [1, Q, d]
-    q_targets = torch.zeros(1, len(query_rows), d, dtype=torch.bool)
-    q_values = torch.zeros(1, len(query_rows), d)
-    for name, value in (do or {}).items():
-        q_targets[..., columns.index(name)] = True
-        q_values[..., columns.index(name)] = float(value)
+        group_targets[0, r, cols] = True
+        group_values[0, r, cols] = x[rows][:, cols].mean(0)
+    x_obs = x[obs_rows]  # [N_obs, d]
+    parsed = parse_named_interventions(queries, columns, "task.counterfactual")
+    query, query_targets, query_values = x_obs[:1], torch.zeros(1, d, dtype=torch.bool), torch.zeros(1, d)
+    labels = pd.DataFrame({"query": pd.Series(dtype=str), "row": pd.Series(dtype=int)})
+    if parsed:
+        asked = [_query_values(x_obs, spec, f"task.counterfactual.{name}") for name, spec in parsed.items()]
+        query = torch.cat([x_obs] * len(parsed))  # [Q, d], one block of observational rows per query
+        query_targets = torch.cat([t for t, _ in asked])
+        query_values = torch.cat([v for _, v in asked])
+        labels = pd.DataFrame(
+            {"query": np.repeat(list(parsed), len(obs_rows)), "row": np.tile(obs_rows + 1, len(parsed))}
+        )
     batch = DiscoveryBatch(
-        observational=x[_take(obs_rows)][None],
+        observational=x_obs[None],
         interventional=inter,
         int_sample_mask=sample_mask,
-        regime_targets=targets,
-        regime_values=values,
+        regime_targets=group_targets,
+        regime_values=group_values,
         regime_mask=torch.ones(1, len(groups), dtype=torch.bool),
-        query=query,
-        query_targets=q_targets,
-        query_values=q_values,
+        query=query[None],
+        query_targets=query_targets[None],
+        query_values=query_values[None],
         node_mask=torch.ones(1, d, dtype=torch.bool),
     )
-    return batch, query_rows
+    return batch, labels
 
 
-def _check_table(frame: pd.DataFrame, regime: pd.Series | None, regime_column: str | None, max_nodes: int) -> None:
+def _check_table(frame: pd.DataFrame, targets: np.ndarray | None, max_nodes: int) -> None:
     columns = list(frame.columns)
     if len(columns) < 2:
         raise DiscoverError(f"data.path: the table has {len(columns)} numeric variable(s); discovery needs at least 2.")
@@ -120,16 +148,7 @@ def _check_table(frame: pd.DataFrame, regime: pd.Series | None, regime_column: s
             f"data.path: the table has {len(columns)} variables; this checkpoint supports at most "
             f"{max_nodes}. Select fewer columns or train a model with a larger net.max_nodes."
         )
-    if regime is not None:
-        unknown = sorted(set(regime) - {""} - set(columns))
-        if unknown:
-            row = int(np.flatnonzero(regime.isin(unknown).to_numpy())[0])
-            raise DiscoverError(
-                f"data.regime_column '{regime_column}': value(s) {unknown} (first at row {row + 1}) "
-                f"are not variables of the table ({columns}); use a column name, or leave the "
-                f"cell empty for an observational row."
-            )
-    obs = frame if regime is None else frame[(regime == "").to_numpy()]
+    obs = frame if targets is None else frame[~targets.any(1)]
     if len(obs) < MIN_ROWS:
         raise DiscoverError(
             f"data.path: {len(obs)} observational rows (empty data.regime_column); at least "
@@ -141,23 +160,6 @@ def _check_table(frame: pd.DataFrame, regime: pd.Series | None, regime_column: s
             f"data.path: column(s) {constant} are constant in the observational rows; a constant "
             f"carries no causal information - drop the column(s)."
         )
-
-
-def _parse_do(do: Any, columns: list[str]) -> dict[str, float] | None:
-    if do is None:
-        return None
-    if isinstance(do, DictConfig):
-        do = OmegaConf.to_container(do, resolve=True)
-    if not isinstance(do, Mapping) or not do:
-        raise DiscoverError(f"query.do must map variables to values, e.g. query.do={{X3: 5.0}}; got {do!r}.")
-    out = {}
-    for name, value in do.items():
-        if name not in columns:
-            raise DiscoverError(f"query.do: unknown variable '{name}'; the table's variables are {columns}.")
-        if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
-            raise DiscoverError(f"query.do: the value for '{name}' must be a finite number, got {value!r}.")
-        out[str(name)] = float(value)
-    return out
 
 
 @torch.no_grad()
@@ -188,20 +190,24 @@ def discover(
     threshold: float = 0.5,
     query_batch: int = 256,
     max_values_per_target: int = 10,
+    counterfactual: Mapping | None = None,
 ) -> dict[str, float]:
-    """Predict the causal graph (and, with query.do, counterfactual changes) of `cfg.data.path`."""
+    """Predict the causal graph of `cfg.data.path` (and, with `counterfactual`, every observational row's
+    change under each named intervention set)."""
     data = cfg.data
     regime_column = data.get("regime_column")
     net = load_pfn(checkpoint)
     text = [regime_column] if regime_column else []
     frame = load_table(data.path, text_columns=text, min_rows=MIN_ROWS)
     regime = frame.pop(regime_column) if regime_column else None
-    _check_table(frame, regime, regime_column, net.max_nodes)
     columns = list(frame.columns)
-    do = _parse_do(OmegaConf.select(cfg, "query.do", default=None), columns)
+    targets = regime_targets(regime, columns, regime_column) if regime is not None else None  # [N, d]
+    _check_table(frame, targets, net.max_nodes)
+    if isinstance(counterfactual, DictConfig):
+        counterfactual = OmegaConf.to_container(counterfactual, resolve=True)
     true = load_graph(data.graph_path, columns) if data.get("graph_path") else None
 
-    batch, query_rows = table_batch(frame, regime, do=do, max_values_per_target=max_values_per_target)
+    batch, labels = table_batch(frame, targets, queries=counterfactual, max_values_per_target=max_values_per_target)
     probs, deltas = predict(net, batch, query_batch)
     pred = probs >= threshold
 
@@ -220,10 +226,10 @@ def discover(
         "discover/num_regimes": float(batch.regime_mask.sum()),
         "discover/num_edges": float(pred.sum()),
     }
-    if do is not None:
-        frame_out = pd.DataFrame(deltas.numpy(), columns=columns)
-        frame_out.insert(0, "row", query_rows.to_numpy() + 1)
-        frame_out.to_csv(out / "deltas.csv", index=False)
+    if counterfactual:
+        pd.concat([labels, pd.DataFrame(deltas.numpy(), columns=columns)], axis=1).to_csv(
+            out / "deltas.csv", index=False
+        )
     if true is not None:
         adj = torch.tensor(true, dtype=torch.float32)[None]
         mask = torch.ones(1, len(columns), dtype=torch.bool)

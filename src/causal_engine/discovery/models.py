@@ -1,4 +1,4 @@
-"""Models A-E: one node-token transformer, two heads, five ways of predicting structure and deltas.
+"""The causal PFN models (A-E): one node-token transformer, two heads, five ways of predicting structure and deltas.
 
 Shared skeleton (`PFNNet`):
     encoder   batch -> node tokens [B, d, D], pair features [B, d, d, F] (+ query features [B, Q, d, 3] per query)
@@ -9,7 +9,13 @@ Shared skeleton (`PFNNet`):
 The structure does not depend on the query; the deltas do. The intervened nodes' own deltas are known
 (do-value minus factual value) and are overwritten with the exact value; the loss ignores them.
 
-Variants:
+Variants (class, `model=` config, letter alias of the model comparison):
+    A  MLPDeltaPFN      pfn_mlp_delta      the skeleton with an MLP delta head.
+    B  NodeExpertPFN    pfn_node_experts   per-node delta experts
+    C  GumbelEdgePFN    pfn_gumbel_edges   Gumbel-sigmoid edges
+    D  DAGAttentionPFN  pfn_dag_attention  the predicted DAG biases the delta layers' attention
+    E  HyperDeltaPFN    pfn_hyper_delta    hypernetwork delta projection
+
     A  the skeleton with an MLP delta head.
     B  per-node delta experts: node k uses expert k, so B uses node identity (sized by `max_nodes`) and is not
        permutation-equivariant.
@@ -197,11 +203,11 @@ class PFNNet(nn.Module):
         return None
 
 
-class ModelA(PFNNet):
+class MLPDeltaPFN(PFNNet):
     """Transformer over node tokens + MLP delta head + bilinear/pairwise DAG head (the skeleton)."""
 
 
-class ModelB(PFNNet):
+class NodeExpertPFN(PFNNet):
     """Per-node delta experts. Uses node identity: input position k always goes to expert k, so the model needs
     `max_nodes` experts and is NOT permutation-equivariant (that is the hypothesis B tests)."""
 
@@ -220,7 +226,7 @@ class ModelB(PFNNet):
         return (hidden * self.w2[:d]).sum(-1) + self.b2[:d]
 
 
-class ModelC(PFNNet):
+class GumbelEdgePFN(PFNNet):
     """Gumbel-sigmoid edges with an annealed temperature.
 
     Training: the acyclicity and sparsity penalties act on relaxed Bernoulli samples of the edges at
@@ -249,7 +255,7 @@ class ModelC(PFNNet):
         return gumbel_sigmoid(logits, self.tau, self.hard) if self.training else None
 
 
-class ModelD(PFNNet):
+class DAGAttentionPFN(PFNNet):
     """Two stages: the trunk predicts the DAG; the delta layers attend along it.
 
     The bias for node j attending to node i is bias_scale * (p(i -> j) - 1): 0 for a sure parent, -bias_scale
@@ -273,7 +279,7 @@ class ModelD(PFNNet):
         return bias.expand(len(self.delta_layers), *bias.shape)
 
 
-class ModelE(PFNNet):
+class HyperDeltaPFN(PFNNet):
     """Hypernetwork delta projection conditioned on the intervened node by its features.
 
     The instruction vector is the mean delta-layer token of the query's intervened node(s) concatenated with
@@ -296,10 +302,26 @@ class ModelE(PFNNet):
         return (x * wb[:, None, :-1]).sum(-1) / math.sqrt(self.d_model) + wb[:, -1:]
 
 
+# The letters of the model comparison (docs/pfn.md), kept as aliases: checkpoints name their class either way.
+ModelA = MLPDeltaPFN
+ModelB = NodeExpertPFN
+ModelC = GumbelEdgePFN
+ModelD = DAGAttentionPFN
+ModelE = HyperDeltaPFN
+NETS: dict[str, type[PFNNet]] = {
+    **{cls.__name__: cls for cls in (MLPDeltaPFN, NodeExpertPFN, GumbelEdgePFN, DAGAttentionPFN, HyperDeltaPFN)},
+    "ModelA": ModelA,
+    "ModelB": ModelB,
+    "ModelC": ModelC,
+    "ModelD": ModelD,
+    "ModelE": ModelE,
+}
+
+
 def build_net(spec: dict[str, Any]) -> PFNNet:
     """Rebuild a net from `PFNNet.net_spec()` (class path + kwargs) without Hydra."""
     module, _, name = spec["target"].rpartition(".")
-    if module != __name__ or name not in {"ModelA", "ModelB", "ModelC", "ModelD", "ModelE"}:
+    if module != __name__ or name not in NETS:
         raise ValueError(f"unknown PFN model class {spec['target']!r}")
     # Checkpoints from before `feature_space` existed were trained on z-score features.
-    return globals()[name](**{"feature_space": "zscore", **spec["kwargs"]})
+    return NETS[name](**{"feature_space": "zscore", **spec["kwargs"]})

@@ -72,7 +72,7 @@ class PFNModule(L.LightningModule):
     """Wires a PFN net (models A-E) to the loss, the optimiser and the metrics.
 
     Args:
-        net: a `PFNNet` (ModelA ... ModelE).
+        net: a `PFNNet` (MLPDeltaPFN ... HyperDeltaPFN, models A-E).
         optimizer: partial optimiser, called with the parameters.
         loss: the weighted loss (defaults as in `PFNLoss`).
         scheduler: optional partial LR scheduler, stepped every optimiser step.
@@ -92,7 +92,9 @@ class PFNModule(L.LightningModule):
     ):
         super().__init__()
         if init_checkpoint is not None:
-            net = load_pfn(init_checkpoint, key="model.init_checkpoint")
+            # load_pfn returns a net in eval mode (for inference); Lightning keeps each module's mode when
+            # training starts, so without train() the fine-tune would run with dropout off.
+            net = load_pfn(init_checkpoint, key="model.init_checkpoint").train()
         # Only plain values go into hparams: checkpoints must load with torch.load(weights_only=True), which
         # rejects pickled Hydra partials (optimizer, scheduler) and modules.
         self.save_hyperparameters(logger=False, ignore=["net", "loss", "optimizer", "scheduler"])

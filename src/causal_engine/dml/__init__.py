@@ -1,1 +1,1 @@
-"""dml room."""
+"""Double machine learning: the data contract, cross-fitted nuisances, orthogonal scores and diagnostics."""

@@ -1,11 +1,13 @@
 """The DML data contract: one observational data set (`CausalSample`), its checks, and row-indexed items.
 
 Every DML data source (the video DataModules, a user's table, the shipped examples) ends as a `CausalSample`;
-the fold loop and the scores see nothing else.
+the fold loop and the scores see nothing else. Videos may stay on disk (`causal_engine.dml.disk.DiskVideos`):
+everything here reads features in batches of rows (`row_batches`), never the whole array at once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,8 +17,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
+from causal_engine.dml.disk import DiskVideos
 from causal_engine.errors import UserError
 from causal_engine.tables import TableSource
+
+# Rows per batch when the contract's checks stream through the features (64 videos of 3×16×64×64 are 50 MB).
+CHECK_ROWS = 64
 
 
 class DMLInputError(UserError):
@@ -30,7 +36,7 @@ class CausalSample:
     `confounders` and `true_ate` are known only in simulation and used only for diagnostics.
     """
 
-    features: torch.Tensor  # [N, C, T, H, W] videos, or [N, p] covariates
+    features: torch.Tensor | DiskVideos  # [N, C, T, H, W] videos (in memory or on disk), or [N, p] covariates
     treatment: np.ndarray  # [N] in {0, 1}
     outcome: np.ndarray  # [N]
     confounders: np.ndarray | None = None  # [N, k]
@@ -43,6 +49,16 @@ class CausalSample:
 
     def __len__(self) -> int:
         return len(self.outcome)
+
+
+def row_batches(
+    features: torch.Tensor | DiskVideos, rows: np.ndarray, batch_size: int
+) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """(rows [b], features[rows] [b, ...]) for consecutive batches of `rows`: only one batch is ever read."""
+    rows = np.asarray(rows)
+    for i in range(0, len(rows), batch_size):
+        batch = rows[i : i + batch_size]
+        yield batch, features[torch.as_tensor(batch)]
 
 
 def check_sample(sample: CausalSample, *, k_folds: int = 2, source: str = "data") -> None:
@@ -60,9 +76,11 @@ def check_sample(sample: CausalSample, *, k_folds: int = 2, source: str = "data"
                 f"{source}: {name} has {int(bad.sum())} NaN/inf value(s), first at row "
                 f"{int(np.flatnonzero(bad)[0])}; fill or remove those rows first."
             )
-    if not torch.isfinite(sample.features).all():
-        row = int(torch.nonzero(~torch.isfinite(sample.features.reshape(n, -1)).all(1))[0, 0])
-        raise DMLInputError(f"{source}: the features contain NaN/inf (first at row {row}); clean them first.")
+    for rows, batch in row_batches(sample.features, np.arange(n), CHECK_ROWS):
+        finite = torch.isfinite(batch.reshape(len(rows), -1)).all(1)  # [b]
+        if not finite.all():
+            row = int(rows[int(torch.nonzero(~finite)[0, 0])])
+            raise DMLInputError(f"{source}: the features contain NaN/inf (first at row {row}); clean them first.")
     levels = np.unique(sample.treatment)
     if not np.all(np.isin(levels, (0.0, 1.0))):
         shown = ", ".join(f"{v:g}" for v in levels[:6]) + (", ..." if len(levels) > 6 else "")

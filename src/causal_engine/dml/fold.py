@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from causal_engine.dml.data import CausalSample, SampleRows
 from causal_engine.dml.ddp import all_gather, gather_by_index
+from causal_engine.dml.disk import DiskVideos
 from causal_engine.dml.folds import Fold
 from causal_engine.metrics import linear_probe_r2
 from causal_engine.train import build_trainer, collect_metrics
@@ -137,6 +138,20 @@ def fit_jepa(
     return jepa, trainer
 
 
+def embed_rows(
+    jepa: L.LightningModule, videos: torch.Tensor | DiskVideos, rows: np.ndarray, batch_size: int
+) -> np.ndarray:
+    """Representations [len(rows), D'] of `rows` of the videos, read and embedded one batch at a time into one
+    array (the videos may live on disk; indexing all rows at once would copy every video into memory)."""
+    out: np.ndarray | None = None
+    for start in range(0, len(rows), batch_size):
+        z = jepa.embed(videos[torch.as_tensor(rows[start : start + batch_size])], batch_size)  # [b, D']
+        if out is None:
+            out = np.empty((len(rows), z.shape[1]), dtype=z.dtype)
+        out[start : start + len(z)] = z
+    return out
+
+
 def represent(
     cfg: DictConfig, sample: CausalSample, fold: Fold, fit_rows: np.ndarray, val_rows: np.ndarray, seed: int, tag: str
 ) -> Representation:
@@ -146,9 +161,11 @@ def represent(
         return Representation(sample.features.float(), {})
     jepa, trainer = fit_jepa(cfg, sample, fit_rows, val_rows, seed, f"{tag}/jepa")
     jepa_metrics = {k: v for k, v in collect_metrics(trainer).items() if k.startswith(("val/", "train/"))}
-    # [N, D'] every row, inference only; under DDP each rank embeds a shard and all ranks get every row.
+    # [N, D'] every row, inference only; under DDP each rank embeds a shard and all ranks get every row. Batches
+    # of the training batch size: what fits in memory for training fits for inference.
+    batch = cfg.dml.jepa_batch_size
     features = torch.from_numpy(
-        gather_by_index(np.arange(len(sample)), lambda rows: jepa.embed(sample.features[torch.as_tensor(rows)]))
+        gather_by_index(np.arange(len(sample)), lambda rows: embed_rows(jepa, sample.features, rows, batch))
     ).float()
     probe = None
     if sample.confounders is not None:

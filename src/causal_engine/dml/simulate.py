@@ -26,9 +26,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
+
+from causal_engine.dml.disk import NpyWriter
 
 CONFOUNDERS = ("x0", "y0", "vx", "vy", "size", "brightness")
 
@@ -122,3 +127,53 @@ def simulate_videos(
         tau=tau,
         true_ate=float(ate),
     )
+
+
+def write_simulated_videos(
+    out_dir: str | Path,
+    n_samples: int,
+    dims: Sequence[int] = (1, 8, 16, 16),
+    *,
+    layout: str = "npy",
+    chunk_size: int = 256,
+    seed: int = 0,
+    **sim_kwargs: Any,
+) -> tuple[Path, Path]:
+    """Simulate `n_samples` videos chunk by chunk and write them for `data=video_files`: returns (videos, table).
+
+    `layout` "npy" writes one [N, C, T, H, W] float32 `videos.npy`; "folder" writes `videos/<row>.npy`, one
+    [C, T, H, W] file per video. `table.csv` holds treatment, outcome and, for diagnostics, the true
+    propensity, effect τ and confounders. Each chunk is an independent `simulate_videos` draw (its seed spawned
+    from `seed`), so rows are i.i.d. and only one chunk is ever in memory.
+    """
+    if layout not in ("npy", "folder"):
+        raise ValueError(f"layout must be 'npy' or 'folder', not {layout!r}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    c, t, h, w = (int(x) for x in dims)
+    starts = range(0, n_samples, chunk_size)
+    seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(len(starts))]
+    videos_path = out_dir / ("videos.npy" if layout == "npy" else "videos")
+    writer = NpyWriter(videos_path, (n_samples, c, t, h, w)) if layout == "npy" else None
+    if writer is None:
+        videos_path.mkdir(exist_ok=True)
+    width = max(6, len(str(n_samples - 1)))  # zero-padded names sort in row order
+    tables = []
+    for start, chunk_seed in zip(starts, seeds, strict=True):
+        s = simulate_videos(min(chunk_size, n_samples - start), (c, t, h, w), seed=chunk_seed, **sim_kwargs)
+        if writer is not None:
+            writer.write(s.videos.numpy())
+        else:
+            for i, video in enumerate(s.videos.numpy()):
+                np.save(videos_path / f"{start + i:0{width}d}.npy", video)
+        tables.append(
+            pd.DataFrame(
+                {"treatment": s.treatment, "outcome": s.outcome, "propensity": s.propensity, "tau": s.tau}
+                | {f"u_{name}": s.confounders[:, j] for j, name in enumerate(CONFOUNDERS)}
+            )
+        )
+    if writer is not None:
+        writer.close()
+    table_path = out_dir / "table.csv"
+    pd.concat(tables, ignore_index=True).to_csv(table_path, index=False)
+    return videos_path, table_path

@@ -8,15 +8,14 @@ LightningModule's `mask_collator()` when it has one, so the JEPA's masks are dra
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
-import torch
 from torch.utils.data import DataLoader
 
 from causal_engine.dml.data import CausalSample, DMLInputError, SampleRows
+from causal_engine.dml.disk import open_videos
 from causal_engine.dml.simulate import simulate_videos
 from causal_engine.tables import load_table
 
@@ -119,7 +118,11 @@ class VideoConfoundedDataModule(VideoDataModule):
 
 
 class VideoFilesDataModule(VideoDataModule):
-    """`data=video_files`: a user's videos ([N, C, T, H, W] .npy) and a table with one row per video."""
+    """`data=video_files`: a user's videos and a table with one row per video, in the same order.
+
+    `videos` is an [N, C, T, H, W] .npy file or a folder of [C, T, H, W] .npy files (row i = the i-th file in
+    name order). The videos stay on disk (`causal_engine.dml.disk`): batches are read as they are needed.
+    """
 
     def __init__(self, videos: str, table: str, treatment: str, outcome: str, **loader_kwargs: Any) -> None:
         super().__init__(**loader_kwargs)
@@ -127,26 +130,11 @@ class VideoFilesDataModule(VideoDataModule):
         self.treatment_col, self.outcome_col = treatment, outcome
 
     def _load(self) -> CausalSample:
-        path = Path(str(self.videos_path)).expanduser()
-        if not path.is_file():
-            raise DMLInputError(f"data.videos: file not found: {path}; give an [N, C, T, H, W] .npy array.")
-        try:
-            array = np.load(path, allow_pickle=False)
-        except ValueError as error:
-            raise DMLInputError(f"data.videos: {path} is not a readable .npy array ({error}).") from error
-        if array.ndim != 5:
-            raise DMLInputError(
-                f"data.videos: {path} has shape {array.shape}; it must be [N, C, T, H, W] "
-                f"(add a channel axis for grey videos: array[:, None])."
-            )
+        videos = open_videos(self.videos_path)
         frame = load_table(self.table_path, columns=[self.treatment_col, self.outcome_col], name="data.table")
-        if len(frame) != len(array):
+        if len(frame) != len(videos):
             raise DMLInputError(
-                f"data.table has {len(frame)} rows but data.videos has {len(array)} videos; "
+                f"data.table has {len(frame)} rows but data.videos has {len(videos)} videos; "
                 f"they must match one to one, in the same order."
             )
-        return CausalSample(
-            torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)),
-            frame[self.treatment_col].to_numpy(),
-            frame[self.outcome_col].to_numpy(),
-        )
+        return CausalSample(videos, frame[self.treatment_col].to_numpy(), frame[self.outcome_col].to_numpy())

@@ -1,7 +1,7 @@
 """The do-operator as a module: interventions as data, and the unit that applies them to a layer or a node.
 
-Semantics (and the seed's mistake, fixed): under do(X = v) only the mechanism *into* X is cut. The replaced
-value carries no gradient back into X's mechanism or into X's parents through that mechanism
+Semantics: under do(X = v) only the mechanism *into* X is cut (detaching X's parents as well is a common
+mistake). The replaced value carries no gradient back into X's mechanism or into X's parents through that mechanism
 (`torch.where` routes the gradient of the masked rows to the constant, not to the natural value), and X's
 own conditional is left out of the loss (see `Interventions.cut_mask`). X's parents are *not* detached:
 they keep the gradients from their other children. A shift intervention do(X := X + δ) is soft: the
@@ -11,37 +11,26 @@ mechanism stays, so gradients flow through it.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from causal_engine.errors import UserError
-
-Kind = Literal["hard", "shift"]
-# A conditional intervention: the value is a function of the unit's other variables, x [B, D] -> [B].
-ValueFn = Callable[[Tensor], Tensor]
+from causal_engine.interventions import Intervention, parse_interventions
 
 
 @dataclass(frozen=True)
-class NodeIntervention:
-    """One node's intervention: `kind` hard (X := value) or shift (X := X + value), on the rows in `mask`.
+class NodeIntervention(Intervention):
+    """One node's intervention (`causal_engine.interventions.Intervention`) that can be applied to a batch.
 
     `value` is a float, a per-row tensor [B], or a function of the unit's current variables x [B, D] -> [B]
     (a conditional intervention, e.g. a policy X := g(Z); in an ancestral rollout only variables of earlier
     topological generations are filled when X is computed, so g should read X's non-descendants computed
     before it); `mask` [B] bool selects the rows (None = all).
     """
-
-    kind: Kind
-    value: float | Tensor | ValueFn
-    mask: Tensor | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("hard", "shift"):
-            raise ValueError(f"intervention kind must be 'hard' or 'shift', got {self.kind!r}")
 
     def resolve(self, context: Tensor) -> tuple[Tensor, Tensor]:
         """(value [B], rows [B] bool) for a batch whose current variables are `context` [B, D]."""
@@ -82,36 +71,12 @@ class Interventions:
 
     @classmethod
     def parse(cls, spec: Interventions | Mapping | None, names: Sequence[str]) -> Interventions:
-        """Accept `{"x1": 0.5}`, `{"x1": {"shift": 1.0}}`, `{"x1": fn}`, integer keys, or `Interventions`.
-
-        A number or tensor means hard; a mapping with exactly one of `value`/`shift` picks the kind (plus
-        an optional `mask`); a callable is a conditional hard intervention.
-        """
+        """An `Interventions` from the grammar of `causal_engine.interventions` (`{"x1": 0.5}`,
+        `{"x1": {"shift": 1.0}}`, `{"x1": fn}`, integer keys, an optional `mask`), or itself."""
         if isinstance(spec, Interventions):
             return spec
-        out = cls(len(names))
-        for key, item in (spec or {}).items():
-            if isinstance(key, str):
-                if key not in names:
-                    raise ValueError(f"intervention on unknown variable {key!r}; known: {list(names)}")
-                node = names.index(key)
-            else:
-                node = int(key)
-            if isinstance(item, NodeIntervention):
-                out.nodes[node] = item
-            elif isinstance(item, Mapping):
-                kinds = [k for k in ("value", "shift") if k in item]
-                if len(kinds) != 1 or set(item) - {"value", "shift", "mask"}:
-                    raise ValueError(
-                        f"intervention on {key!r} must give exactly one of 'value' or 'shift' (and optionally "
-                        f"'mask'), got keys {sorted(item)}"
-                    )
-                kind: Kind = "hard" if kinds[0] == "value" else "shift"
-                out.nodes[node] = NodeIntervention(kind, item[kinds[0]], item.get("mask"))
-            else:
-                out.nodes[node] = NodeIntervention("hard", item)
-        out.__post_init__()
-        return out
+        nodes = parse_interventions(spec, names)
+        return cls(len(names), {node: NodeIntervention(iv.kind, iv.value, iv.mask) for node, iv in nodes.items()})
 
     def cut_mask(self, batch: int, device: torch.device | None = None) -> Tensor:
         """[B, D] bool: rows × nodes whose mechanism is cut (hard interventions). Their conditionals are

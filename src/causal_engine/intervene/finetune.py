@@ -210,7 +210,7 @@ def _fit_and_test(
     datamodule = _train_rows(full, keep(full.train_set.tensors[1].any(1)))
     trainer = build_trainer(cfg, subdir=stage)
     trainer.fit(module, datamodule=datamodule)
-    trainer.test(module, datamodule=datamodule, ckpt_path=best_checkpoint(trainer))
+    trainer.test(module, datamodule=datamodule, ckpt_path=best_checkpoint(trainer), verbose=False)
     return module, collect_metrics(trainer), trainer
 
 

@@ -210,7 +210,7 @@ class StructuralMLP(_Standardised):
 class OutcomeNet(_Standardised):
     """A regressor of one outcome on a set of other variables, do(X = v) by substituting the network's input X.
 
-    `features="all"` (M1, the seed's behaviour): every other variable, so descendants of the treatment sit
+    `features="all"` (M1, the substitution MLP): every other variable, so descendants of the treatment sit
     among the inputs and substituting X = v leaves them at their factual values (biased at any N).
     `features="nondescendants"`: the treatment and its non-descendants (M2, the fair back-door baseline).
     Its counterfactual changes only the intervened inputs and the outcome: y' = y + f(x') − f(x).
@@ -271,7 +271,7 @@ class OutcomeNet(_Standardised):
 
 
 class OutcomeMLP(OutcomeNet):
-    """The M1/M2 baselines as the seed's `CausalMLP`: do(X = v) is its layer-0 intervention on the input X.
+    """The M1/M2 baselines as a `CausalMLP`: do(X = v) is its layer-0 intervention on the input X.
     See `OutcomeNet` for `features`."""
 
     def __init__(

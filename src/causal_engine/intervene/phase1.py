@@ -33,7 +33,7 @@ def phase1(cfg: DictConfig, models_key: str = "phase1_models", query_value: floa
         module.attach(datamodule)
         trainer = build_trainer(cfg, subdir=name)
         trainer.fit(module, datamodule=datamodule)
-        trainer.test(module, datamodule=datamodule)
+        trainer.test(module, datamodule=datamodule, verbose=False)
         metrics.update({f"{name}/{k}": v for k, v in collect_metrics(trainer).items()})
         scm, graph = datamodule.scm, datamodule.graph
         inputs = [j for j in range(scm.num_nodes) if j != graph.outcome]

@@ -6,10 +6,11 @@
 Interventional answers (`interventional.csv`): for each query, the mean and SD of every variable under the
 intervention, over samples that keep each data row's abducted noise. Counterfactual answers
 (`counterfactual.csv`): every row (or `rows`) under each query, with its factual values alongside.
-With `data.regime_column=COL`, a row whose COL names a variable (several joined by '+') was produced by a hard
-intervention on it: that variable's mechanism is not fitted on the row (its value still feeds its
-children), and validation uses observational rows only. Everything is validated before fitting, and files
-are written only when every answer is computed.
+Queries use the intervention grammar of `causal_engine.interventions`; the regime column that of
+`causal_engine.tables.regime_targets`. With `data.regime_column=COL`, a row whose COL names a variable (several
+joined by '+') was produced by a hard intervention on it: that variable's mechanism is not fitted on the row
+(its value still feeds its children), and validation uses observational rows only. Everything is validated
+before fitting, and files are written only when every answer is computed.
 
 The fit stops on its held-out loss (`task.convergence`, see `causal_engine.convergence`) and reports
 whether it converged (`fit/converged`, `fit/epochs`, `fit/best_val_loss` in metrics.json and on the
@@ -42,7 +43,8 @@ from causal_engine.intervene.data import ArrayDataModule, GraphInfo
 from causal_engine.intervene.do import Interventions
 from causal_engine.intervene.models import StructuralMLP
 from causal_engine.intervene.module import InterveneModule, build_net
-from causal_engine.tables import TableSource
+from causal_engine.interventions import parse_named_interventions
+from causal_engine.tables import TableSource, regime_targets
 from causal_engine.train import build_trainer, collect_metrics
 
 log = logging.getLogger(__name__)
@@ -52,47 +54,9 @@ class QueryError(UserError):
     """A query in the config cannot be answered as written."""
 
 
-def _parse_queries(kind: str, queries: Any, names: Sequence[str]) -> dict[str, Interventions]:
-    if queries is None:
-        return {}
-    if not isinstance(queries, Mapping):
-        raise QueryError(
-            f"task.{kind} must map a query name to interventions, e.g. "
-            f"{{raise_x: {{{names[0]}: 1.0}}}}; got {queries!r}"
-        )
-    parsed = {}
-    for qname, spec in queries.items():
-        if not isinstance(spec, Mapping) or not spec:
-            raise QueryError(f"task.{kind}.{qname} must map variables to a value or {{shift: d}}, got {spec!r}")
-        for variable, value in spec.items():
-            if variable not in names:
-                raise QueryError(
-                    f"task.{kind}.{qname} intervenes on {variable!r}, which is not a column of "
-                    f"the data; columns: {list(names)}"
-                )
-            number = value.get("value", value.get("shift")) if isinstance(value, Mapping) else value
-            if isinstance(number, bool) or not isinstance(number, int | float):
-                raise QueryError(f"task.{kind}.{qname}.{variable} must be a number or {{shift: number}}, got {value!r}")
-        try:
-            parsed[str(qname)] = Interventions.parse(dict(spec), names)
-        except ValueError as err:
-            raise QueryError(f"task.{kind}.{qname}: {err}") from err
-    return parsed
-
-
-def _regime_mask(regimes: pd.Series, names: Sequence[str], column: str) -> torch.Tensor:
-    """cut [N, D] bool from a regime column: empty = observational, else the variable(s) a hard
-    intervention set in that row (several joined by '+')."""
-    cut = torch.zeros(len(regimes), len(names), dtype=torch.bool)
-    for row, text in enumerate(regimes):
-        for variable in filter(None, (v.strip() for v in text.split("+"))):
-            if variable not in names:
-                raise QueryError(
-                    f"data.regime_column '{column}', row {row + 1}: {variable!r} is not a variable of the "
-                    f"data (leave the cell empty for an observational row); variables: {list(names)}"
-                )
-            cut[row, names.index(variable)] = True
-    return cut
+def _queries(kind: str, queries: Mapping | None, names: Sequence[str]) -> dict[str, Interventions]:
+    parsed = parse_named_interventions(queries, names, f"task.{kind}")
+    return {qname: Interventions.parse(spec, names) for qname, spec in parsed.items()}
 
 
 @torch.no_grad()
@@ -215,9 +179,9 @@ def query(
     regimes = frame.pop(regime) if regime else None
     names = list(frame.columns)
     adjacency = source.graph(names, require_all=True)
-    cut = _regime_mask(regimes, names, regime) if regimes is not None else None
-    do_queries = _parse_queries("interventional", interventional, names)
-    cf_queries = _parse_queries("counterfactual", counterfactual, names)
+    cut = torch.from_numpy(regime_targets(regimes, names, regime)) if regimes is not None else None  # [N, D]
+    do_queries = _queries("interventional", interventional, names)
+    cf_queries = _queries("counterfactual", counterfactual, names)
     if not do_queries and not cf_queries:
         raise QueryError(
             "task=query has nothing to answer: give `+task.interventional={name: {var: value}}` "

@@ -21,14 +21,14 @@ Each comes in three variants, with standard normal noise u_j and weights w_ij li
 Roots are x_j = σ_j u_j.
 
 Two fixed SCMs:
-- nonlin_simpson (exactly as CSuite's generator code, see /work/shared/ZOO.md) [x1 -> x2]:
+- nonlin_simpson (exactly as CSuite's generator code) [x1 -> x2]:
   x0 ~ N(0,1); x1 = softplus(1 − x0) − 1.5 + 0.15 ε1; x2 = tanh(2 x1) + 1.5 x0 + tanh(z) − 1, z ~ N(0,1);
   x3 = 5 tanh((x2 − 4)/5) + 3 + L, L ~ Laplace(0, 0.1). E[x2 | do(x1 = v)] = tanh(2v) − 1.
 - symprod_simpson (CSuite's structure x0 -> x1, {x0, x1} -> x2, x2 -> x3 with a symmetric product; the
   equations are ours, not CSuite's) [x1 -> x2]:
   x0 ~ N(0,1); x1 = tanh(1.5 x0) + 0.2 ε1; x2 = x0 x1 + tanh(x1) + 0.3 ε2; x3 = tanh(x2) + 0.5 x2 + 0.2 ε3.
   E[x2 | do(x1 = v)] = E[x0] v + tanh(v) = tanh(v).
-- toy (the seed's demo, the negative control) [x2 -> y]: x1, x2, x3 ~ N(0,1) independent,
+- toy (the CausalMLP usage example's SCM, the negative control) [x2 -> y]: x1, x2, x3 ~ N(0,1) independent,
   y = x1 + 2 x2 − 3 x3 + 0.1 ε. Substitution already is the do-operator here: every model should tie.
 """
 

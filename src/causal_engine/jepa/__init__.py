@@ -1,1 +1,1 @@
-"""jepa room."""
+"""V-JEPA video representations: masks, encoder and predictor, the EMA-target LightningModule."""

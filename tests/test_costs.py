@@ -1,23 +1,23 @@
-"""scripts/bench_costs.py: the growth fit, the measurement points at tiny sizes, the point runner and the page."""
+"""Cost measurement (`causal_engine.profiling`, `causal_engine.costs`): the growth fit, the measurement points at
+tiny sizes, the point runner and the page."""
 
 from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import bench_costs
+from causal_engine import costs
+from causal_engine.profiling import growth_exponent, growth_sentence
 
 SIZES = [10, 20, 50, 100]
 
 
 def test_growth_exponent_recovers_a_known_power_law() -> None:
-    assert bench_costs.growth_exponent(SIZES, [3e-4 * d**1.7 for d in SIZES]) == pytest.approx(1.7, abs=1e-12)
-    assert bench_costs.growth_exponent(SIZES, [5.0 / d for d in SIZES]) == pytest.approx(-1.0, abs=1e-12)
+    assert growth_exponent(SIZES, [3e-4 * d**1.7 for d in SIZES]) == pytest.approx(1.7, abs=1e-12)
+    assert growth_exponent(SIZES, [5.0 / d for d in SIZES]) == pytest.approx(-1.0, abs=1e-12)
 
 
 def test_growth_exponent_is_the_least_squares_slope_of_the_logs() -> None:
@@ -25,7 +25,7 @@ def test_growth_exponent_is_the_least_squares_slope_of_the_logs() -> None:
     x, y = [math.log(s) for s in SIZES], [math.log(v) for v in values]
     mx, my = sum(x) / 4, sum(y) / 4
     slope = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True)) / sum((a - mx) ** 2 for a in x)
-    assert bench_costs.growth_exponent(SIZES, values) == pytest.approx(slope, rel=1e-12)
+    assert growth_exponent(SIZES, values) == pytest.approx(slope, rel=1e-12)
 
 
 @pytest.mark.parametrize(
@@ -38,25 +38,25 @@ def test_growth_exponent_is_the_least_squares_slope_of_the_logs() -> None:
 )
 def test_growth_exponent_rejects_unfittable_series(sizes: list[int], values: list[float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        bench_costs.growth_exponent(sizes, values)
+        growth_exponent(sizes, values)
 
 
 def test_growth_sentence_states_exponent_range_and_the_top_of_the_range() -> None:
-    pure = bench_costs.growth_sentence("Time", "d", SIZES, [1e-3 * d**2 for d in SIZES], "s")
+    pure = growth_sentence("Time", "d", SIZES, [1e-3 * d**2 for d in SIZES], "s")
     assert pure == "Time grows ~d^2.0 between d=10 and 100 (0.1 → 10 s)"
     # A fixed cost flattens the small sizes: the overall fit is shallower than the two largest sizes' slope.
-    overhead = bench_costs.growth_sentence("Time", "d", SIZES, [1.0 + 1e-3 * d**2 for d in SIZES], "s")
+    overhead = growth_sentence("Time", "d", SIZES, [1.0 + 1e-3 * d**2 for d in SIZES], "s")
     top = math.log(11.0 / 3.5) / math.log(2)
     assert overhead.endswith(f", ~d^{top:.1f} between the two largest")
 
 
 def test_points_measure_seconds_and_peak_memory_at_tiny_sizes() -> None:
     points = [
-        bench_costs.scm_point(5, batch=2, min_seconds=0.0),
-        bench_costs.pfn_point(6, samples=10, checkpoint=None, min_seconds=0.0),
-        bench_costs.baseline_point("PC", 5, samples=30, min_seconds=0.0),
-        bench_costs.baseline_point("GES", 5, samples=30, min_seconds=0.0),
-        bench_costs.dml_point(60, jepa_epochs=1, nuisance_epochs=1),
+        costs.scm_point(5, batch=2, min_seconds=0.0),
+        costs.pfn_point(6, samples=10, checkpoint=None, min_seconds=0.0),
+        costs.baseline_point("PC", 5, samples=30, min_seconds=0.0),
+        costs.baseline_point("GES", 5, samples=30, min_seconds=0.0),
+        costs.dml_point(60, jepa_epochs=1, nuisance_epochs=1),
     ]
     for point in points:
         assert 0 < point["seconds"] < 60
@@ -64,7 +64,7 @@ def test_points_measure_seconds_and_peak_memory_at_tiny_sizes() -> None:
 
 
 def test_runner_returns_a_points_result_and_kills_an_overdue_point() -> None:
-    runner = bench_costs.PointRunner(threads=1)
+    runner = costs.point_runner(threads=1)
     result = runner("pfn", d=6, samples=10, checkpoint=None, min_seconds=0.0)
     assert result is not None and result["seconds"] > 0
     assert runner("baseline", timeout=0.01, method="GES", d=30, samples=50, min_seconds=0.0) is None
@@ -90,9 +90,9 @@ def test_page_has_a_table_fit_and_plot_per_series(tmp_path: Path) -> None:
         "dml": _rows("JEPA-DML cross-fit", [250, 500, 1000], lambda n: 0.05 * n, lambda n: 0.2 * n),
     }
     meta = {
-        **bench_costs.SIZES["quick"],
+        **costs.SIZES["quick"],
         "mode": "quick",
-        "command": "python scripts/bench_costs.py --quick",
+        "command": "python scripts/costs.py --quick",
         "started": "now",
         "minutes": 0.5,
         "cpus": 2,
@@ -105,15 +105,16 @@ def test_page_has_a_table_fit_and_plot_per_series(tmp_path: Path) -> None:
         "baseline_limit": 60.0,
         "preset_dml": "4 JEPA and 60 nuisance",
     }
-    page = bench_costs.write_page(tmp_path / "benchmarks.md", results, meta)
+    page = costs.write_page(tmp_path / "benchmarks.md", results, meta)
 
     assert (tmp_path / "benchmarks.md").read_text() == page
     saved = json.loads((tmp_path / "benchmarks" / "results.json").read_text())
     assert saved == json.loads(json.dumps({"meta": meta, "results": results}))  # --render-only reads this back
 
-    assert "`python scripts/bench_costs.py --quick`" in page and "load average 9.0" in page
+    assert "`python scripts/costs.py --quick`" in page and "- Machine: 2 CPUs" in page
+    assert "load average" not in page and "started" not in page  # no machine load or date on the page
     assert "the preset's 4 JEPA and 60 nuisance epochs take longer" in page
-    for section, (title, *_rest) in bench_costs.SECTIONS.items():
+    for section, (title, *_rest) in costs.SECTIONS.items():
         assert f"## {title}" in page and f"](benchmarks/{section}.png)" in page
         assert (tmp_path / "benchmarks" / f"{section}.png").stat().st_size > 0
     table = page.split("## Discovery: PFN inference vs PC and GES, vs d")[1].split("\n\n")[2].splitlines()
