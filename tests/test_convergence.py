@@ -45,6 +45,18 @@ def test_plateau_schedule_lowers_the_rate_on_each_plateau_then_stops():
     assert stops.index(True) == 9 and schedule.stopped and schedule.decayed == 2
 
 
+def test_plateau_schedule_judges_each_rate_against_its_own_best():
+    """After the decay the loss never undercuts the first rate's 1.0 but keeps improving on itself."""
+    schedule = PlateauSchedule(patience=2, decays=1, factor=0.5)
+    trainer = _trainer(0, 1.0)
+    for epoch, loss in enumerate([1.0, 1.2, 1.2, 1.15, 1.1, 1.05, 1.05, 1.05]):
+        trainer.current_epoch, trainer.callback_metrics["val/loss"] = epoch, torch.tensor(loss)
+        schedule.on_validation_end(trainer, None)
+        if trainer.should_stop:
+            break
+    assert epoch == 7 and schedule.decayed == 1
+
+
 def _fit(epoch: int, stopped: bool, decayed: int) -> list:
     best, schedule = BestWeights(), PlateauSchedule()
     best.best_epoch, best.best_score = epoch, 0.5

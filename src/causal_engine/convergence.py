@@ -87,8 +87,9 @@ class BestWeights(Callback):
 
 class PlateauSchedule(Callback):
     """Early stopping that first lowers the learning rate: after `patience` epochs in which `monitor` has not
-    improved on its best by a relative `min_delta`, every optimiser's learning rate is multiplied by `factor`;
-    the plateau after the `decays`-th decay stops the fit (`decays=0` is plain early stopping).
+    improved on its best by a relative `min_delta`, every optimiser's learning rate is multiplied by `factor`
+    and the search for a best starts again at the new rate; the plateau after the `decays`-th decay stops the
+    fit (`decays=0` is plain early stopping).
 
     With a constant learning rate the iterates of a small-batch fit keep wandering around the optimum, and the
     answers read from them wander with them: on a table of a few hundred rows the held-out loss sits on a
@@ -134,7 +135,9 @@ class PlateauSchedule(Callback):
             for optimizer in trainer.optimizers:
                 for group in optimizer.param_groups:
                     group["lr"] *= self.factor
-            self.decayed, self.wait = self.decayed + 1, 0
+            # A new rate starts a new search: its plateau is judged against its own best, since an early
+            # lucky draw of the noisy loss at the old rate may never be undercut.
+            self.decayed, self.wait, self.best_score = self.decayed + 1, 0, math.inf
         else:
             self.stopped = trainer.should_stop = True
 
