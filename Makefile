@@ -42,7 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_intervene.py --scms nonlin_simpson --ns 100 1000 --seeds 2 --arms mlp_substitution mlp_backdoor structural_observational structural_do20 \
 		--out $(BENCH_QUICK)/intervene
 	$(BIN)/python scripts/bench_dml.py --replicates 3 --workers 2 --rf-trees 50 --out $(BENCH_QUICK)/dml \
-		data.n_samples=500 dml.jepa_epochs=2 dml.nuisance_epochs=5
+		data.n_samples=500 dml.jepa_epochs=2 dml.convergence.patience=5
 	$(BIN)/python scripts/bench_costs.py
 
 clean:

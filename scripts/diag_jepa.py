@@ -82,7 +82,7 @@ def main() -> None:
         "--variant",
         action="append",
         help="nuisance variant fit on the same embeddings, comma-separated keys, e.g. "
-        "dml.nuisance.outcome.dropout=0.3,dml.nuisance_epochs=60 (repeatable; '' = as configured)",
+        "dml.nuisance.outcome.dropout=0.3,dml.convergence.patience=40 (repeatable; '' = as configured)",
     )
     parser.add_argument("--run", type=Path, default=None, help="decompose a finished run's error instead (no fits)")
     parser.add_argument("--pixel-bound", action="store_true", help="R² of U from hand-made pixel features instead")

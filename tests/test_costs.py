@@ -56,7 +56,7 @@ def test_points_measure_seconds_and_peak_memory_at_tiny_sizes() -> None:
         costs.pfn_point(6, samples=10, checkpoint=None, min_seconds=0.0),
         costs.baseline_point("PC", 5, samples=30, min_seconds=0.0),
         costs.baseline_point("GES", 5, samples=30, min_seconds=0.0),
-        costs.dml_point(60, jepa_epochs=1, nuisance_epochs=1),
+        costs.dml_point(60, jepa_epochs=1, nuisance_epochs=2),
     ]
     for point in points:
         assert 0 < point["seconds"] < 60
@@ -103,7 +103,7 @@ def test_page_has_a_table_fit_and_plot_per_series(tmp_path: Path) -> None:
         "blas_threads": "1",
         "pfn": "fresh ModelA",
         "baseline_limit": 60.0,
-        "preset_dml": "4 JEPA and 60 nuisance",
+        "preset_dml": "4 JEPA epochs and nuisance fits to convergence (patience 20)",
     }
     page = costs.write_page(tmp_path / "benchmarks.md", results, meta)
 
@@ -113,7 +113,7 @@ def test_page_has_a_table_fit_and_plot_per_series(tmp_path: Path) -> None:
 
     assert "`python scripts/costs.py --quick`" in page and "- Machine: 2 CPUs" in page
     assert "load average" not in page and "started" not in page  # no machine load or date on the page
-    assert "the preset's 4 JEPA and 60 nuisance epochs take longer" in page
+    assert "the preset's 4 JEPA epochs and nuisance fits to convergence (patience 20) take longer" in page
     for section, (title, *_rest) in costs.SECTIONS.items():
         assert f"## {title}" in page and f"](benchmarks/{section}.png)" in page
         assert (tmp_path / "benchmarks" / f"{section}.png").stat().st_size > 0

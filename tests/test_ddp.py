@@ -60,7 +60,7 @@ DDP_CPU = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "train
 TINY_JEPA_DML = [
     "experiment=jepa_dml", "data.n_samples=48", "data.dims=[1,4,8,8]", "model.rep_dim=12", "model.heads=2",
     "model.pred_dim=6", "model.depth=1", "model.pred_depth=1", "dml.k_folds=2", "dml.jepa_epochs=1",
-    "dml.nuisance_epochs=1",
+    "dml.convergence.patience=1", "dml.convergence.max_epochs=2",
 ]  # fmt: skip
 
 
@@ -122,6 +122,18 @@ def test_jepa_dml_fold_loop_gathers_out_of_fold_predictions_under_ddp(
 
 
 @pytest.mark.slow
+def test_library_learners_on_jepa_embeddings_run_on_rank_zero_and_reach_every_rank_under_ddp(
+    tmp_path: Path, compose: Callable[[list[str]], DictConfig]
+):
+    # The JEPA fits under DDP (the process group exists), then rank 0 fits the forests and broadcasts their
+    # predictions: both ranks must end with the same out-of-fold arrays and estimate.
+    overrides = [*TINY_JEPA_DML, "dml.learner=tabular", "dml.tabular.outcome.n_estimators=10",
+                 "dml.tabular.propensity.n_estimators=10"]  # fmt: skip
+    out = _run_ddp(tmp_path, overrides)
+    _check_crossfit_outputs(out, compose(overrides))
+
+
+@pytest.mark.slow
 def test_tabular_fold_loop_under_ddp_matches_the_fold_plan_and_resumes(
     tmp_path: Path, compose: Callable[[list[str]], DictConfig]
 ):
@@ -131,7 +143,8 @@ def test_tabular_fold_loop_under_ddp_matches_the_fold_plan_and_resumes(
     path = tmp_path / "obs.csv"
     pd.DataFrame({"a": a, "t": t, "y": 2 * t + a + rng.normal(size=61)}).to_csv(path, index=False)
     overrides = ["task=crossfit", "data=table", f"data.path={path}", "data.treatment=t", "data.outcome=y",
-                 "data.covariates=[a]", "dml.k_folds=2", "dml.nuisance_epochs=1"]  # fmt: skip
+                 "data.covariates=[a]", "dml.k_folds=2", "dml.learner=network", "dml.convergence.patience=1",
+                 "dml.convergence.max_epochs=2"]  # fmt: skip
     out = _run_ddp(tmp_path, overrides)
     cfg = compose(overrides)
     tests = _check_crossfit_outputs(out, cfg)

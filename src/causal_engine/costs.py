@@ -50,7 +50,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "d_at_samples": 10,
         "dml_ns": (100, 200),
         "jepa_epochs": 1,
-        "nuisance_epochs": 1,
+        "nuisance_epochs": 2,
         "min_seconds": 0.3,
         "baseline_limit": 20.0,
     },
@@ -126,7 +126,9 @@ def dml_point(n: int, jepa_epochs: int, nuisance_epochs: int) -> dict[str, float
     logging.disable(logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
         overrides = ["experiment=jepa_dml", "callbacks=none", "~logger", f"data.n_samples={n}"]
-        overrides += [f"dml.jepa_epochs={jepa_epochs}", f"dml.nuisance_epochs={nuisance_epochs}"]
+        # A fixed nuisance budget (the ceiling, with the shortest patience) instead of fits to convergence.
+        overrides += [f"dml.jepa_epochs={jepa_epochs}", "dml.learner=network", "dml.convergence.patience=1",
+                      f"dml.convergence.max_epochs={nuisance_epochs}"]  # fmt: skip
         cfg = compose(overrides, Path(tmp))
         return measure(lambda: run_crossfit(cfg), min_seconds=0.0)
 
@@ -136,7 +138,7 @@ def preset_epochs() -> str:
     from causal_engine.train import compose
 
     dml = compose(["experiment=jepa_dml"], Path("/nonexistent")).dml
-    return f"{dml.jepa_epochs} JEPA and {dml.nuisance_epochs} nuisance"
+    return f"{dml.jepa_epochs} JEPA epochs and nuisance fits to convergence (patience {dml.convergence.patience})"
 
 
 POINTS: dict[str, Callable[..., dict[str, float]]] = {
@@ -379,9 +381,9 @@ def render(results: dict[str, list[dict]], meta: dict[str, Any], figures: dict[s
         "dml": (
             "`causal_engine.dml.crossfit.run_crossfit` on the composed `experiment=jepa_dml` config "
             f"(`callbacks=none ~logger data.n_samples=N dml.jepa_epochs={meta['jepa_epochs']} "
-            f"dml.nuisance_epochs={meta['nuisance_epochs']}`"
+            f"dml.convergence.patience=1 dml.convergence.max_epochs={meta['nuisance_epochs']}`"
             # Pages rendered from an older results.json (--render-only) do not know the preset of their day.
-            + (f"; the preset's {meta['preset_dml']} epochs take longer" if "preset_dml" in meta else "")
+            + (f"; the preset's {meta['preset_dml']} take longer" if "preset_dml" in meta else "")
             + "). One run per N, including simulating the videos and the 5 folds."
         ),
     }

@@ -130,3 +130,29 @@ def mmd_rbf(x: Tensor, y: Tensor, bandwidth: float | None = None) -> Tensor:
     term_x = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
     term_y = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
     return term_x + term_y - 2 * kxy.mean()
+
+
+# --- discovery (helper "pfn-bench"): calibration of edge probabilities ----------------------------------------
+
+
+def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Equal-width probability bins: (mean predicted probability, observed edge rate, count) per bin, [bins]
+    each; an empty bin has NaN means and count 0."""
+    p, y = np.asarray(probs, dtype=float).ravel(), np.asarray(labels, dtype=float).ravel()
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    count = np.bincount(which, minlength=bins).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        confidence = np.bincount(which, p, minlength=bins) / count
+        rate = np.bincount(which, y, minlength=bins) / count
+    return confidence, rate, count
+
+
+def binned_calibration_error(confidence: np.ndarray, rate: np.ndarray, count: np.ndarray) -> float:
+    """ECE from `reliability` bins: the count-weighted mean |observed rate - mean probability|."""
+    used = count > 0
+    return float((count[used] * np.abs(rate[used] - confidence[used])).sum() / count.sum())
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
+    """ECE over equal-width probability bins (0 = calibrated: each bin's edge rate equals its mean probability)."""
+    return binned_calibration_error(*reliability(probs, labels, bins))

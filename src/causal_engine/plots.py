@@ -172,8 +172,9 @@ def training_summary_figure(
 
 
 # --- jepa-dml (helper "jepa-dml"): propensity overlap and interval comparison --------------------------------
-def propensity_overlap_figure(propensity: Any, treatment: Any, *, trim: float = 0.0) -> Figure:
-    """Histograms of the estimated propensity by arm; the clipping thresholds as dashed lines.
+def propensity_overlap_figure(propensity: Any, treatment: Any, *, trim: float = 0.0, note: str = "") -> Figure:
+    """Histograms of the estimated propensity by arm; the trimming thresholds as dashed lines; `note` (e.g. the
+    shares in each tail) as a second title line.
 
     Mass piled against 0 or 1 in one arm means the arms barely overlap and the AIPW weights explode.
     """
@@ -189,7 +190,7 @@ def propensity_overlap_figure(propensity: Any, treatment: Any, *, trim: float = 
             ax.axvline(x, color="k", ls="--", lw=0.8)
     ax.set_xlabel("estimated propensity P(T=1 | X)")
     ax.set_ylabel("density")
-    ax.set_title("propensity overlap by arm (out-of-fold)")
+    ax.set_title("propensity overlap by arm (out-of-fold)" + (f"\n{note}" if note else ""), fontsize=9)
     ax.legend(fontsize=8)
     return fig
 
@@ -339,5 +340,28 @@ def group_effects_figure(
     ax.set_xlabel("effect")
     ax.set_title(title)
     ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# --- discovery (helper "pfn-bench"): reliability of edge probabilities ---------------------------------------
+
+
+def reliability_figure(curves: dict[str, tuple[Any, Any, Any]], title: str = "edge probability reliability") -> Figure:
+    """Reliability diagram: observed edge rate against mean predicted probability per bin, one line per
+    curve name -> (confidence, rate, count) from `metrics.reliability`; the diagonal is perfect calibration.
+    A lower panel shows how many pairs fall in each bin (log scale)."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5, 6), height_ratios=(3, 1), sharex=True)
+    top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
+    for name, (confidence, rate, count) in curves.items():
+        used = count > 0
+        top.plot(confidence[used], rate[used], marker="o", label=name)
+        bottom.plot(confidence[used], count[used], marker=".", label=name)
+    top.set_ylabel("observed edge rate")
+    top.set_title(title)
+    top.legend(fontsize=7)
+    bottom.set_yscale("log")
+    bottom.set_xlabel("predicted edge probability")
+    bottom.set_ylabel("pairs")
     fig.tight_layout()
     return fig

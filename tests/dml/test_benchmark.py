@@ -94,7 +94,8 @@ def test_jepa_only_records_mark_the_baseline_targets_not_run_and_pair_with_a_ful
 
 def test_a_jepa_only_replicate_is_the_full_replicate_without_the_baselines(tmp_path) -> None:
     overrides = ["data.n_samples=120", "data.dims=[1,4,8,8]", "dml.k_folds=2", "dml.jepa_epochs=1",
-                 "dml.nuisance_epochs=2", "model.rep_dim=12", "model.heads=2", "model.pred_dim=6"]  # fmt: skip
+                 "dml.convergence.patience=1", "dml.convergence.max_epochs=2", "model.rep_dim=12", "model.heads=2",
+                 "model.pred_dim=6"]  # fmt: skip
     full = bench_dml.replicate(7, overrides, tmp_path / "full", rf_trees=5)
     only = bench_dml.replicate(7, overrides, tmp_path / "only", rf_trees=5, baselines=False)
     assert set(full) == set(bench_dml.ESTIMATORS) and set(only) == {"jepa_dml", "naive"}

@@ -27,7 +27,8 @@ TINY_MODEL = [
     "model.pred_depth=1",
     "dml.k_folds=3",
     "dml.jepa_epochs=1",
-    "dml.nuisance_epochs=2",
+    "dml.convergence.patience=1",
+    "dml.convergence.max_epochs=2",
     "callbacks=none",
     "logger=csv",
 ]
@@ -111,7 +112,8 @@ def _table(path: Path, n: int = 600, seed: int = 0, **columns) -> Path:
 
 def test_table_data_skips_the_jepa_and_covers_the_effect(compose, tmp_path):
     path = _table(tmp_path / "obs.csv")
-    out = run_crossfit(compose([*table_overrides(path), "dml.nuisance_epochs=15", "dml.nuisance_batch_size=32"]))
+    overrides = ["dml.learner=network", "dml.convergence.max_epochs=15", "dml.convergence.patience=5"]
+    out = run_crossfit(compose([*table_overrides(path), *overrides, "dml.nuisance_batch_size=32"]))
     assert set(out.records[0].trained_rows) == {"outcome", "propensity"}
     r = out.result
     # Neural nuisances on 600 rows: within 3 reported SEs of the truth (OLS on this draw is 1.4 SEs off;
@@ -137,7 +139,7 @@ def test_bad_tables_stop_with_a_clear_message(compose, tmp_path, column, edit, m
 
 def test_no_overlap_stops_above_the_clipped_share_limit(compose, tmp_path):
     path = _table(tmp_path / "obs.csv", n=60)
-    overrides = [*table_overrides(path), "dml.nuisance_epochs=1", "dml.trim=0.49", "dml.max_clipped_share=0.0"]
+    overrides = [*table_overrides(path), "dml.trim=0.49", "dml.max_clipped_share=0.0"]
     with pytest.raises(UserError, match="no overlap: .* dml.max_clipped_share=0.0"):
         run_crossfit(compose(overrides))
 

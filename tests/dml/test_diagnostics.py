@@ -108,7 +108,8 @@ def tiny_bench(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("bench")
     overrides = ["data.n_samples=120", "data.dims=[1,4,8,8]", "dml.k_folds=2", "dml.jepa_epochs=1",
-                 "dml.nuisance_epochs=2", "model.rep_dim=12", "model.heads=2", "model.pred_dim=6"]  # fmt: skip
+                 "dml.convergence.patience=1", "dml.convergence.max_epochs=2", "model.rep_dim=12", "model.heads=2",
+                 "model.pred_dim=6"]  # fmt: skip
     rows = benchmark.replicate(7, overrides, out / "runs", rf_trees=5)
     record = {"seed": 7, "overrides": overrides, "estimators": rows}
     (out / "replicates.jsonl").write_text(json.dumps(record) + "\n")
@@ -136,14 +137,14 @@ def test_readouts_of_a_benchmark_reuse_its_jepas_and_compare_every_pooling(tiny_
 
 def test_nuisance_variants_are_refit_on_the_benchmarks_jepas_and_paired(tiny_bench, tmp_path):
     # The configured networks, the same again spelled out (must reproduce them exactly), and a real change.
-    variants = ["", "dml.nuisance_epochs=2", "dml.nuisance_epochs=6,dml.nuisance.outcome.hidden=8"]
+    variants = ["", "dml.convergence.max_epochs=2", "dml.convergence.max_epochs=6,dml.nuisance.outcome.hidden=8"]
     table = benchmark.compare_nuisances(tiny_bench, 1, variants, tmp_path / "nuisances").splitlines()
     assert table[0].startswith("1 replicates of ") and table[0].endswith("paired against (as configured)")
     cells = {line.split(" | ")[0].lstrip("| "): [c.strip(" |") for c in line.split(" | ")[1:]] for line in table[4:]}
     assert list(cells) == ["(as configured)", *variants[1:]]
     # bias, coverage, mean SE, remainder, outcome MSE, propensity BCE, Δ estimate, Δ remainder
     assert cells["(as configured)"][-2:] == ["+0.0000", "+0.0000"]
-    assert cells["dml.nuisance_epochs=2"] == cells["(as configured)"]
+    assert cells["dml.convergence.max_epochs=2"] == cells["(as configured)"]
     changed = cells[variants[2]]
     assert changed[4] != cells["(as configured)"][4] and changed[-2] != "+0.0000"
     assert float(changed[-2]) == pytest.approx(float(changed[0]) - float(cells["(as configured)"][0]), abs=2e-4)

@@ -25,7 +25,7 @@ def table(tmp_path: Path) -> Path:
 
 def overrides(path: Path, *extra: str) -> list[str]:
     return ["task=crossfit", "data=table", f"data.path={path}", "data.treatment=t", "data.outcome=y",
-            "data.covariates=[a]", "dml.k_folds=3", "dml.nuisance_epochs=2", "callbacks.progress_bar=null",
+            "data.covariates=[a]", "dml.k_folds=3", "callbacks.progress_bar=null",
             *extra]  # fmt: skip
 
 

@@ -1,4 +1,5 @@
-"""Classical baselines on the PFN's test graphs: structure (PC, GES, GIES, NOTEARS, |corr|, empty) and deltas.
+"""Classical baselines on the PFN's test graphs: structure (PC, GES, GIES, NOTEARS, |corr|, |partial corr|,
+empty) and deltas.
 
 Every structure method maps one graph's data to (edge scores [d, d], predicted edges [d, d] bool), so one
 benchmark loop scores them all with the same metrics. Equivalence-class outputs (PC, GES, GIES return
@@ -50,8 +51,36 @@ def split_graphs(batch: DiscoveryBatch) -> list[GraphData]:
     return out
 
 
-def _standardised(x: np.ndarray) -> np.ndarray:
+SHRINKAGE = 0.1
+
+
+def standardise_columns(x: np.ndarray) -> np.ndarray:
+    """Each column centred and scaled to unit standard deviation (constant columns stay 0)."""
     return (x - x.mean(0)) / np.maximum(x.std(0), 1e-8)
+
+
+def correlation(x: np.ndarray) -> np.ndarray:
+    """Pearson correlation of the columns [d, d]; a constant column correlates 0 with everything."""
+    z = standardise_columns(x)
+    c = z.T @ z / x.shape[0]
+    np.fill_diagonal(c, 1.0)
+    return np.clip(c, -1.0, 1.0)
+
+
+def shrunk_precision(corr: np.ndarray, shrinkage: float = SHRINKAGE) -> np.ndarray:
+    """Inverse of (1 - shrinkage) C + shrinkage I: well defined even with more nodes than rows."""
+    d = corr.shape[0]
+    return np.linalg.inv((1 - shrinkage) * corr + shrinkage * np.eye(d))
+
+
+def partial_correlation(corr: np.ndarray, shrinkage: float = SHRINKAGE) -> np.ndarray:
+    """Partial correlation of each pair given all other nodes, -P_ij / sqrt(P_ii P_jj), from the shrunk
+    precision P; the diagonal is 0."""
+    p = shrunk_precision(corr, shrinkage)
+    scale = np.sqrt(np.diag(p))
+    out = -p / scale[:, None] / scale[None, :]
+    np.fill_diagonal(out, 0.0)
+    return out
 
 
 def _cpdag_to_edges(graph: np.ndarray) -> np.ndarray:
@@ -66,7 +95,7 @@ def pc(g: GraphData, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     """PC (causal-learn) with Fisher-z tests on the observational data."""
     from causallearn.search.ConstraintBased.PC import pc as cl_pc
 
-    graph = cl_pc(_standardised(g.observational), alpha=alpha, indep_test="fisherz", show_progress=False).G.graph
+    graph = cl_pc(standardise_columns(g.observational), alpha=alpha, indep_test="fisherz", show_progress=False).G.graph
     edges = _cpdag_to_edges(graph)
     return edges.astype(float), edges
 
@@ -75,7 +104,7 @@ def ges(g: GraphData) -> tuple[np.ndarray, np.ndarray]:
     """GES (causal-learn) with the Gaussian BIC score on the observational data."""
     from causallearn.search.ScoreBased.GES import ges as cl_ges
 
-    edges = _cpdag_to_edges(cl_ges(_standardised(g.observational), score_func="local_score_BIC")["G"].graph)
+    edges = _cpdag_to_edges(cl_ges(standardise_columns(g.observational), score_func="local_score_BIC")["G"].graph)
     return edges.astype(float), edges
 
 
@@ -104,7 +133,7 @@ def notears(
     from scipy.linalg import expm
     from scipy.optimize import minimize
 
-    x = _standardised(g.observational)
+    x = standardise_columns(g.observational)
     n, d = x.shape
     off = 1 - np.eye(d)
 
@@ -142,9 +171,16 @@ def notears(
 
 def abs_corr(g: GraphData, threshold: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
     """|Pearson correlation| of the observational columns as the score of both directions."""
-    c = np.abs(np.corrcoef(_standardised(g.observational), rowvar=False))
+    c = np.abs(np.corrcoef(standardise_columns(g.observational), rowvar=False))
     np.fill_diagonal(c, 0)
     c = np.nan_to_num(c)
+    return c, c > threshold
+
+
+def abs_partial_corr(g: GraphData, threshold: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """|partial correlation| given all other nodes (shrunk precision of the observational correlation) as the
+    score of both directions."""
+    c = np.abs(partial_correlation(correlation(g.observational)))
     return c, c > threshold
 
 
@@ -160,6 +196,7 @@ EDGE_METHODS: dict[str, Callable[[GraphData], tuple[np.ndarray, np.ndarray]]] = 
     "GIES": gies,
     "NOTEARS": notears,
     "abs-corr": abs_corr,
+    "partial-corr": abs_partial_corr,
     "empty": empty,
 }
 

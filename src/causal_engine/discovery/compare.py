@@ -18,23 +18,33 @@ takes milliseconds, so its time is the mean of `repeats` passes per batch.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
+from torch.utils.tensorboard import SummaryWriter
 from torchmetrics.functional.classification import binary_auroc, binary_average_precision, binary_f1_score
 
 from causal_engine import metrics as M
-from causal_engine.discovery.baselines import EDGE_METHODS, split_graphs
+from causal_engine.discovery.baselines import EDGE_METHODS, GraphData, split_graphs
+from causal_engine.discovery.batch import DiscoveryBatch
+from causal_engine.discovery.calibration import Calibration
 from causal_engine.discovery.checkpoint import load_pfn
+from causal_engine.discovery.discover import predict, table_batch
+from causal_engine.discovery.external import monotone_copies, standardise_table
 from causal_engine.discovery.loss import delta_mask
 from causal_engine.discovery.module import true_delta_z
 from causal_engine.errors import UserError
+from causal_engine.train import instantiate_loggers
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +133,8 @@ def compare(
     graphs: int = 8,
 ) -> dict[str, float]:
     """`task=compare`: the PFN at `checkpoint` and each of `methods` on the first `graphs` graphs of the
-    DataModule's test `sets` (fresh graphs from the prior, seeded). Metrics: `compare/<set>/<method>/<metric>`."""
+    DataModule's test `sets` (fresh graphs from the prior, seeded). Metrics: `compare/<set>/<method>/<metric>`,
+    also logged to the config's loggers (`log_comparison`)."""
     unknown = sorted(set(methods) - set(EDGE_METHODS))
     if unknown:
         raise UserError(f"task.methods: unknown method(s) {unknown}; available: {sorted(EDGE_METHODS)}.")
@@ -142,4 +153,263 @@ def compare(
             rows[method] = run_method(method, batches)
         for method, row in rows.items():
             metrics.update({f"compare/{name}/{method}/{key}": value for key, value in row.items()})
+        log_comparison(cfg, checkpoint, name, graphs, rows)
     return metrics
+
+
+def log_comparison(
+    cfg: DictConfig, checkpoint: str, set_name: str, graphs: int, rows: Mapping[str, Mapping[str, float]]
+) -> None:
+    """Each method's metrics on one set to the config's loggers, like every other run.
+
+    Every logger gets the scalars `compare/<set>/<method>/<metric>` (time per graph included). A TensorBoard
+    logger also gets one HParams session per method under `<log_dir>/<set>/<method>` (hparams: method, set,
+    graphs, checkpoint; metrics `hp/<metric>`), so the HParams tab lines the methods up side by side.
+    """
+    for logger in instantiate_loggers(cfg):
+        for method, row in rows.items():
+            logger.log_metrics({f"compare/{set_name}/{method}/{k}": v for k, v in row.items()}, step=0)
+        logger.save()
+        if isinstance(logger, TensorBoardLogger):
+            for method, row in rows.items():
+                hparams = {"method": method, "set": set_name, "graphs": graphs, "checkpoint": str(checkpoint)}
+                with SummaryWriter(str(Path(logger.log_dir) / set_name / method)) as writer:
+                    writer.add_hparams(hparams, {f"hp/{k}": v for k, v in row.items()}, run_name=".")
+
+
+# --- out of prior: tables from external generators (causal_engine.discovery.external) ------------------------
+
+EdgeMethod = Callable[[GraphData], tuple[np.ndarray, np.ndarray]]
+# Methods that standardise the observational columns themselves (or are scale-free), so their result on a
+# standardised copy is the raw result: the benchmark reuses it instead of running them twice.
+SCALE_FREE = frozenset({"PC", "GES", "NOTEARS", "abs-corr", "partial-corr"})
+# Methods that only differ from another on interventional data (GIES without regimes is GES): run on sets with
+# regimes only.
+REGIMES_ONLY = frozenset({"GIES"})
+# Methods whose scores are edge probabilities: their calibration (ECE) is reported.
+PROBABILISTIC = frozenset({"causal PFN", "causal PFN (uncalibrated)", "boosted"})
+
+
+def graph_batch(g: GraphData) -> DiscoveryBatch:
+    """One table as the PFN sees a user's table in `task=discover` (each row marked with its regime's targets)."""
+    d = g.observational.shape[1]
+    parts = [g.observational, *(x for _, x in g.regimes)]
+    targets = np.zeros((sum(len(p) for p in parts), d), dtype=bool)  # [N, d]
+    start = len(g.observational)
+    for regime_targets, x in g.regimes:
+        targets[start : start + len(x), regime_targets] = True
+        start += len(x)
+    frame = pd.DataFrame(np.concatenate(parts), columns=[f"X{k}" for k in range(d)])
+    batch, _ = table_batch(frame, targets, max_values_per_target=0)
+    return batch
+
+
+def pfn_method(checkpoint: str | Path, threshold: float = 0.5, calibration: Calibration | None = None) -> EdgeMethod:
+    """The PFN at `checkpoint` with the EDGE_METHODS interface: (edge probabilities, probability >= threshold),
+    the probabilities mapped through `calibration` when one is given."""
+    net = load_pfn(checkpoint)
+
+    def method(g: GraphData) -> tuple[np.ndarray, np.ndarray]:
+        probs, _ = predict(net, graph_batch(g))
+        p = probs.numpy().astype(float)
+        if calibration is not None:
+            p = calibration.probabilities(p)
+        return p, p >= threshold
+
+    return method
+
+
+def table_auroc(score: np.ndarray, true: np.ndarray) -> float:
+    """Edge AUROC of one table over its off-diagonal pairs (NaN without both classes)."""
+    off = ~np.eye(true.shape[0], dtype=bool)
+    t = torch.tensor(true[off], dtype=torch.long)
+    if t.min() == t.max():
+        return float("nan")
+    return float(binary_auroc(torch.tensor(score[off], dtype=torch.float32), t))
+
+
+def score_tables(method: EdgeMethod, tables: Sequence[GraphData], probabilistic: bool = False) -> dict[str, Any]:
+    """Pooled edge metrics (`edge_scores`), mean seconds per table, each table's AUROC (`per_table`), and for a
+    `probabilistic` method the expected calibration error and reliability bins of the pooled pairs (`ece`,
+    `reliability`; NaN and None otherwise)."""
+    results, aurocs, seconds = [], [], 0.0
+    for g in tables:
+        start = time.perf_counter()
+        score, pred = method(g)
+        seconds += time.perf_counter() - start
+        results.append((score, pred, g.adjacency))
+        aurocs.append(table_auroc(score, g.adjacency))
+    row = {**edge_scores(results), "s_per_graph": seconds / len(tables), "per_table": aurocs}
+    row["ece"], row["reliability"] = float("nan"), None
+    if probabilistic:
+        off = [~np.eye(t.shape[0], dtype=bool) for _, _, t in results]
+        probs = np.concatenate([s[m] for (s, _, _), m in zip(results, off, strict=True)])
+        labels = np.concatenate([t[m] for (_, _, t), m in zip(results, off, strict=True)])
+        row["ece"] = M.expected_calibration_error(probs, labels)
+        row["reliability"] = M.reliability(probs, labels)
+    return row
+
+
+def top_k_agreement(a: np.ndarray, b: np.ndarray, k: int) -> float:
+    """Share of the k highest-scored ordered pairs of `a` that are also among the k highest of `b`."""
+    off = ~np.eye(a.shape[0], dtype=bool)
+    top_a = set(np.argsort(-a[off], kind="stable")[:k].tolist())
+    top_b = set(np.argsort(-b[off], kind="stable")[:k].tolist())
+    return len(top_a & top_b) / max(k, 1)
+
+
+def monotone_row(method: EdgeMethod, tables: Sequence[GraphData]) -> dict[str, float]:
+    """Raw vs log vs rank copies of each table: mean AUROC per copy, the mean largest AUROC gap between copies,
+    and the mean top-k agreement of each copy with the raw one (k = the table's true edge count)."""
+    aurocs: dict[str, list[float]] = {"raw": [], "log": [], "rank": []}
+    gaps, agree_log, agree_rank = [], [], []
+    for g in tables:
+        scores = {name: method(copy)[0] for name, copy in monotone_copies(g).items()}
+        values = {name: table_auroc(s, g.adjacency) for name, s in scores.items()}
+        for name, v in values.items():
+            aurocs[name].append(v)
+        gaps.append(max(values.values()) - min(values.values()))
+        k = int(g.adjacency.sum())
+        agree_log.append(top_k_agreement(scores["raw"], scores["log"], k))
+        agree_rank.append(top_k_agreement(scores["raw"], scores["rank"], k))
+    return {
+        **{f"auroc_{name}": float(np.nanmean(v)) for name, v in aurocs.items()},
+        "auroc_gap": float(np.nanmean(gaps)),
+        "topk_log": float(np.mean(agree_log)),
+        "topk_rank": float(np.mean(agree_rank)),
+    }
+
+
+def out_of_prior(
+    methods: Mapping[str, EdgeMethod], sets: Mapping[str, Sequence[GraphData]], cache: Path | None = None
+) -> list[dict[str, Any]]:
+    """Every method on every set, raw and with each column standardised first (`external.standardise_table`).
+
+    Rows: {method, set, scaling, shd, auroc, auprc, f1, s_per_graph, per_table}. A `SCALE_FREE` method's
+    standardised row is its raw row (it standardises its input itself); a `REGIMES_ONLY` method runs only on
+    sets with interventional regimes. With `cache`, a classical method's (an `EDGE_METHODS` name: deterministic
+    given its tables) rows are kept in `cache/<set>/<method>.json` and read back instead of rerun, so a stopped
+    benchmark resumes and a new checkpoint is compared without rerunning the slow baselines; the caller keys
+    `cache` by everything that makes the tables.
+    """
+    rows = []
+    for set_name, tables in sets.items():
+        standardised = [standardise_table(g) for g in tables]
+        has_regimes = any(g.regimes for g in tables)
+        for name, method in methods.items():
+            if name in REGIMES_ONLY and not has_regimes:
+                continue
+            file = cache / set_name / f"{name}.json" if cache is not None and name in EDGE_METHODS else None
+            if file is not None and file.is_file():
+                raw, std = json.loads(file.read_text())
+            else:
+                probabilistic = name in PROBABILISTIC
+                raw = score_tables(method, tables, probabilistic)
+                std = raw if name in SCALE_FREE else score_tables(method, standardised, probabilistic)
+                if file is not None:
+                    file.parent.mkdir(parents=True, exist_ok=True)
+                    partial = file.with_suffix(".part")
+                    partial.write_text(json.dumps([raw, std]))
+                    partial.replace(file)  # atomic: a stop mid-write leaves no half file
+            rows.append({"method": name, "set": set_name, "scaling": "raw", **raw})
+            rows.append({"method": name, "set": set_name, "scaling": "standardised", **std})
+            log.info("out of prior: %s on %s (AUROC raw %.3f, std %.3f)", name, set_name, raw["auroc"], std["auroc"])
+    return rows
+
+
+def goals(rows: Sequence[Mapping[str, Any]], pfn: str = "causal PFN") -> dict[str, float]:
+    """Issue #18's goals from `out_of_prior` rows (raw and standardised rows alike): the PFN's mean AUROC minus
+    the boosted baseline's, |corr|'s and |partial corr|'s, the share of tables where the PFN's AUROC beats
+    |corr|'s, and the PFN's mean SHD minus PC's and GES's (NaN when a method was not run)."""
+
+    def rows_of(method: str) -> dict[tuple[str, str], Mapping[str, Any]]:
+        return {(r["set"], r["scaling"]): r for r in rows if r["method"] == method}
+
+    mine = rows_of(pfn)
+
+    def mean(method: str, key: str) -> float:
+        theirs = rows_of(method)
+        return float(np.mean([theirs[k][key] for k in mine if k in theirs])) if theirs else float("nan")
+
+    out = {f"auroc_minus_{m}": mean(pfn, "auroc") - mean(m, "auroc") for m in ("boosted", "abs-corr", "partial-corr")}
+    corr = rows_of("abs-corr")
+    wins = [
+        a > b
+        for k, r in mine.items()
+        if k in corr
+        for a, b in zip(r["per_table"], corr[k]["per_table"], strict=True)
+        if not (np.isnan(a) or np.isnan(b))
+    ]
+    out["share_ahead_of_abs_corr"] = float(np.mean(wins)) if wins else float("nan")
+    out.update({f"shd_minus_{m}": mean(pfn, "shd") - mean(m, "shd") for m in ("PC", "GES")})
+    return out
+
+
+def pooled_reliability(
+    rows: Sequence[Mapping[str, Any]], method: str, scaling: str = "raw"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`method`'s reliability bins pooled over every set's `scaling` rows (count-weighted bin means)."""
+    parts = [r["reliability"] for r in rows if r["method"] == method and r["scaling"] == scaling]
+    count = sum(np.asarray(c) for _, _, c in parts)
+    confidence = sum(np.nan_to_num(f) * c for f, _, c in parts)
+    rate = sum(np.nan_to_num(r) * c for _, r, c in parts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return confidence / count, rate / count, count
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return "—" if value is None or np.isnan(value) else f"{value:.{digits}f}"
+
+
+def out_of_prior_report(
+    rows: Sequence[Mapping[str, Any]], monotone: Mapping[str, Mapping[str, float]], summary: Mapping[str, float]
+) -> str:
+    """Markdown: per-set table (raw | standardised), per-method means over sets, the monotone row, the goals."""
+    by_key = {(r["method"], r["set"], r["scaling"]): r for r in rows}
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    sets = list(dict.fromkeys(r["set"] for r in rows))
+    lines = [
+        "| set | method | AUROC raw | AUROC std | AUPRC raw | AUPRC std | SHD raw | SHD std | ECE raw | s/graph |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in sets:
+        for m in methods:
+            if (m, s, "raw") not in by_key:
+                continue
+            raw, std = by_key[(m, s, "raw")], by_key[(m, s, "standardised")]
+            cells = [_fmt(raw["auroc"]), _fmt(std["auroc"]), _fmt(raw["auprc"]), _fmt(std["auprc"])]
+            cells += [_fmt(raw["shd"], 1), _fmt(std["shd"], 1), _fmt(raw["ece"]), _fmt(raw["s_per_graph"], 4)]
+            lines.append(f"| {s} | {m} | " + " | ".join(cells) + " |")
+    lines += ["", "Mean over sets (each set weighted equally):", ""]
+    columns = ("AUROC", "AUPRC", "SHD", "ECE")
+    lines += ["| method | sets | " + " | ".join(f"{c} {s}" for c in columns for s in ("raw", "std")) + " |"]
+    lines += ["|---|---|---|---|---|---|---|---|---|---|"]
+    for m in methods:
+        cells = []
+        for key, digits in (("auroc", 3), ("auprc", 3), ("shd", 1), ("ece", 3)):
+            for scaling in ("raw", "standardised"):
+                values = [r[key] for r in rows if r["method"] == m and r["scaling"] == scaling]
+                cells.append(_fmt(float(np.mean(values)), digits))
+        count = sum(1 for r in rows if r["method"] == m and r["scaling"] == "raw")
+        lines.append(f"| {m} | {count} | " + " | ".join(cells) + " |")
+    lines += ["", "Monotone transforms (raw vs log vs rank copies of each table; top-k = true edge count):", ""]
+    lines += ["| method | AUROC raw | AUROC log | AUROC rank | mean max gap | top-k raw=log | top-k raw=rank |"]
+    lines += ["|---|---|---|---|---|---|---|"]
+    for m, r in monotone.items():
+        keys = ("auroc_raw", "auroc_log", "auroc_rank", "auroc_gap", "topk_log", "topk_rank")
+        lines.append(f"| {m} | " + " | ".join(_fmt(r[k]) for k in keys) + " |")
+    lines += ["", "Goals (issue #18; raw and standardised rows together):", ""]
+    targets = {
+        "auroc_minus_boosted": (">=", 0.0),
+        "auroc_minus_abs-corr": (">=", 0.10),
+        "auroc_minus_partial-corr": (">=", 0.05),
+        "share_ahead_of_abs_corr": (">=", 0.90),
+        "shd_minus_PC": ("<", 0.0),
+        "shd_minus_GES": ("<", 0.0),
+    }
+    for key, value in summary.items():
+        op, goal = targets[key]
+        met = value >= goal if op == ">=" else value < goal
+        verdict = "not run" if np.isnan(value) else "met" if met else "missed"
+        lines.append(f"- {key}: {_fmt(value)} (goal {op} {goal:.2f}: {verdict})")
+    return "\n".join(lines)

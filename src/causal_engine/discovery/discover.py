@@ -11,10 +11,11 @@ its observational mean and std, so units do not matter.
 
 Writes into the run directory: adjacency.csv (edge probabilities, row = parent, column = child), edges.csv
 (every ordered pair with its probability, most likely first, `predicted` = probability >= threshold),
-adjacency.png; with data.graph_path, metrics against that graph; with task.counterfactual (named intervention
-sets in the grammar of `causal_engine.interventions`, hard values or shifts), deltas.csv: for every query and
-every observational row, the predicted counterfactual change of every variable, in the variables' units.
-Every input problem is reported before anything is written.
+adjacency.png; edge probabilities are calibrated when the checkpoint's json holds a calibration fitted for
+its weights (`scripts/calibrate_pfn.py`); with data.graph_path, metrics against that graph; with
+task.counterfactual (named intervention sets in the grammar of `causal_engine.interventions`, hard values or
+shifts), deltas.csv: for every query and every observational row, the predicted counterfactual change of every
+variable, in the variables' units. Every input problem is reported before anything is written.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from torchmetrics.functional.classification import binary_auroc, binary_average_
 from causal_engine import metrics as M
 from causal_engine import plots
 from causal_engine.discovery.batch import DiscoveryBatch
+from causal_engine.discovery.calibration import read_calibration
 from causal_engine.discovery.checkpoint import load_pfn
 from causal_engine.discovery.models import PFNNet
 from causal_engine.errors import UserError
@@ -209,6 +211,9 @@ def discover(
 
     batch, labels = table_batch(frame, targets, queries=counterfactual, max_values_per_target=max_values_per_target)
     probs, deltas = predict(net, batch, query_batch)
+    calibration = read_calibration(checkpoint)
+    if calibration is not None:
+        probs = torch.tensor(calibration.probabilities(probs.numpy()), dtype=probs.dtype)
     pred = probs >= threshold
 
     out = Path(cfg.paths.output_dir)

@@ -23,7 +23,8 @@ from causal_engine.dml.data import CausalSample, DMLInputError, check_sample, lo
 from causal_engine.dml.ddp import all_gather, barrier, check_identical, rank_and_world
 from causal_engine.dml.fold import FoldRecord, fit_fold, fold_seed
 from causal_engine.dml.folds import Fold, stratified_folds
-from causal_engine.dml.scores import DMLResult, ScoreElements, aggregate, score_elements
+from causal_engine.dml.learners import describe_learner
+from causal_engine.dml.scores import DMLResult, ScoreElements, aggregate, clipped_share, score_elements, tail_shares
 from causal_engine.dml.store import fold_fingerprint, fold_path, load_fold, save_fold
 from causal_engine.plots import ci_figure, log_figure, propensity_overlap_figure, save_figure
 from causal_engine.train import instantiate_loggers
@@ -38,7 +39,7 @@ class CrossfitResult:
     result: DMLResult
     sample: CausalSample
     plan: list[list[Fold]]
-    predictions: list[dict[str, np.ndarray]]  # per repetition: g0, g1, m, ell, each [N] out-of-fold
+    predictions: list[dict[str, np.ndarray]]  # per repetition: g0, g1, m (ate/att) or ell, m (plr), each [N]
     records: list[FoldRecord]
     naive: float
     naive_se: float
@@ -54,14 +55,15 @@ def run_crossfit(cfg: DictConfig, sample: CausalSample | None = None) -> Crossfi
     sample_from_config = sample is None
     sample = load_sample(cfg.data) if sample is None else sample
     fingerprint = fold_fingerprint(cfg)
-    check_sample(sample, k_folds=dml.k_folds)
+    check_sample(sample, k_folds=dml.k_folds, score=dml.score)
     if sample.is_video and cfg.get("model") is None:
         raise DMLInputError("video data needs a representation model: add `model=jepa`.")
+    log.info(describe_learner(dml, sample))
     plan = stratified_folds(sample.treatment, dml.k_folds, n_rep=dml.n_rep, seed=dml.split_seed)
     n = len(sample)
     predictions, records, elements = [], [], []
     for rep in plan:
-        oof = {key: np.full(n, np.nan) for key in ("g0", "g1", "m")}
+        oof: dict[str, np.ndarray] = {}
         for fold in rep:
             # Finished folds are saved as they complete; a rerun into the same run directory (a killed run
             # resumed with hydra.run.dir=...) reuses them and fits from the first unfinished fold on.
@@ -84,25 +86,60 @@ def run_crossfit(cfg: DictConfig, sample: CausalSample | None = None) -> Crossfi
                         log.info("rep %d fold %d: saved %s", fold.rep, fold.k, saved_path)
                     barrier()  # a resume or a later reader never sees a missing or half-written fold
             for key, values in preds.items():
-                oof[key][fold.test] = values
+                oof.setdefault(key, np.full(n, np.nan))[fold.test] = values
             records.append(record)
-        oof["ell"] = oof["m"] * oof["g1"] + (1 - oof["m"]) * oof["g0"]  # E[Y|X] for the PLR score
+            # The propensities exist now: a run whose overlap is hopeless stops here, not after every fold.
+            seen = np.isfinite(oof["m"])
+            check_overlap(dml, oof["m"][seen], final=False)
         check_identical(list(oof.values()), f"rep {rep[0].rep}: out-of-fold predictions")
         predictions.append(oof)
         elements.append(_elements(dml, sample, oof))
     result = aggregate(dml.score, elements, level=dml.level)
-    if result.clipped_share > dml.max_clipped_share:
-        raise DMLInputError(
-            f"no overlap: {result.clipped_share:.1%} of the estimated propensities fall outside "
-            f"[{dml.trim}, {1 - dml.trim}] (limit dml.max_clipped_share={dml.max_clipped_share}); treated and "
-            f"control rows are too different for a reliable estimate. Restrict the data to comparable units, or "
-            f"raise the limit knowingly."
-        )
-    d, y = sample.treatment, sample.outcome
-    y1, y0 = y[d == 1], y[d == 0]
-    naive = float(y1.mean() - y0.mean())
-    naive_se = float(np.sqrt(y1.var(ddof=1) / len(y1) + y0.var(ddof=1) / len(y0)))
+    for oof in predictions:
+        check_overlap(dml, oof["m"], final=True)
+    naive, naive_se = ols_slope(sample.treatment, sample.outcome)
     return CrossfitResult(result, sample, plan, predictions, records, naive, naive_se)
+
+
+def check_overlap(dml: DictConfig, m: np.ndarray, *, final: bool) -> None:
+    """Stop when more than `dml.max_clipped_share` of the propensities `m` fall in the tails the score clips
+    (`scores.CLIPPED_TAILS`: both for ate, the upper one for att, none for plr, which only reports overlap).
+
+    After each fold (`final=False`) the run stops only when the share seen so far exceeds the limit by more
+    than three binomial standard errors, so a run is never stopped early by one fold's luck; `final=True` is
+    the exact check on a repetition's pooled propensities."""
+    if dml.score == "plr" or len(m) == 0:
+        return
+    share = clipped_share(dml.score, m, dml.trim)
+    margin = 0.0 if final else 3.0 * np.sqrt(share * (1.0 - share) / len(m))
+    if share - margin <= dml.max_clipped_share:
+        return
+    tails = {
+        "ate": f"outside [{dml.trim}, {1 - dml.trim}]",
+        "att": f"above {1 - dml.trim} (controls that look treated; the ATT ignores e(x) near 0)",
+    }[dml.score]
+    seen = "" if final else f" after {len(m)} held-out rows (the run stopped at the first folds)"
+    raise DMLInputError(
+        f"no overlap: {share:.1%} of the estimated propensities fall {tails}{seen}, above "
+        f"dml.max_clipped_share={dml.max_clipped_share} (with dml.trim={dml.trim}); treated and control rows "
+        f"are too different for a reliable {dml.score.upper()}. Restrict the data to comparable units, "
+        f"estimate the effect on the treated (dml.score=att) when only controls lack overlap, or raise "
+        f"dml.max_clipped_share knowingly."
+    )
+
+
+def ols_slope(d: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """The naive estimate: the OLS slope of y on d and its HC2 (heteroskedasticity-robust) standard error.
+
+    For a binary d the slope is the difference in means and HC2 is exactly the two-sample (Welch) SE."""
+    d, y = np.asarray(d, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    dc = d - d.mean()  # [n]
+    sxx = np.sum(dc**2)
+    slope = float(np.sum(dc * y) / sxx)
+    resid = y - y.mean() - slope * dc  # [n]
+    leverage = 1.0 / len(d) + dc**2 / sxx  # [n] diagonal of the hat matrix of (1, d)
+    se = float(np.sqrt(np.sum(dc**2 * resid**2 / (1.0 - leverage)) / sxx**2))
+    return slope, se
 
 
 def _elements(dml: DictConfig, sample: CausalSample, oof: dict[str, np.ndarray]) -> ScoreElements:
@@ -110,47 +147,56 @@ def _elements(dml: DictConfig, sample: CausalSample, oof: dict[str, np.ndarray])
         dml.score,
         sample.outcome,
         sample.treatment,
-        g0=oof["g0"],
-        g1=oof["g1"],
+        g0=oof.get("g0"),
+        g1=oof.get("g1"),
         m=oof["m"],
-        ell=oof["ell"],
+        ell=oof.get("ell"),
         trim=dml.trim,
         normalize=dml.normalize,
     )
 
 
 def summarize(out: CrossfitResult) -> dict[str, float]:
-    """metrics.json content: the estimate, SE, CI, n, naive estimate, truth and per-fold diagnostics."""
+    """metrics.json content: the estimate, SE, CI, n, overlap shares, naive estimate, truth, and per fold the
+    held-out losses and each network's convergence (`.../outcome/converged`, `/epochs`, `/best_val_loss`)."""
     metrics = out.result.as_metrics("dml")
     metrics["dml/naive"] = out.naive
     metrics["dml/naive_se"] = out.naive_se
     if out.sample.true_ate is not None:
         metrics["dml/true_ate"] = out.sample.true_ate
     multi = len(out.plan) > 1
+    losses = ("outcome_mse", "propensity_bce", "treatment_mse", "probe_r2")
     for rec in out.records:
         prefix = f"dml/rep{rec.fold.rep}/fold{rec.fold.k}" if multi else f"dml/fold{rec.fold.k}"
-        metrics[f"{prefix}/outcome_mse"] = rec.outcome_mse
-        metrics[f"{prefix}/propensity_bce"] = rec.propensity_bce
-        if rec.probe_r2 is not None:
-            metrics[f"{prefix}/probe_r2"] = rec.probe_r2
+        for name in losses:
+            if getattr(rec, name) is not None:
+                metrics[f"{prefix}/{name}"] = getattr(rec, name)
         if "val/emb_std" in rec.jepa_metrics:
             metrics[f"{prefix}/jepa_emb_std"] = rec.jepa_metrics["val/emb_std"]
-    metrics["dml/outcome_mse"] = float(np.mean([r.outcome_mse for r in out.records]))
-    metrics["dml/propensity_bce"] = float(np.mean([r.propensity_bce for r in out.records]))
-    probes = [r.probe_r2 for r in out.records if r.probe_r2 is not None]
-    if probes:
-        metrics["dml/probe_r2"] = float(np.mean(probes))
+        metrics.update({f"{prefix}/{key}": value for key, value in rec.convergence.items()})
+    for name in losses:
+        values = [getattr(r, name) for r in out.records if getattr(r, name) is not None]
+        if values:
+            metrics[f"dml/{name}"] = float(np.mean(values))
+    converged = [value for r in out.records for key, value in r.convergence.items() if key.endswith("/converged")]
+    if converged:
+        metrics["dml/converged"] = float(all(converged))
     return metrics
 
 
 @rank_zero_only
 def _figures(cfg: DictConfig, out: CrossfitResult) -> None:
-    """Propensity overlap by arm and the CI against the naive estimate (and the truth), as PNG + TensorBoard."""
+    """Propensity overlap by arm (binary treatments) and the CI against the naive estimate (and the truth), as
+    PNG + TensorBoard."""
     r = out.result
-    figures = {
-        "propensity_overlap": propensity_overlap_figure(
-            out.predictions[0]["m"], out.sample.treatment, trim=cfg.dml.trim
-        ),
+    figures = {}
+    if out.sample.binary_treatment:
+        m, trim = out.predictions[0]["m"], cfg.dml.trim
+        below, above = tail_shares(m, trim)
+        clipped = clipped_share(r.score, m, trim)
+        note = f"{below:.1%} < {trim:g}, {above:.1%} > {1 - trim:g}; {r.score} clips {clipped:.1%}"
+        figures["propensity_overlap"] = propensity_overlap_figure(m, out.sample.treatment, trim=trim, note=note)
+    figures |= {
         "ci": ci_figure(
             {
                 f"DML ({r.score.upper()})": (r.estimate, r.ci_low, r.ci_high),
@@ -182,4 +228,23 @@ def crossfit(cfg: DictConfig) -> dict[str, float]:
         out.naive,
         r.n,
     )
+    if r.share_below is not None:
+        log.info(
+            "overlap: %.1f%% of propensities below %g, %.1f%% above %g; the %s score clips %.1f%% (limit "
+            "dml.max_clipped_share=%g)",
+            100 * r.share_below,
+            cfg.dml.trim,
+            100 * r.share_above,
+            1 - cfg.dml.trim,
+            r.score,
+            100 * r.clipped_share,
+            cfg.dml.max_clipped_share,
+        )
+    if "dml/converged" in metrics:
+        log.info(
+            "nuisance networks: %s",
+            "every fit converged"
+            if metrics["dml/converged"]
+            else "some fits did NOT converge (see the warnings above; raise dml.convergence.max_steps)",
+        )
     return metrics

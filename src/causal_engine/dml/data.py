@@ -31,13 +31,14 @@ class DMLInputError(UserError):
 
 @dataclass(frozen=True)
 class CausalSample:
-    """One observational data set: features (videos or covariates), binary treatment, outcome.
+    """One observational data set: features (videos or covariates), treatment (binary, or continuous for the
+    PLR score), outcome.
 
     `confounders` and `true_ate` are known only in simulation and used only for diagnostics.
     """
 
     features: torch.Tensor | DiskVideos  # [N, C, T, H, W] videos (in memory or on disk), or [N, p] covariates
-    treatment: np.ndarray  # [N] in {0, 1}
+    treatment: np.ndarray  # [N] in {0, 1} (any real value for the PLR score)
     outcome: np.ndarray  # [N]
     confounders: np.ndarray | None = None  # [N, k]
     true_ate: float | None = None
@@ -46,6 +47,10 @@ class CausalSample:
     @property
     def is_video(self) -> bool:
         return self.features.dim() == 5
+
+    @property
+    def binary_treatment(self) -> bool:
+        return bool(np.isin(self.treatment, (0.0, 1.0)).all())
 
     def __len__(self) -> int:
         return len(self.outcome)
@@ -61,8 +66,10 @@ def row_batches(
         yield batch, features[torch.as_tensor(batch)]
 
 
-def check_sample(sample: CausalSample, *, k_folds: int = 2, source: str = "data") -> None:
-    """Reject data DML cannot use, naming the field and the fix; called before any model is fit."""
+def check_sample(sample: CausalSample, *, k_folds: int = 2, score: str = "ate", source: str = "data") -> None:
+    """Reject data DML cannot use, naming the field and the fix; called before any model is fit.
+
+    `ate` and `att` need a binary treatment with both arms in every fold; `plr` also takes a continuous one."""
     n = len(sample.features)
     for name, values in (("treatment", sample.treatment), ("outcome", sample.outcome)):
         if len(values) != n:
@@ -83,10 +90,14 @@ def check_sample(sample: CausalSample, *, k_folds: int = 2, source: str = "data"
             raise DMLInputError(f"{source}: the features contain NaN/inf (first at row {row}); clean them first.")
     levels = np.unique(sample.treatment)
     if not np.all(np.isin(levels, (0.0, 1.0))):
+        if score == "plr":  # a continuous treatment: partialling out needs only its variation
+            if len(levels) < 2:
+                raise DMLInputError(f"{source}: the treatment is constant ({levels[0]:g}); it has no effect to find.")
+            return
         shown = ", ".join(f"{v:g}" for v in levels[:6]) + (", ..." if len(levels) > 6 else "")
         raise DMLInputError(
-            f"{source}: the treatment must be binary 0/1, but it takes the values {{{shown}}}; "
-            f"recode it (e.g. treated = 1, control = 0)."
+            f"{source}: dml.score={score} needs a binary 0/1 treatment, but it takes the values {{{shown}}}; "
+            f"recode it (e.g. treated = 1, control = 0), or use dml.score=plr for a continuous treatment."
         )
     for arm in (0, 1):
         count = int(np.sum(sample.treatment == arm))

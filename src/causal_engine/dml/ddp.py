@@ -99,6 +99,17 @@ def gather_by_index(rows: np.ndarray, compute: Callable[[np.ndarray], np.ndarray
     return merge_by_index(all_gather((mine, np.asarray(compute(mine)))), rows)
 
 
+def from_rank_zero(compute: Callable[[], T]) -> T:
+    """`compute()` run on rank 0 only, its result sent to every rank (plain `compute()` outside DDP).
+
+    For single-process work (a library learner's fit) that every rank needs but only one should do."""
+    if rank_and_world()[1] == 1:
+        return compute()
+    box = [compute() if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def check_identical(arrays: Sequence[np.ndarray], what: str) -> None:
     """Raise on every rank when the ranks' copies of `arrays` differ (their results would depend on the rank)."""
     digest = hashlib.sha256()

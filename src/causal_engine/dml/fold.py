@@ -1,15 +1,19 @@
 """One cross-fitting fold: represent → fit nuisances → predict held-out, on the fold's training rows only.
 
 Each step is a plain function so that scripts and tests can run a fold, or one step of it, exactly as the
-loop does (`fold_seed` and `inner_split` fix which rows and which random stream each model gets). Every fit
-is an ordinary Lightning fit from `causal_engine.train.build_trainer`, logged under `rep{r}/fold{k}/<model>/`.
-Under DDP every rank runs the same steps; inference is split across ranks and gathered back by row index.
+loop does (`fold_seed` and `inner_split` fix which rows and which random stream each model gets). Every
+network fit is an ordinary Lightning fit from `causal_engine.train.build_trainer`, logged under
+`rep{r}/fold{k}/<model>/`; the nuisance networks stop on their held-out loss (`dml.convergence`), the JEPA
+keeps its epoch budget (its EMA target moves, so its loss is no stopping signal). Library learners
+(`dml.learner=tabular`, `causal_engine.dml.learners`) fit in one process. Under DDP every rank runs the same
+steps; network inference is split across ranks and gathered back by row index, library fits run on rank 0
+and are broadcast.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -19,24 +23,30 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from causal_engine.convergence import Convergence, ConvergenceReport
 from causal_engine.dml.data import CausalSample, SampleRows
-from causal_engine.dml.ddp import all_gather, gather_by_index
+from causal_engine.dml.ddp import all_gather, from_rank_zero, gather_by_index
 from causal_engine.dml.disk import DiskVideos
 from causal_engine.dml.folds import Fold
+from causal_engine.dml.learners import fit_tabular, resolve_learner
 from causal_engine.metrics import linear_probe_r2
 from causal_engine.train import build_trainer, collect_metrics
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class FoldRecord:
-    """What one fold's models were trained on and how well they predict its held-out rows."""
+    """What one fold's models were trained on, how well they predict its held-out rows, and how they ended."""
 
     fold: Fold
-    trained_rows: dict[str, np.ndarray]  # model name → rows its DataLoaders (train + val) iterated over
-    outcome_mse: float  # held-out factual MSE (outcome units)
-    propensity_bce: float  # held-out binary cross-entropy
+    trained_rows: dict[str, np.ndarray]  # model name → rows its fit received (train + inner validation)
+    outcome_mse: float  # held-out MSE of the outcome model (factual for ate/att, E[Y|X] for plr; outcome units)
+    propensity_bce: float | None  # held-out binary cross-entropy of P(D=1|X) (None for a continuous treatment)
     probe_r2: float | None = None  # held-out linear-probe R² of the true confounders (simulation only)
     jepa_metrics: dict[str, float] = field(default_factory=dict)
+    treatment_mse: float | None = None  # held-out MSE of E[D|X] for a continuous treatment
+    convergence: dict[str, float] = field(default_factory=dict)  # "<network>/converged", ".../epochs", ...
 
 
 @dataclass
@@ -51,13 +61,11 @@ class Representation:
 
 @dataclass
 class Nuisances:
-    """A fold's fitted outcome and propensity models with the standardisation of their inputs and outcome."""
+    """A fold's held-out nuisance predictions, the rows each model's fit received, and the networks' reports."""
 
-    models: dict[str, L.LightningModule]  # "outcome" (TarNet), "propensity"
-    x: torch.Tensor  # [N, p] features standardised with training-fold statistics
-    y_mu: torch.Tensor
-    y_sd: torch.Tensor
+    predictions: dict[str, np.ndarray]  # g0, g1, m (ate/att) or ell, m (plr), each [n_test] in fold.test order
     trained_rows: dict[str, np.ndarray]
+    convergence: dict[str, float] = field(default_factory=dict)
 
 
 class FeatureRows(Dataset):
@@ -107,16 +115,6 @@ def trained_rows(trainer: L.Trainer) -> np.ndarray:
     loaders = [trainer.train_dataloader, *(val if isinstance(val, list | tuple) else [val])]
     local = np.unique(np.concatenate([loader_rows(dl) for dl in loaders if dl is not None]))
     return np.unique(np.concatenate(all_gather(local)))
-
-
-def load_best_weights(trainer: L.Trainer, module: L.LightningModule) -> None:
-    """Load the best validation checkpoint into `module` when one was written (model selection on the
-    inner validation rows, which belong to the training folds). Checkpoints are data: tensors and plain
-    values only, no unpickled code."""
-    callback = trainer.checkpoint_callback
-    path = getattr(callback, "best_model_path", "") if callback is not None else ""
-    if path and Path(path).is_file():
-        module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
 
 
 def fit_jepa(
@@ -178,7 +176,35 @@ def represent(
     return Representation(features, {"jepa": trained_rows(trainer)}, probe, jepa_metrics)
 
 
-def fit_nuisances(
+def fit_network(
+    cfg: DictConfig,
+    spec: DictConfig,
+    rows: FeatureRows,
+    val: FeatureRows,
+    subdir: str,
+) -> tuple[L.LightningModule, np.ndarray, ConvergenceReport]:
+    """One nuisance network (`spec`) fit on `rows` until its loss on `val` stops improving (`dml.convergence`:
+    patience, best weights restored, an epoch ceiling sized from the data)."""
+    convergence: Convergence = instantiate(cfg.dml.convergence)
+    callbacks = convergence.callbacks()
+    batch = cfg.dml.nuisance_batch_size
+    max_epochs = convergence.ceiling(len(rows), batch)
+    module = instantiate(spec, in_dim=int(rows.x.shape[1]))
+    trainer = build_trainer(cfg, subdir=subdir, extra_callbacks=callbacks, max_epochs=max_epochs)
+    trainer.fit(module, _loader(rows, batch, shuffle=True), _loader(val, batch, shuffle=False))
+    report = convergence.report(callbacks, trainer.current_epoch, max_epochs)
+    if report.warning:
+        log.warning("%s: %s", subdir, report.warning)
+    return module, trained_rows(trainer), report
+
+
+def _standardise(values: torch.Tensor, train: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(values - mean) / sd with the training rows' statistics; returns the standardised values, mean and sd."""
+    mu, sd = values[train].mean(0), values[train].std(0).clamp_min(1e-6)
+    return (values - mu) / sd, mu, sd
+
+
+def fit_networks(
     cfg: DictConfig,
     sample: CausalSample,
     features: torch.Tensor,
@@ -187,29 +213,60 @@ def fit_nuisances(
     val_rows: np.ndarray,
     tag: str,
 ) -> Nuisances:
-    """The outcome (TarNet) and propensity networks (`cfg.dml.nuisance`) fit on `fit_rows`, selected on
-    `val_rows`; features and outcome are standardised with training-fold statistics only."""
-    dml = cfg.dml
-    mu, sd = features[fold.train].mean(0), features[fold.train].std(0).clamp_min(1e-6)
-    x = (features - mu) / sd  # [N, p]
-    y_raw = torch.tensor(sample.outcome, dtype=torch.float32)
-    y_mu, y_sd = y_raw[fold.train].mean(), y_raw[fold.train].std().clamp_min(1e-6)
-    y = (y_raw - y_mu) / y_sd
-    t = torch.tensor(sample.treatment, dtype=torch.float32)
+    """The neural nuisances (`cfg.dml.nuisance`) fit on `fit_rows`, stopped on `val_rows`, predicting the held-out
+    rows; features, outcome (and a continuous treatment) are standardised with training-fold statistics only.
 
-    models, trained = {}, {}
-    for name in ("outcome", "propensity"):
-        module = instantiate(dml.nuisance[name], in_dim=int(x.shape[1]))
-        trainer = build_trainer(cfg, subdir=f"{tag}/{name}", max_epochs=dml.nuisance_epochs)
-        trainer.fit(
-            module,
-            _loader(FeatureRows(x, t, y, fit_rows), dml.nuisance_batch_size, shuffle=True),
-            _loader(FeatureRows(x, t, y, val_rows), dml.nuisance_batch_size, shuffle=False),
+    ate/att: the TarNet outcome model (g0, g1) and the propensity classifier (m). plr: regressions of Y (ell)
+    and of D (m; the propensity classifier for a binary treatment)."""
+    nuisance = cfg.dml.nuisance
+    x, _, _ = _standardise(features, fold.train)  # [N, p]
+    y, y_mu, y_sd = _standardise(torch.tensor(sample.outcome, dtype=torch.float32), fold.train)  # [N]
+    y_mu, y_sd = float(y_mu), float(y_sd)
+    t = torch.tensor(sample.treatment, dtype=torch.float32)  # [N]
+    binary = sample.binary_treatment
+    if cfg.dml.score == "plr":
+        d_std, d_mu, d_sd = _standardise(t, fold.train)
+        d_mu, d_sd = float(d_mu), float(d_sd)
+        # (name, constructor, regression target in the outcome slot, map of predictions [m] back to units)
+        specs = [("outcome", nuisance.regression, y, lambda p: {"ell": p * y_sd + y_mu})]
+        if binary:
+            specs.append(("propensity", nuisance.propensity, y, lambda p: {"m": p}))
+        else:
+            specs.append(("treatment", nuisance.regression, d_std, lambda p: {"m": p * d_sd + d_mu}))
+    else:
+        specs = [
+            ("outcome", nuisance.outcome, y, lambda p: {"g0": p[:, 0] * y_sd + y_mu, "g1": p[:, 1] * y_sd + y_mu}),
+            ("propensity", nuisance.propensity, y, lambda p: {"m": p}),
+        ]
+    predictions, trained, convergence = {}, {}, {}
+    for name, spec, target, to_units in specs:
+        module, trained[name], report = fit_network(
+            cfg, spec, FeatureRows(x, t, target, fit_rows), FeatureRows(x, t, target, val_rows), f"{tag}/{name}"
         )
-        trained[name] = trained_rows(trainer)
-        load_best_weights(trainer, module)
-        models[name] = module
-    return Nuisances(models, x, y_mu, y_sd, trained)
+        convergence.update(report.as_metrics(name))
+
+        def predict(rows: np.ndarray, module: L.LightningModule = module) -> np.ndarray:
+            out = module.predict(x[torch.as_tensor(rows)])  # [m] or [m, 2]
+            return out.double().numpy()
+
+        # Under DDP each rank predicts a shard of the held-out fold; all ranks get every row, in fold.test order.
+        predictions.update(to_units(gather_by_index(fold.test, predict)))
+    return Nuisances(predictions, trained, convergence)
+
+
+def fit_library(cfg: DictConfig, sample: CausalSample, features: torch.Tensor, fold: Fold, seed: int) -> Nuisances:
+    """The tabular nuisances (`cfg.dml.tabular`) fit on the fold's training rows (their own internal model
+    selection replaces the inner validation split). Under DDP rank 0 fits them and broadcasts its predictions
+    and rows; library fits are single-process and would only repeat the same work on every rank."""
+
+    def fit() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        x = features.double().numpy()  # [N, p]
+        return fit_tabular(
+            cfg.dml.tabular, cfg.dml.score, x, sample.treatment, sample.outcome, fold.train, fold.test, seed
+        )
+
+    predictions, trained = from_rank_zero(fit)
+    return Nuisances(predictions, trained)
 
 
 def check_no_leak(tag: str, trained: dict[str, np.ndarray], fold: Fold) -> None:
@@ -221,40 +278,41 @@ def check_no_leak(tag: str, trained: dict[str, np.ndarray], fold: Fold) -> None:
             raise RuntimeError(f"{tag}: the {name} model saw {leaked.size} held-out row(s), e.g. {leaked[:5]}")
 
 
-def predict_held_out(nuisances: Nuisances, fold: Fold) -> dict[str, np.ndarray]:
-    """Out-of-fold g0, g1 (outcome units) and m on the fold's held-out rows, each [n_test] in fold.test order."""
-
-    def predict(rows: np.ndarray) -> np.ndarray:
-        """(g0, g1, m) for `rows` of the held-out fold: [m, 3]."""
-        xr = nuisances.x[torch.as_tensor(rows)]
-        mu_hat = nuisances.models["outcome"].predict(xr) * nuisances.y_sd + nuisances.y_mu  # [m, 2]
-        return torch.cat([mu_hat, nuisances.models["propensity"].predict(xr)[:, None]], 1).double().numpy()
-
-    # Under DDP each rank predicts a shard of the held-out fold; all ranks get every row, in fold.test order.
-    g0, g1, m_hat = gather_by_index(fold.test, predict).T
-    return {"g0": g0, "g1": g1, "m": m_hat}
-
-
-def held_out_losses(sample: CausalSample, fold: Fold, preds: dict[str, np.ndarray]) -> tuple[float, float]:
-    """Held-out factual outcome MSE and propensity binary cross-entropy of a fold's predictions."""
+def held_out_losses(sample: CausalSample, fold: Fold, preds: dict[str, np.ndarray]) -> dict[str, float]:
+    """Held-out losses of a fold's predictions: the outcome model's MSE (factual for ate/att, E[Y|X] for plr),
+    and the propensity's binary cross-entropy (binary treatment) or E[D|X]'s MSE (continuous one)."""
     d_test, y_test = sample.treatment[fold.test], sample.outcome[fold.test]
-    factual = np.where(d_test == 1, preds["g1"], preds["g0"])
-    m_safe = np.clip(preds["m"], 1e-7, 1 - 1e-7)
-    mse = float(np.mean((y_test - factual) ** 2))
-    bce = float(-np.mean(d_test * np.log(m_safe) + (1 - d_test) * np.log(1 - m_safe)))
-    return mse, bce
+    fitted = preds["ell"] if "ell" in preds else np.where(d_test == 1, preds["g1"], preds["g0"])
+    losses = {"outcome_mse": float(np.mean((y_test - fitted) ** 2))}
+    if sample.binary_treatment:
+        m_safe = np.clip(preds["m"], 1e-7, 1 - 1e-7)
+        losses["propensity_bce"] = float(-np.mean(d_test * np.log(m_safe) + (1 - d_test) * np.log(1 - m_safe)))
+    else:
+        losses["propensity_bce"] = None
+        losses["treatment_mse"] = float(np.mean((d_test - preds["m"]) ** 2))
+    return losses
 
 
 def fit_fold(cfg: DictConfig, sample: CausalSample, fold: Fold, seed: int) -> tuple[dict[str, np.ndarray], FoldRecord]:
-    """One fold's models (JEPA for videos, then outcome and propensity) on its training rows only, and their
-    out-of-fold predictions (g0, g1, m) on its held-out rows."""
+    """One fold's models (JEPA for videos, then the nuisances `dml.learner` resolves to) on its training rows only,
+    and their out-of-fold predictions (g0, g1, m, or ell, m for plr) on its held-out rows."""
     tag = f"rep{fold.rep}/fold{fold.k}"
     L.seed_everything(seed, workers=True, verbose=False)
     fit_rows, val_rows = inner_split(fold, seed, cfg.dml.val_fraction)
     rep = represent(cfg, sample, fold, fit_rows, val_rows, seed, tag)
-    nuisances = fit_nuisances(cfg, sample, rep.features, fold, fit_rows, val_rows, tag)
+    if resolve_learner(cfg.dml.learner, sample) == "tabular":
+        nuisances = fit_library(cfg, sample, rep.features, fold, seed)
+    else:
+        nuisances = fit_networks(cfg, sample, rep.features, fold, fit_rows, val_rows, tag)
     trained = {**rep.trained_rows, **nuisances.trained_rows}
     check_no_leak(tag, trained, fold)
-    preds = predict_held_out(nuisances, fold)
-    mse, bce = held_out_losses(sample, fold, preds)
-    return preds, FoldRecord(fold, trained, mse, bce, rep.probe_r2, rep.jepa_metrics)
+    preds = nuisances.predictions
+    record = FoldRecord(
+        fold,
+        trained,
+        probe_r2=rep.probe_r2,
+        jepa_metrics=rep.jepa_metrics,
+        convergence=nuisances.convergence,
+        **held_out_losses(sample, fold, preds),
+    )
+    return preds, record

@@ -1,7 +1,8 @@
-"""The cross-fitting fold plan: K folds stratified by treatment, R repetitions, its own seed.
+"""The cross-fitting fold plan: K folds (stratified by a binary treatment), R repetitions, its own seed.
 
 Stratifying by treatment keeps both arms in every training fold, so each fold's outcome head per arm
-and its propensity model always see both arms in roughly the sample's proportion.
+and its propensity model always see both arms in roughly the sample's proportion. A continuous
+treatment (the PLR score) has no arms: its rows are dealt as one stratum.
 """
 
 from __future__ import annotations
@@ -22,20 +23,22 @@ class Fold:
 
 
 def stratified_folds(d: np.ndarray, k_folds: int, *, n_rep: int = 1, seed: int = 0) -> list[list[Fold]]:
-    """`n_rep` independent K-fold partitions of the rows, each stratified by the binary treatment `d`.
+    """`n_rep` independent K-fold partitions of the rows, each stratified by `d` when it is binary 0/1.
 
-    Within each arm the rows are shuffled by a generator seeded from (seed, rep) and dealt round-robin
-    to the folds, so fold sizes per arm differ by at most one.
+    Within each arm (or among all rows, for a non-binary `d`) the rows are shuffled by a generator seeded
+    from (seed, rep) and dealt round-robin to the folds, so fold sizes per arm differ by at most one.
     """
     d = np.asarray(d)
     n = d.shape[0]
+    binary = bool(np.isin(d, (0, 1)).all())
+    strata = [np.flatnonzero(d == arm) for arm in (0, 1)] if binary else [np.arange(n)]
     plan = []
     for rep in range(n_rep):
         rng = np.random.default_rng([seed, rep])
-        fold_of = np.empty(n, dtype=np.int64)  # [n]
+        fold_of = np.full(n, -1, dtype=np.int64)  # [n]
         offset = 0
-        for arm in (0, 1):
-            idx = rng.permutation(np.flatnonzero(d == arm))
+        for stratum in strata:
+            idx = rng.permutation(stratum)
             # continue the round-robin across arms so that small arms don't all start at fold 0
             fold_of[idx] = (np.arange(idx.shape[0]) + offset) % k_folds
             offset += idx.shape[0]

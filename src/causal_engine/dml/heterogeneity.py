@@ -139,7 +139,7 @@ def _repetitions(
         raise ValueError("heterogeneous effects need at least one repetition's predictions")
     return [
         pseudo_outcome(
-            score, y, d, g0=p["g0"], g1=p.get("g1"), m=p["m"], ell=p.get("ell"), trim=trim, normalize=normalize
+            score, y, d, g0=p.get("g0"), g1=p.get("g1"), m=p["m"], ell=p.get("ell"), trim=trim, normalize=normalize
         )
         for p in predictions
     ]

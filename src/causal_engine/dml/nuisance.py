@@ -1,6 +1,7 @@
-"""DML nuisance networks: a TarNet outcome model (shared trunk, one head per arm) and a propensity model.
+"""DML nuisance networks: a TarNet outcome model (shared trunk, one head per arm), a propensity model, and a
+plain regression (the PLR score's E[Y|X] and E[D|X]).
 
-Both take a fixed feature vector per row (JEPA embeddings or a user's covariates), already
+All take a fixed feature vector per row (JEPA embeddings or a user's covariates), already
 standardised by the cross-fitting loop with training-fold statistics. The outcome is standardised the
 same way, so one learning rate suits any outcome scale (kilograms or pixels).
 """
@@ -118,3 +119,30 @@ class PropensityModule(_NuisanceModule):
         """Propensities [N]."""
         self.eval()
         return torch.sigmoid(self.net(x.to(self.device)).squeeze(1)).cpu()
+
+
+class RegressionModule(_NuisanceModule):
+    """E[target | X] by MSE: the PLR score's E[Y|X], and E[D|X] of a continuous treatment. Batches carry the
+    standardised target in the outcome slot (x, t, target)."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        hidden: int = 64,
+        depth: int = 2,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__(optimizer)
+        self.save_hyperparameters(logger=False, ignore=["optimizer"])
+        self.net = mlp(in_dim, hidden, depth, 1, dropout)
+
+    def loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        x, _, target = batch
+        return F.mse_loss(self.net(x).squeeze(1), target)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Predictions [N] (standardised units)."""
+        self.eval()
+        return self.net(x.to(self.device)).squeeze(1).cpu()

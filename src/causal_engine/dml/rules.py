@@ -7,19 +7,20 @@ them at start-up, so a bad value fails in the first second with its key.
 from __future__ import annotations
 
 from causal_engine.config import Rule
+from causal_engine.dml.learners import LEARNERS
 
 RULES: list[Rule] = [
     Rule("dml.k_folds", "int", low=2),
     Rule("dml.n_rep", "int", low=1),
     Rule("dml.split_seed", "int", low=0),
     Rule("dml.score", "str", choices=("ate", "att", "plr")),
+    Rule("dml.learner", "str", choices=LEARNERS),
     Rule("dml.trim", "float", low=0, high=0.5, low_open=True, high_open=True),
     Rule("dml.max_clipped_share", "float", low=0, high=1),
     Rule("dml.normalize", "bool"),
     Rule("dml.level", "float", low=0, high=1, low_open=True, high_open=True),
     Rule("dml.val_fraction", "float", low=0, high=0.5, low_open=True, high_open=True),
     Rule("dml.jepa_epochs", "int", low=1),
-    Rule("dml.nuisance_epochs", "int", low=1),
     Rule("dml.nuisance.*.hidden", "int", low=1),
     Rule("dml.nuisance.*.depth", "int", low=1),
     Rule("dml.nuisance.*.dropout", "float", low=0, high=1, high_open=True),

@@ -10,7 +10,7 @@ cross-fitting is aggregated by the median with the between-split spread (their S
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
 
@@ -30,10 +30,13 @@ class DMLResult:
     ci_high: float
     n: int
     level: float
-    clipped_share: float  # share of propensities moved by clipping (worst repetition)
+    clipped_share: float  # share of propensities the score clips (its tails only; worst repetition)
     propensity_min: float  # of the raw (unclipped) predictions, over all repetitions
     propensity_max: float
     n_rep: int = 1
+    # Shares of raw propensities below trim / above 1 - trim (worst repetition); None for a continuous treatment.
+    share_below: float | None = None
+    share_above: float | None = None
     rep_estimates: tuple[float, ...] = field(default=())
     rep_ses: tuple[float, ...] = field(default=())
 
@@ -51,6 +54,9 @@ class DMLResult:
             f"{prefix}/propensity_max": self.propensity_max,
             f"{prefix}/n_rep": float(self.n_rep),
         }
+        if self.share_below is not None:
+            out[f"{prefix}/share_below_trim"] = self.share_below
+            out[f"{prefix}/share_above_trim"] = self.share_above
         if self.n_rep > 1:
             out[f"{prefix}/rep_spread"] = float(np.std(self.rep_estimates))
         return out
@@ -65,18 +71,40 @@ class ScoreElements:
     clipped_share: float
     propensity_min: float
     propensity_max: float
+    share_below: float | None = None
+    share_above: float | None = None
 
 
-def clip_propensity(m: np.ndarray, trim: float) -> tuple[np.ndarray, float]:
-    """Truncate propensities to [trim, 1 - trim]; return them and the share of rows that moved.
+# Which tails of the propensity each score clips and counts against dml.max_clipped_share: (lower, upper).
+# ATE weighs treated rows by 1/e and controls by 1/(1-e), so both tails explode. ATT weighs only controls,
+# by e/(1-e): a control with e near 0 gets a weight near 0 (lifting it to `trim` would inflate it), and only
+# controls with e near 1 threaten the estimate. PLR's E[D|X] is a regression, not a weight: never clipped.
+CLIPPED_TAILS = {"ate": (True, True), "att": (False, True), "plr": (False, False)}
+
+
+def clip_propensity(m: np.ndarray, trim: float, tails: tuple[bool, bool] = (True, True)) -> tuple[np.ndarray, float]:
+    """Truncate propensities in the given `tails` (lower, upper) to [trim, 1 - trim]; return them and the share
+    of rows that moved.
 
     Truncation (not dropping) keeps every row in the estimate, which is what DoubleML's
     `trimming_rule="truncate"` does; the clipped share tells the user how much it mattered.
     """
     if not 0.0 <= trim < 0.5:
         raise ValueError(f"dml.trim={trim} must be in [0, 0.5)")
-    clipped = np.clip(m, trim, 1.0 - trim)
+    lower, upper = tails
+    clipped = np.clip(m, trim if lower else None, 1.0 - trim if upper else None)
     return clipped, float(np.mean(clipped != m))
+
+
+def clipped_share(score: str, m: np.ndarray, trim: float) -> float:
+    """Share of propensities `m` that `score` would clip (and count against dml.max_clipped_share)."""
+    return clip_propensity(np.asarray(m, dtype=np.float64), trim, CLIPPED_TAILS[score])[1]
+
+
+def tail_shares(m: np.ndarray, trim: float) -> tuple[float, float]:
+    """Shares of propensities below `trim` and above 1 - `trim` (reported for every score)."""
+    m = np.asarray(m, dtype=np.float64)
+    return float(np.mean(m < trim)), float(np.mean(m > 1.0 - trim))
 
 
 def hajek_propensity(m: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -95,7 +123,7 @@ def score_elements(
     y: np.ndarray,
     d: np.ndarray,
     *,
-    g0: np.ndarray,
+    g0: np.ndarray | None = None,
     g1: np.ndarray | None = None,
     m: np.ndarray,
     ell: np.ndarray | None = None,
@@ -107,19 +135,23 @@ def score_elements(
     ate: ψ_b = g1 - g0 + d(y - g1)/m - (1-d)(y - g0)/(1-m),  ψ_a = -1.
     att: ψ_b = d(y - g0)/p - m(1-d)(y - g0)/(p(1-m)),       ψ_a = -d/p,  p = mean(d).
     plr: ψ_b = (d - m)(y - ℓ),                               ψ_a = -(d - m)²  (ℓ = E[Y|X]).
-    g0, g1 are E[Y|X, D=0/1], m is P(D=1|X); PLR ignores g0/g1 and uses ℓ (and does not clip m,
-    which is a regression of D there, not a weight).
+    g0, g1 are E[Y|X, D=0/1], m is E[D|X] (P(D=1|X) for a binary treatment); PLR ignores g0/g1 and uses ℓ.
+    Clipping follows `CLIPPED_TAILS`; the tail shares are reported for a binary treatment whatever the score.
     """
     if score not in SCORES:
         raise ValueError(f"dml.score={score!r} is not one of {SCORES}")
     y, d, m = (np.asarray(a, dtype=np.float64) for a in (y, d, m))
     m_raw = m
+    binary = bool(np.isin(d, (0.0, 1.0)).all())
+    tails = tail_shares(m_raw, trim) if binary else (None, None)
     if score == "plr":
         if ell is None:
             raise ValueError("the plr score needs ell = E[Y|X]")
         v = d - m  # [n]
-        return ScoreElements(-(v**2), v * (y - np.asarray(ell, dtype=np.float64)), 0.0, *_range(m_raw))
-    m, clipped_share = clip_propensity(m, trim)
+        return ScoreElements(-(v**2), v * (y - np.asarray(ell, dtype=np.float64)), 0.0, *_range(m_raw), *tails)
+    if g0 is None:
+        raise ValueError(f"the {score} score needs g0 = E[Y|X, D=0]")
+    m, share = clip_propensity(m, trim, CLIPPED_TAILS[score])
     if normalize:
         m = hajek_propensity(m, d)
     g0 = np.asarray(g0, dtype=np.float64)
@@ -133,11 +165,16 @@ def score_elements(
         p = np.mean(d)
         psi_b = d * (y - g0) / p - m * (1.0 - d) * (y - g0) / (p * (1.0 - m))
         psi_a = -d / p
-    return ScoreElements(psi_a, psi_b, clipped_share, *_range(m_raw))
+    return ScoreElements(psi_a, psi_b, share, *_range(m_raw), *tails)
 
 
 def _range(m: np.ndarray) -> tuple[float, float]:
     return float(np.min(m)), float(np.max(m))
+
+
+def _worst(shares: Iterable[float | None]) -> float | None:
+    shares = [s for s in shares if s is not None]
+    return max(shares) if shares else None
 
 
 def solve(elements: ScoreElements) -> tuple[float, float]:
@@ -176,6 +213,8 @@ def aggregate(score: str, reps: Sequence[ScoreElements], *, level: float = 0.95)
         propensity_min=min(r.propensity_min for r in reps),
         propensity_max=max(r.propensity_max for r in reps),
         n_rep=len(reps),
+        share_below=_worst(r.share_below for r in reps),
+        share_above=_worst(r.share_above for r in reps),
         rep_estimates=tuple(float(t) for t in thetas),
         rep_ses=tuple(float(s) for s in ses),
     )
@@ -186,7 +225,7 @@ def estimate(
     y: np.ndarray,
     d: np.ndarray,
     *,
-    g0: np.ndarray,
+    g0: np.ndarray | None = None,
     g1: np.ndarray | None = None,
     m: np.ndarray,
     ell: np.ndarray | None = None,

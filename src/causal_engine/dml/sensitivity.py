@@ -30,7 +30,7 @@ from statistics import NormalDist
 import numpy as np
 from scipy.optimize import brentq
 
-from causal_engine.dml.scores import clip_propensity, hajek_propensity, score_elements, solve
+from causal_engine.dml.scores import CLIPPED_TAILS, clip_propensity, hajek_propensity, score_elements, solve
 from causal_engine.errors import UserError
 
 # Robustness values are searched on [0, RV_MAX]: at cf_d = 1 the strength cf_d / (1 - cf_d) is infinite.
@@ -91,18 +91,18 @@ def sensitivity_elements(
     else:
         if g1 is None:
             raise UserError(f"the {score} sensitivity analysis needs g1 = E[Y|X, D=1] (σ² is the residual of g(D, X))")
-        m, _ = clip_propensity(m, trim)
+        m, _ = clip_propensity(m, trim, CLIPPED_TAILS[score])  # the score's own clipping rule
         if normalize:
             m = hajek_propensity(m, d)
         residual = y - d * np.asarray(g1, dtype=np.float64) - (1.0 - d) * np.asarray(g0, dtype=np.float64)
-        inverse = 1.0 / m + 1.0 / (1.0 - m)  # [n] m(W; α) for the ATE's representer
         if score == "ate":
             riesz = d / m - (1.0 - d) / (1.0 - m)
-            m_alpha = inverse
+            m_alpha = 1.0 / m + 1.0 / (1.0 - m)
         else:
+            # The ATT's forms with m/m cancelled: its lower tail is not clipped, so m may be 0.
             p = np.mean(d)
-            riesz = (m / p) * (d / m - (1.0 - d) / (1.0 - m))
-            m_alpha = (d / p) * (m / p) * inverse
+            riesz = d / p - (m / p) * (1.0 - d) / (1.0 - m)  # (m/p)(d/m - (1-d)/(1-m))
+            m_alpha = d / (p**2 * (1.0 - m))  # (d/p)(m/p)(1/m + 1/(1-m))
         nu2_rows = 2.0 * m_alpha - riesz**2  # [n] the orthogonal moment of ν²
         nu2 = float(np.mean(nu2_rows))
         psi_nu2 = nu2_rows - nu2

@@ -40,8 +40,10 @@ def save_fold(path: Path, preds: dict[str, np.ndarray], record: FoldRecord, fing
         "fingerprint": fingerprint,
         "outcome_mse": record.outcome_mse,
         "propensity_bce": record.propensity_bce,
+        "treatment_mse": record.treatment_mse,
         "probe_r2": record.probe_r2,
         "jepa_metrics": record.jepa_metrics,
+        "convergence": record.convergence,
     }
     trained = {f"trained_{name}": rows for name, rows in record.trained_rows.items()}
     tmp = path.with_suffix(".tmp.npz")
@@ -60,19 +62,31 @@ def load_fold(path: Path, fold: Fold, fingerprint: str) -> tuple[dict[str, np.nd
                 f"{path} holds a fold of a different run (other data, model, dml settings or seed). Resume into "
                 f"the run directory of the same command, or start a new one (omit hydra.run.dir)."
             )
-        preds = {key: saved[key] for key in ("g0", "g1", "m")}
+        preds = {key: saved[key] for key in _prediction_keys(saved.files)}
         trained = {key.removeprefix("trained_"): saved[key] for key in saved.files if key.startswith("trained_")}
     record = FoldRecord(
-        fold, trained, meta["outcome_mse"], meta["propensity_bce"], meta["probe_r2"], meta["jepa_metrics"]
+        fold,
+        trained,
+        meta["outcome_mse"],
+        meta["propensity_bce"],
+        meta["probe_r2"],
+        meta["jepa_metrics"],
+        meta["treatment_mse"],
+        meta["convergence"],
     )
     return preds, record
 
 
+def _prediction_keys(files: list[str]) -> list[str]:
+    """The out-of-fold prediction arrays of a saved fold (g0, g1, m for ate/att; ell, m for plr)."""
+    return [key for key in files if key not in ("test", "meta") and not key.startswith("trained_")]
+
+
 def load_out_of_fold(run_dir: Path, n: int, rep: int = 0) -> dict[str, np.ndarray]:
-    """A finished run's pooled out-of-fold g0, g1 and m (each [n]) of repetition `rep`, read from its store."""
-    oof = {key: np.full(n, np.nan) for key in ("g0", "g1", "m")}
+    """A finished run's pooled out-of-fold predictions (each [n]) of repetition `rep`, read from its store."""
+    oof: dict[str, np.ndarray] = {}
     for path in sorted((Path(run_dir) / f"rep{rep}").glob("fold*/oof.npz")):
         with np.load(path) as saved:
-            for key in oof:
-                oof[key][saved["test"]] = saved[key]
+            for key in _prediction_keys(saved.files):
+                oof.setdefault(key, np.full(n, np.nan))[saved["test"]] = saved[key]
     return oof

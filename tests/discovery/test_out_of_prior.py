@@ -1,0 +1,112 @@
+"""The out-of-prior benchmark: its scoring helpers exactly, and scripts/bench_discovery.py --out-of-prior end to end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from causal_engine.discovery import compare as C
+from causal_engine.discovery.baselines import GraphData
+from causal_engine.discovery.external import external_table
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_graph_batch_puts_each_single_target_regime_in_its_own_regime() -> None:
+    g = external_table("sempler-linear", d=6, rows=50, seed=1, interventions=2)
+    batch = C.graph_batch(g)
+    assert batch.observational.shape == (1, 50, 6) and batch.interventional.shape == (1, 2, 25, 6)
+    for r, (targets, x) in enumerate(g.regimes):
+        assert batch.regime_targets[0, r].nonzero().flatten().tolist() == targets
+        assert np.allclose(batch.interventional[0, r].numpy(), x, atol=1e-5)
+
+
+def test_top_k_agreement_counts_shared_top_pairs() -> None:
+    a = np.array([[0, 0.9, 0.8], [0.1, 0, 0.7], [0.2, 0.3, 0]])
+    b = np.array([[0, 0.9, 0.1], [0.2, 0, 0.7], [0.8, 0.3, 0]])
+    # top 2 of a: (0,1), (0,2); of b: (0,1), (2,0) -> one shared of two
+    assert C.top_k_agreement(a, b, 2) == 0.5
+    assert C.top_k_agreement(a, a, 3) == 1.0
+
+
+def test_goals_compare_the_pfn_with_each_baseline_per_table() -> None:
+    def row(method: str, auroc: float, shd: float, per_table: list[float], scaling: str = "raw") -> dict:
+        metrics = {"auroc": auroc, "auprc": auroc / 2, "shd": shd, "s_per_graph": 0.1, "ece": 0.02}
+        metrics["per_table"] = per_table
+        return {"method": method, "set": "s", "scaling": scaling, **metrics}
+
+    rows = [
+        row("causal PFN", 0.9, 10.0, [0.9, 0.7, 0.8]),
+        row("boosted", 0.85, 12.0, [0.8, 0.8, 0.8]),
+        row("abs-corr", 0.7, 30.0, [0.6, 0.75, 0.7]),
+        row("partial-corr", 0.8, 20.0, [0.8, 0.8, 0.8]),
+        row("PC", 0.6, 15.0, [0.6, 0.6, 0.6]),
+    ]
+    out = C.goals(rows)
+    assert out["auroc_minus_boosted"] == pytest.approx(0.05)
+    assert out["auroc_minus_abs-corr"] == pytest.approx(0.2)
+    assert out["auroc_minus_partial-corr"] == pytest.approx(0.1)
+    assert out["share_ahead_of_abs_corr"] == pytest.approx(2 / 3)
+    assert out["shd_minus_PC"] == pytest.approx(-5.0) and np.isnan(out["shd_minus_GES"])
+    both = [rows[0], {**rows[0], "scaling": "standardised"}, rows[1], {**rows[1], "scaling": "standardised"}]
+    report = C.out_of_prior_report(both, {}, out)
+    assert "shd_minus_GES: — (goal < 0.00: not run)" in report
+    assert "auroc_minus_boosted: 0.050 (goal >= 0.00: met)" in report
+    assert "| s | boosted | 0.850 | 0.850 |" in report
+
+
+def test_scale_free_methods_reuse_the_raw_row_and_gies_skips_observational_sets() -> None:
+    calls: list[int] = []
+
+    def method(g: GraphData) -> tuple[np.ndarray, np.ndarray]:
+        calls.append(1)
+        s = np.abs(np.corrcoef(g.observational, rowvar=False))
+        return s, s > 0.5
+
+    tables = [external_table("cdt-linear", d=5, rows=40, seed=s) for s in range(2)]
+    rows = C.out_of_prior({"abs-corr": method, "GIES": method, "other": method}, {"obs": tables})
+    assert [(r["method"], r["scaling"]) for r in rows] == [
+        ("abs-corr", "raw"),
+        ("abs-corr", "standardised"),
+        ("other", "raw"),
+        ("other", "standardised"),
+    ]
+    assert len(calls) == 2 + 4 and rows[0]["auroc"] == rows[1]["auroc"]
+
+
+@pytest.mark.slow
+def test_bench_out_of_prior_quick_mode_writes_its_tables(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    model = tmp_path / "pairwise.txt"
+    train = [sys.executable, str(REPO / "scripts" / "train_pairwise.py"), "--cpu-minutes", "0.02", "--nodes", "4", "6"]
+    train += ["--rounds", "3", "--pair-fraction", "1", "--override", "data.prior.num_obs=[40,80]", "--out", str(model)]
+    subprocess.run(train, check=True, env=env, cwd=tmp_path, capture_output=True, timeout=600)
+    assert model.is_file() and model.with_suffix(".json").is_file()
+    out = tmp_path / "bench"
+    bench = [sys.executable, str(REPO / "scripts" / "bench_discovery.py"), "--out-of-prior", "--tables", "2"]
+    bench += ["--d", "5", "--rows", "60", "--interventions", "2", "--families", "sempler-linear", "cdt-linear"]
+    bench += ["--methods", "abs-corr", "partial-corr", "PC", "GIES", "--pairwise", str(model), "--out", str(out)]
+    subprocess.run(bench, check=True, env=env, cwd=tmp_path, capture_output=True, timeout=900)
+    rows = pd.read_csv(out / "rows.csv")
+    sets = {"sempler-linear", "sempler-linear+int", "cdt-linear"}
+    assert set(rows["set"]) == sets and set(rows["scaling"]) == {"raw", "standardised"}
+    for method in ("causal PFN", "boosted", "abs-corr", "partial-corr", "PC"):
+        assert set(rows.loc[rows["method"] == method, "set"]) == sets
+    assert set(rows.loc[rows["method"] == "GIES", "set"]) == {"sempler-linear+int"}
+    assert rows["auroc"].between(0, 1).all() and (rows["shd"] >= 0).all()
+    per_table = pd.read_csv(out / "per_table.csv")
+    assert len(per_table) == 2 * len(rows)
+    readme = (out / "README.md").read_text()
+    for text in ("--out-of-prior", "Monotone transforms", "auroc_minus_boosted", "share_ahead_of_abs_corr", "ECE"):
+        assert text in readme
+    assert (out / "reliability.png").stat().st_size > 0
+    # the classical baselines are cached per set, the PFN and the boosted model never are
+    cached = {p.relative_to(out / "cache").parts[1:] for p in (out / "cache").rglob("*.json")}
+    assert ("cdt-linear", "PC.json") in cached and ("sempler-linear+int", "GIES.json") in cached
+    assert not any("PFN" in name or "boosted" in name for _, name in cached)
