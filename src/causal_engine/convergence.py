@@ -101,8 +101,8 @@ class PlateauSchedule(Callback):
     def __init__(
         self,
         monitor: str = "val/loss",
-        patience: int = 50,
-        decays: int = 2,
+        patience: int = 150,
+        decays: int = 0,
         factor: float = 0.3,
         min_delta: float = 0.0,
     ) -> None:
@@ -184,7 +184,7 @@ class Convergence:
         patience: epochs of a plateau (no relative improvement of the held-out loss by `min_delta`) before
             the learning rate is lowered, or, after `decays` decays, before the fit stops.
         decays: how many times a plateau lowers the learning rate before one stops the fit (0: plain early
-            stopping at the model's learning rate).
+            stopping at the model's learning rate, the best epoch taken over the whole fit).
         factor: what each decay multiplies the learning rate by.
         max_steps: optimiser steps the epoch ceiling allows (the safety net, sized from the data).
         min_epochs: the ceiling is never below this (tiny tables still get a few epochs of patience).
@@ -198,8 +198,8 @@ class Convergence:
 
     def __init__(
         self,
-        patience: int = 50,
-        decays: int = 2,
+        patience: int = 150,
+        decays: int = 0,
         factor: float = 0.3,
         max_steps: int = 20_000,
         min_epochs: int = 50,
