@@ -19,6 +19,7 @@ import numpy as np
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
+from causal_engine.dml.analyses import analyse
 from causal_engine.dml.data import CausalSample, DMLInputError, check_sample, load_sample
 from causal_engine.dml.ddp import all_gather, barrier, check_identical, rank_and_world
 from causal_engine.dml.fold import FoldRecord, fit_fold, fold_seed
@@ -166,7 +167,8 @@ def _figures(cfg: DictConfig, out: CrossfitResult) -> None:
 
 
 def crossfit(cfg: DictConfig) -> dict[str, float]:
-    """The task: cross-fit, estimate, write figures, return the metrics (run.py writes metrics.json)."""
+    """The task: cross-fit, estimate, write figures, add the sensitivity and heterogeneity analyses
+    (`causal_engine.dml.analyses`), log to TensorBoard, return the metrics (run.py writes metrics.json)."""
     out = run_crossfit(cfg)
     metrics = summarize(out)
     _figures(cfg, out)
@@ -182,4 +184,4 @@ def crossfit(cfg: DictConfig) -> dict[str, float]:
         out.naive,
         r.n,
     )
-    return metrics
+    return analyse(cfg, out, metrics)
