@@ -5,7 +5,8 @@
   refitted without that covariate group on the same folds (same plan, same seeds) and the strengths the group
   would have as an omitted confounder are reported, as DoubleML's `sensitivity_benchmark`.
 - Heterogeneous effects (`causal_engine.dml.heterogeneity`): GATEs for the groups of a table column
-  (`dml.gate.groups`) and the BLP of the CATE on covariates (`dml.blp.covariates`), as CSV, figure and metrics.
+  (`dml.gate.groups`) and the BLP of the CATE on columns (`dml.blp.covariates`): covariates, or any
+  column of a `data=table`, as CSV, figure and metrics.
 - TensorBoard: every metric as a scalar and the run's settings as HParams with the headline metrics, in the
   run's own TensorBoard directory, so the runs of a sweep line up side by side.
 
@@ -145,12 +146,19 @@ def _contour(
     _emit(cfg, "sensitivity_contour", fig)
 
 
-def _table_column(cfg: DictConfig, key: str, columns: list[str], *, text: bool) -> Any:
-    """Columns of the configured table, row-aligned with the sample (`load_table` refuses incomplete rows)."""
+def _columns(cfg: DictConfig, sample: CausalSample, key: str, columns: list[str], *, text: bool) -> np.ndarray:
+    """Columns [N, k] by name: the sample's own covariates, else columns of the configured table (row-aligned
+    with the sample: `load_table` refuses incomplete rows)."""
+    names = list(sample.feature_names)
+    if not sample.is_video and all(c in names for c in columns):
+        return sample.features[:, [names.index(c) for c in columns]].double().numpy()
     data = instantiate(cfg.data)
     if not isinstance(data, TableSource):
-        raise DMLInputError(f"{key} names columns of a table and needs data=table (the data here is not a table).")
-    return data.load(columns, text_columns=columns if text else ())
+        raise DMLInputError(
+            f"{key}={columns}: {[c for c in columns if c not in names]} are not covariates of this data "
+            f"({names}); name covariates, or use data=table to name any column of the table."
+        )
+    return data.load(columns, text_columns=columns if text else ())[columns].to_numpy()
 
 
 def heterogeneity(cfg: DictConfig, out: CrossfitResult) -> dict[str, float]:
@@ -160,11 +168,11 @@ def heterogeneity(cfg: DictConfig, out: CrossfitResult) -> dict[str, float]:
     y, d = out.sample.outcome, out.sample.treatment
     if dml.gate.groups:
         column = str(dml.gate.groups)
-        groups = _table_column(cfg, "dml.gate.groups", [column], text=True)[column].to_numpy()
+        groups = _columns(cfg, out.sample, "dml.gate.groups", [column], text=True)[:, 0]  # [N]
         metrics |= _report(cfg, out, gate(dml.score, y, d, groups, out.predictions, **kwargs))
     if dml.blp.covariates:
         columns = [str(c) for c in dml.blp.covariates]
-        basis = _table_column(cfg, "dml.blp.covariates", columns, text=False)[columns].to_numpy()  # [N, k]
+        basis = _columns(cfg, out.sample, "dml.blp.covariates", columns, text=False)  # [N, k]
         metrics |= _report(cfg, out, blp(dml.score, y, d, basis, out.predictions, names=columns, **kwargs))
     return metrics
 
@@ -218,8 +226,17 @@ def log_tensorboard(cfg: DictConfig, metrics: dict[str, float]) -> None:
             logger.finalize("success")
 
 
+def against_truth(out: CrossfitResult) -> dict[str, float]:
+    """Bias and CI coverage of the simulator's true ATE (empty on real data): a sweep over seeds averages
+    `dml/covers` into the coverage rate and `dml/bias` into the bias."""
+    truth, r = out.sample.true_ate, out.result
+    if truth is None:
+        return {}
+    return {"dml/bias": r.estimate - truth, "dml/covers": float(r.ci_low <= truth <= r.ci_high)}
+
+
 def analyse(cfg: DictConfig, out: CrossfitResult, metrics: dict[str, float]) -> dict[str, float]:
-    """Sensitivity and heterogeneous effects added to `metrics`, then everything logged to TensorBoard."""
-    metrics = metrics | sensitivity(cfg, out) | heterogeneity(cfg, out)
+    """Truth checks, sensitivity and heterogeneous effects added to `metrics`, then all logged to TensorBoard."""
+    metrics = metrics | against_truth(out) | sensitivity(cfg, out) | heterogeneity(cfg, out)
     log_tensorboard(cfg, metrics)
     return metrics

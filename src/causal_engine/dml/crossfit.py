@@ -20,7 +20,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from causal_engine.dml.analyses import analyse
-from causal_engine.dml.data import CausalSample, DMLInputError, check_sample, load_sample
+from causal_engine.dml.data import CausalSample, DMLInputError, check_sample, load_sample, with_representation
 from causal_engine.dml.ddp import all_gather, barrier, check_identical, rank_and_world
 from causal_engine.dml.fold import FoldRecord, fit_fold, fold_seed
 from causal_engine.dml.folds import Fold, stratified_folds
@@ -48,12 +48,13 @@ class CrossfitResult:
 def run_crossfit(cfg: DictConfig, sample: CausalSample | None = None) -> CrossfitResult:
     """The cross-fitting loop; returns the estimate with the fold plan and out-of-fold predictions.
 
-    `sample` replaces `cfg.data` (benchmarks pass raw pixels or the true confounders as covariates).
+    `sample` replaces `cfg.data` (benchmarks pass raw pixels or the true confounders as covariates); the
+    configured data goes through `dml.representation` first.
     """
     dml = cfg.dml
     # Folds are saved and resumed only for the configured data (benchmarks pass their own `sample`).
     sample_from_config = sample is None
-    sample = load_sample(cfg.data) if sample is None else sample
+    sample = with_representation(load_sample(cfg.data), dml.representation) if sample is None else sample
     fingerprint = fold_fingerprint(cfg)
     check_sample(sample, k_folds=dml.k_folds)
     if sample.is_video and cfg.get("model") is None:

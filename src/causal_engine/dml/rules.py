@@ -7,6 +7,7 @@ them at start-up, so a bad value fails in the first second with its key.
 from __future__ import annotations
 
 from causal_engine.config import Rule
+from causal_engine.dml.data import REPRESENTATIONS
 
 RULES: list[Rule] = [
     Rule("dml.k_folds", "int", low=2),
@@ -23,6 +24,7 @@ RULES: list[Rule] = [
     Rule("dml.nuisance.*.hidden", "int", low=1),
     Rule("dml.nuisance.*.depth", "int", low=1),
     Rule("dml.nuisance.*.dropout", "float", low=0, high=1, high_open=True),
+    Rule("dml.representation", "str", choices=REPRESENTATIONS),
     Rule("dml.sensitivity.cf_y", "float", low=0, high=1, high_open=True),
     Rule("dml.sensitivity.cf_d", "float", low=0, high=1, high_open=True),
     Rule("dml.sensitivity.rho", "float", low=-1, high=1),
