@@ -1,6 +1,8 @@
 """task=query at its defaults vs a generous budget, with interval coverage (see causal_engine.intervene.benchmark).
 
 OMP_NUM_THREADS=1 nice -n 10 python scripts/bench_query.py --n 1000 --out outputs/bench_query
+OMP_NUM_THREADS=1 nice -n 10 python scripts/bench_query.py --graphs --n 500 --out outputs/bench_query_graphs
+    (--graphs: answer error with the true graph vs data.graph_path=discover, and the SHD of the graph used)
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from causal_engine.intervene.benchmark import CASES, main
+from causal_engine.intervene.benchmark import CASES, graph_comparison, main
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -17,6 +19,7 @@ if __name__ == "__main__":
     parser.add_argument("--n", type=int, default=1000, help="rows per table")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_query"))
+    parser.add_argument("--graphs", action="store_true", help="true graph vs data.graph_path=discover")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    print(main(args.cases, args.n, args.seed, args.out))
+    print((graph_comparison if args.graphs else main)(args.cases, args.n, args.seed, args.out))

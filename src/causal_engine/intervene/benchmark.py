@@ -26,8 +26,9 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
+from hydra.utils import instantiate
 
-from causal_engine.intervene.query import query
+from causal_engine import config  # noqa: F401  (registers the ${ce.root:} resolver of conf/paths)
 from causal_engine.intervene.zoo import get_scm
 from causal_engine.train import compose
 
@@ -107,7 +108,10 @@ def sempler_case(n: int, seed: int, n_mc: int = 200_000) -> Case:
     )
 
 
-def _run_query(case: Case, tables: Path, run_dir: Path, overrides: list[str]) -> tuple[dict, float]:
+def _run_query(
+    case: Case, tables: Path, run_dir: Path, overrides: list[str], graph: str | None = None
+) -> tuple[dict, float]:
+    """task=query on the case's table, with its true edge list (or `graph`, e.g. "discover")."""
     data, edges = tables / f"{case.name}.csv", tables / f"{case.name}_edges.csv"
     case.frame.to_csv(data, index=False)
     case.edges.to_csv(edges, index=False)
@@ -117,7 +121,7 @@ def _run_query(case: Case, tables: Path, run_dir: Path, overrides: list[str]) ->
             "task=query",
             "data=table",
             f"data.path={data}",
-            f"data.graph_path={edges}",
+            f"data.graph_path={graph or edges}",
             f"task.interventional={{{interventional}}}",
             f"task.counterfactual={{up: {{{case.treatment}: {{shift: {SHIFT}}}}}}}",
             "~logger",
@@ -129,7 +133,7 @@ def _run_query(case: Case, tables: Path, run_dir: Path, overrides: list[str]) ->
     )
     start = time.time()
     L.seed_everything(cfg.seed, workers=True)
-    metrics = query(cfg)
+    metrics = instantiate(cfg.task)(cfg)  # the task with its config's arguments, as run.py calls it
     return metrics, time.time() - start
 
 
@@ -202,4 +206,34 @@ def main(cases: list[str], n: int, seed: int, out: Path) -> str:
             records.append(record)
     table = summarise(records)
     (out / "README.md").write_text(f"# bench_query (n={n}, seed={seed})\n\n{table}\n")
+    return table
+
+
+def graph_comparison(cases: list[str], n: int, seed: int, out: Path) -> str:
+    """Answer error with the true graph vs `data.graph_path=discover` (the PFN's graph, refined), both at the
+    task's defaults without intervals; SHD of the graph used against the true one. Writes out/graphs.md."""
+    lines = ["| case | n | SHD | edges used (true) | do RMSE true graph | do RMSE discovered | cf RMSE true graph | "
+             "cf RMSE discovered |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    tables = out / "tables"
+    tables.mkdir(parents=True, exist_ok=True)
+    for name in cases:
+        case = CASES[name](n, seed)
+        scores = {}
+        for arm, graph in (("true", None), ("discovered", "discover")):
+            run_dir = out / "runs" / case.name / f"graph_{arm}"
+            _run_query(case, tables, run_dir, ["task.bootstrap=0"], graph)
+            scores[arm] = _score(case, run_dir, False)
+        used = pd.read_csv(out / "runs" / case.name / "graph_discovered" / "graph_used.csv")
+        true = {(s, t) for s, t in zip(case.edges.source, case.edges.target, strict=True)}
+        found = {(s, t) for s, t in zip(used.source, used.target, strict=True)}
+        # SHD: a reversed edge counts once; a missing or extra edge once each
+        pairs = {frozenset(e) for e in true | found}
+        shd = sum(1 for p in pairs if {e for e in true if frozenset(e) == p} != {e for e in found if frozenset(e) == p})
+        lines.append(
+            f"| {case.name} | {n} | {shd} | {len(found)} ({len(true)}) | {scores['true']['do_rmse']:.3f} | "
+            f"{scores['discovered']['do_rmse']:.3f} | {scores['true']['cf_rmse']:.3f} | "
+            f"{scores['discovered']['cf_rmse']:.3f} |"
+        )
+    table = "\n".join(lines)
+    (out / "graphs.md").write_text(f"# task=query: true vs discovered graph (n={n}, seed={seed})\n\n{table}\n")
     return table

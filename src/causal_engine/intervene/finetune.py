@@ -196,7 +196,7 @@ def _train_rows(datamodule: InterveneDataModule, keep: Tensor) -> InterveneDataM
     return datamodule
 
 
-def _fit_and_test(
+def fit_and_test(
     cfg: DictConfig, model_cfg: DictConfig, n_obs: int, n_int: int, keep: Callable[[Tensor], Tensor], stage: str
 ) -> tuple[InterveneModule, dict[str, float], L.Trainer]:
     """Fit `model_cfg` on the training rows `keep(row_is_interventional)` selects, out of n_obs observational
@@ -237,7 +237,7 @@ def finetune(
     metrics: dict[str, float] = {}
     model_cfg = cfg.model
     if model_cfg.net.get("weights") is None:
-        module, pretrained, trainer = _fit_and_test(
+        module, pretrained, trainer = fit_and_test(
             cfg, model_cfg, pretrain_rows, interventional_rows, lambda do: ~do, "pretrain"
         )
         metrics.update({f"pretrain/{k}": v for k, v in pretrained.items()})
@@ -248,6 +248,6 @@ def finetune(
         trainer.strategy.barrier()  # every rank loads the file below
         model_cfg = OmegaConf.merge(model_cfg, {"net": {"weights": str(weights)}})
     keep = (lambda do: do) if finetune_on == "interventional" else torch.ones_like
-    _, finetuned, _ = _fit_and_test(cfg, model_cfg, pretrain_rows, interventional_rows, keep, "finetune")
+    _, finetuned, _ = fit_and_test(cfg, model_cfg, pretrain_rows, interventional_rows, keep, "finetune")
     metrics.update(finetuned)
     return metrics

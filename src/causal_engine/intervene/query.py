@@ -29,6 +29,7 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from hydra.utils import instantiate
@@ -41,6 +42,7 @@ from causal_engine.errors import UserError
 from causal_engine.intervene.bootstrap import BootstrapEnsemble, fit_ensemble, poisson_counts
 from causal_engine.intervene.data import ArrayDataModule, GraphInfo
 from causal_engine.intervene.do import Interventions
+from causal_engine.intervene.graph_discovery import DISCOVER, GraphDiscovery, edge_adjacency
 from causal_engine.intervene.models import StructuralMLP
 from causal_engine.intervene.module import InterveneModule, build_net
 from causal_engine.interventions import parse_named_interventions
@@ -85,6 +87,31 @@ def _answers(
         torch.stack(sds) if sds else empty,
         torch.stack(cfs) if cfs else x.new_zeros(0, len(rows), x.shape[1]),
     )
+
+
+def _graph(
+    source: TableSource, frame: pd.DataFrame, regimes: pd.Series | None, discovery: GraphDiscovery | None, seed: int
+) -> tuple[np.ndarray, pd.DataFrame | None]:
+    """The adjacency [D, D] the model follows: the edge list of `data.graph_path`, or with
+    `data.graph_path=discover` the PFN's graph refined on the observational rows (also returned as the edge
+    list to write as graph_used.csv)."""
+    names = list(frame.columns)
+    if source.graph_path is None:
+        raise UserError(
+            "data.graph_path is not set: give an edge list CSV with columns source,target "
+            "(`data.graph_path=edges.csv`), or let the shipped causal PFN find the graph: `data.graph_path=discover`."
+        )
+    if source.graph_path != DISCOVER:
+        return source.graph(names, require_all=True), None
+    if discovery is None:
+        raise UserError("data.graph_path=discover needs task.discovery (see conf/task/query.yaml)")
+    observational = frame if regimes is None else frame[(regimes == "").to_numpy()]
+    with torch.random.fork_rng():  # building the PFN draws random numbers: keep the fit's seed stream as it was
+        edges = discovery(observational, seed)
+    shown = ", ".join(f"{s}->{t}" for s, t in zip(edges.source, edges.target, strict=True)) or "none"
+    log.info("graph: discovered by the causal PFN (%s), refined on the data: %d edges: %s",
+             discovery.checkpoint, len(edges), shown)  # fmt: skip
+    return edge_adjacency(edges, names), edges
 
 
 def _fit_point(
@@ -142,9 +169,11 @@ def query(
     convergence: Convergence | None = None,
     bootstrap: int = 20,
     level: float = 0.95,
+    discovery: GraphDiscovery | None = None,
 ) -> dict[str, float]:
     """Fit `cfg.model` (a StructuralMLP module) on `cfg.data` (a `TableSource`) to convergence and answer the
-    queries, each with a bootstrap interval (`bootstrap` replicates, coverage `level`)."""
+    queries, each with a bootstrap interval (`bootstrap` replicates, coverage `level`). With
+    `data.graph_path=discover` the graph comes from `discovery` (the PFN, refined; see `graph_discovery`)."""
     source: TableSource = instantiate(cfg.data)
     if not isinstance(source, TableSource):
         raise UserError(
@@ -165,7 +194,7 @@ def query(
     frame = source.load(min_rows=10, text_columns=[regime] if regime else ())
     regimes = frame.pop(regime) if regime else None
     names = list(frame.columns)
-    adjacency = source.graph(names, require_all=True)
+    adjacency, graph_used = _graph(source, frame, regimes, discovery, int(cfg.seed))
     cut = torch.from_numpy(regime_targets(regimes, names, regime)) if regimes is not None else None  # [N, D]
     do_queries = _queries("interventional", interventional, names)
     cf_queries = _queries("counterfactual", counterfactual, names)
@@ -226,6 +255,9 @@ def query(
         return metrics
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if graph_used is not None:
+        graph_used.to_csv(out / "graph_used.csv", index=False)
+        log.info("graph: the discovered graph is in %s", out / "graph_used.csv")
     if records:
         pd.DataFrame(records).to_csv(out / "interventional.csv", index=False)
     if cf_frames:
