@@ -1,14 +1,18 @@
-"""`dml.representation`: what the nuisances see (the data's features, raw pixels, the true confounders), and the
-truth metrics a sweep over it averages (`experiment=jepa_dml_compare`)."""
+"""`dml.representation`: what the nuisances see (the data's features, raw pixels, the true confounders), the
+truth metrics a sweep over it averages (`experiment=jepa_dml_compare`), and `dml.pretrain=once`."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from causal_engine.dml.data import CausalSample, DMLInputError, with_representation
+from causal_engine.dml.crossfit import run_crossfit
+from causal_engine.dml.data import CausalSample, DMLInputError, load_sample, with_representation
+from causal_engine.dml.pretrain import pretrained_sample
 from causal_engine.run import run
+from causal_engine.train import with_output_dir
 
 from .conftest import table_overrides
 from .test_analyses import _table
@@ -53,3 +57,29 @@ def test_crossfit_on_pixels_or_oracle_fits_no_jepa_and_reports_bias_and_coverage
 def test_real_data_has_no_truth_metrics(compose, tmp_path):
     metrics = run(compose([*table_overrides(_table(tmp_path / "obs.csv")), "dml.nuisance_epochs=1"]))
     assert "dml/bias" not in metrics and "dml/covers" not in metrics
+
+
+def test_pretrain_once_fits_one_label_free_jepa_and_resumes_from_its_embeddings(compose):
+    cfg = compose([*TINY_VIDEO, "dml.pretrain=once"])
+    out = run_crossfit(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    assert (run_dir / "pretrain" / "jepa").is_dir() and not list(run_dir.glob("rep0/*/jepa"))
+    assert all("jepa" not in r.trained_rows for r in out.records)  # the folds fit nuisances only
+    with np.load(run_dir / "pretrain" / "features.npz") as saved:
+        np.testing.assert_array_equal(saved["features"], out.sample.features.numpy())
+    again = run_crossfit(cfg)  # resumed into the same directory: embeddings and folds reused
+    assert again.result.estimate == out.result.estimate
+
+
+def test_pretrain_once_is_refused_on_tables(compose, tmp_path):
+    with pytest.raises(DMLInputError, match="dml.pretrain=per_fold"):
+        run_crossfit(compose([*table_overrides(_table(tmp_path / "obs.csv")), "dml.pretrain=once"]))
+
+
+def test_pretrained_embeddings_do_not_depend_on_the_labels(compose, tmp_path):
+    cfg = compose([*TINY_VIDEO, "dml.pretrain=once"])
+    sample = load_sample(cfg.data)
+    first = pretrained_sample(with_output_dir(cfg, tmp_path / "a"), sample, "x").features
+    flipped = replace(sample, treatment=1.0 - sample.treatment, outcome=sample.outcome[::-1].copy())
+    second = pretrained_sample(with_output_dir(cfg, tmp_path / "b"), flipped, "x").features
+    torch.testing.assert_close(first, second, rtol=0, atol=0)

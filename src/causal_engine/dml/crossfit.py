@@ -24,6 +24,7 @@ from causal_engine.dml.data import CausalSample, DMLInputError, check_sample, lo
 from causal_engine.dml.ddp import all_gather, barrier, check_identical, rank_and_world
 from causal_engine.dml.fold import FoldRecord, fit_fold, fold_seed
 from causal_engine.dml.folds import Fold, stratified_folds
+from causal_engine.dml.pretrain import pretrained_sample
 from causal_engine.dml.scores import DMLResult, ScoreElements, aggregate, score_elements
 from causal_engine.dml.store import fold_fingerprint, fold_path, load_fold, save_fold
 from causal_engine.plots import ci_figure, log_figure, propensity_overlap_figure, save_figure
@@ -59,6 +60,9 @@ def run_crossfit(cfg: DictConfig, sample: CausalSample | None = None) -> Crossfi
     check_sample(sample, k_folds=dml.k_folds)
     if sample.is_video and cfg.get("model") is None:
         raise DMLInputError("video data needs a representation model: add `model=jepa`.")
+    # One label-free JEPA for every fold instead of one per fold; a benchmark's pixel or oracle samples keep theirs.
+    if dml.pretrain == "once" and (sample.is_video or sample_from_config):
+        sample = pretrained_sample(cfg, sample, fingerprint)
     plan = stratified_folds(sample.treatment, dml.k_folds, n_rep=dml.n_rep, seed=dml.split_seed)
     n = len(sample)
     predictions, records, elements = [], [], []

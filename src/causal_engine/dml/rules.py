@@ -25,6 +25,7 @@ RULES: list[Rule] = [
     Rule("dml.nuisance.*.depth", "int", low=1),
     Rule("dml.nuisance.*.dropout", "float", low=0, high=1, high_open=True),
     Rule("dml.representation", "str", choices=REPRESENTATIONS),
+    Rule("dml.pretrain", "str", choices=("per_fold", "once")),
     Rule("dml.sensitivity.cf_y", "float", low=0, high=1, high_open=True),
     Rule("dml.sensitivity.cf_d", "float", low=0, high=1, high_open=True),
     Rule("dml.sensitivity.rho", "float", low=-1, high=1),
