@@ -83,3 +83,10 @@ def test_pretrained_embeddings_do_not_depend_on_the_labels(compose, tmp_path):
     flipped = replace(sample, treatment=1.0 - sample.treatment, outcome=sample.outcome[::-1].copy())
     second = pretrained_sample(with_output_dir(cfg, tmp_path / "b"), flipped, "x").features
     torch.testing.assert_close(first, second, rtol=0, atol=0)
+
+
+def test_pretrained_features_can_be_benchmarked_and_projected_on(compose):
+    overrides = ["dml.pretrain=once", "dml.sensitivity.benchmark=[z0,z1]", "dml.blp.covariates=[z0]"]
+    metrics = run(compose([*TINY_VIDEO, *overrides]))
+    assert 0.0 <= metrics["dml/sensitivity/benchmark/cf_y"] <= 1.0
+    assert "dml/blp/z0/se" in metrics and "dml/sensitivity/rva" in metrics

@@ -70,8 +70,8 @@ def without_features(sample: CausalSample, group: list[str]) -> CausalSample:
     """`sample` with the covariates named in `group` removed (the benchmark's short model)."""
     if sample.is_video:
         raise DMLInputError(
-            "dml.sensitivity.benchmark names covariate columns and needs data=table; video representations are "
-            "learnt per fold, so there is no fixed column to leave out."
+            "dml.sensitivity.benchmark names covariates; a JEPA learnt per fold has no fixed feature to leave out. "
+            "With dml.pretrain=once the representation is fixed and its features are named z0, z1, ..."
         )
     names = list(sample.feature_names)
     unknown = [c for c in group if c not in names]

@@ -43,7 +43,7 @@ def pretrained_sample(cfg: DictConfig, sample: CausalSample, fingerprint: str) -
         with np.load(path) as saved:
             if str(saved["fingerprint"]) == fingerprint:
                 log.info("dml.pretrain=once: reusing %s", path)
-                return replace(sample, features=torch.from_numpy(saved["features"]))
+                return _embedded(sample, saved["features"])
     n = len(sample)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     perm = np.random.default_rng(cfg.seed).permutation(n)
@@ -57,7 +57,14 @@ def pretrained_sample(cfg: DictConfig, sample: CausalSample, fingerprint: str) -
     features = np.ascontiguousarray(features, dtype=np.float32)  # [N, D']
     _save(path, features, fingerprint)
     barrier()
-    return replace(sample, features=torch.from_numpy(features))
+    return _embedded(sample, features)
+
+
+def _embedded(sample: CausalSample, features: np.ndarray) -> CausalSample:
+    """The sample on its embeddings [N, D'], named z0 … z{D'-1} so that analyses can name representation
+    features (`dml.sensitivity.benchmark=[z0,z1]`, `dml.blp.covariates=[z3]`)."""
+    names = tuple(f"z{j}" for j in range(features.shape[1]))
+    return replace(sample, features=torch.from_numpy(features), feature_names=names)
 
 
 @rank_zero_only
