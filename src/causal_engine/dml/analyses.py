@@ -220,7 +220,8 @@ def log_tensorboard(cfg: DictConfig, metrics: dict[str, float]) -> None:
     headline = {k: v for k, v in metrics.items() if "/fold" not in k and "/rep" not in k}
     for logger in instantiate_loggers(cfg):
         if isinstance(logger, TensorBoardLogger):
-            logger.log_metrics(metrics, step=0)
+            # log_hyperparams writes the headline metrics as step-0 scalars itself; the per-fold ones are added.
+            logger.log_metrics({k: v for k, v in metrics.items() if k not in headline}, step=0)
             logger.log_hyperparams(hparams(cfg), metrics=headline)
             logger.save()
             logger.finalize("success")
