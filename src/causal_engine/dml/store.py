@@ -17,8 +17,9 @@ from causal_engine.dml.data import DMLInputError
 from causal_engine.dml.fold import FoldRecord
 from causal_engine.dml.folds import Fold
 
-# Settings of the score and the inference only: changing them reuses the fitted folds.
-INFERENCE_KEYS = ("score", "trim", "max_clipped_share", "normalize", "level")
+# Settings of the score, the inference and the analyses after the cross-fit only: changing them reuses the
+# fitted folds.
+INFERENCE_KEYS = ("score", "trim", "max_clipped_share", "normalize", "level", "sensitivity", "gate", "blp")
 
 
 def fold_fingerprint(cfg: DictConfig) -> str:
