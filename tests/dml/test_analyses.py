@@ -20,7 +20,7 @@ from causal_engine.train import with_output_dir
 
 from .conftest import table_overrides
 
-FAST = ["dml.nuisance_epochs=2", "dml.nuisance_batch_size=64"]
+FAST = ["dml.learner=network", "dml.convergence.max_epochs=2", "dml.convergence.patience=1", "dml.nuisance_batch_size=64"]
 
 
 def _table(path: Path, n: int = 240) -> Path:
@@ -114,7 +114,8 @@ def test_resume_reuses_the_folds_and_reports_the_same_sensitivity(compose, tmp_p
 def test_plr_and_att_get_bounds(compose, tmp_path):
     path = _table(tmp_path / "obs.csv")
     for score in ("att", "plr"):
-        cfg = compose([*table_overrides(path), *FAST, f"dml.score={score}"])
+        # Separate run directories: plr fits other nuisances than att, so its folds are not att's.
+        cfg = with_output_dir(compose([*table_overrides(path), *FAST, f"dml.score={score}"]), tmp_path / score)
         metrics = run(cfg)
         assert metrics["dml/sensitivity/theta_lower"] < metrics[f"dml/{score}"] < metrics["dml/sensitivity/theta_upper"]
 
@@ -138,7 +139,7 @@ def test_bad_sensitivity_config_fails_before_any_work(compose, tmp_path, overrid
 )
 def test_bad_analysis_columns_are_named(compose, tmp_path, override, message):
     with pytest.raises(UserError, match=message):
-        run(compose([*table_overrides(_table(tmp_path / "obs.csv")), "dml.nuisance_epochs=1", override]))
+        run(compose([*table_overrides(_table(tmp_path / "obs.csv")), "dml.convergence.max_epochs=2", override]))
 
 
 def test_benchmark_refit_uses_the_same_folds(compose, tmp_path):

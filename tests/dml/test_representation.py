@@ -55,7 +55,7 @@ def test_crossfit_on_pixels_or_oracle_fits_no_jepa_and_reports_bias_and_coverage
 
 
 def test_real_data_has_no_truth_metrics(compose, tmp_path):
-    metrics = run(compose([*table_overrides(_table(tmp_path / "obs.csv")), "dml.nuisance_epochs=1"]))
+    metrics = run(compose([*table_overrides(_table(tmp_path / "obs.csv")), "dml.convergence.max_epochs=2"]))
     assert "dml/bias" not in metrics and "dml/covers" not in metrics
 
 
