@@ -20,7 +20,12 @@ from causal_engine.train import with_output_dir
 
 from .conftest import table_overrides
 
-FAST = ["dml.learner=network", "dml.convergence.max_epochs=2", "dml.convergence.patience=1", "dml.nuisance_batch_size=64"]
+FAST = [
+    "dml.learner=network",
+    "dml.convergence.max_epochs=2",
+    "dml.convergence.patience=1",
+    "dml.nuisance_batch_size=64",
+]
 
 
 def _table(path: Path, n: int = 240) -> Path:
