@@ -98,6 +98,8 @@ COMMON_RULES: list[Rule] = [
     Rule("*.n_samples", "int", low=1),
     # causal_engine.convergence.Convergence wherever a task configures one (task.convergence, ...)
     Rule("*.convergence.patience", "int", low=1),
+    Rule("*.convergence.decays", "int", low=0),
+    Rule("*.convergence.factor", "float", low=0, low_open=True, high=1, high_open=True),
     Rule("*.convergence.max_steps", "int", low=1),
     Rule("*.convergence.min_epochs", "int", low=1),
     Rule("*.convergence.max_epochs", "int", low=2, nullable=True),

@@ -120,18 +120,21 @@ def test_query_is_seeded_and_bootstrap_zero_drops_the_intervals(compose, table):
 
 
 def test_query_reports_convergence_and_warns_when_the_ceiling_cuts_the_fit(compose, table, caplog):
-    """A real (non-debug) fit: patience 3 on 96 rows converges; a ceiling of 3 epochs cannot and says which key."""
+    """A real (non-debug) fit: patience 3 and one decay on 96 rows converges; a ceiling of 3 epochs cannot and
+    says which key."""
     cfg = _query(compose, *table)
     cfg.trainer = compose(["trainer=cpu"]).trainer
     cfg.callbacks = None
     cfg.task.bootstrap = 2
     cfg.task.convergence.patience = 3
+    cfg.task.convergence.decays = 1
     caplog.set_level(logging.INFO, logger="causal_engine")
     metrics = run(cfg)
-    assert metrics["fit/converged"] == 1.0 and metrics["fit/epochs"] == metrics["fit/best_epoch"] + 4
+    assert metrics["fit/converged"] == 1.0 and metrics["fit/lr_decays"] == 1.0
+    assert metrics["fit/epochs"] >= metrics["fit/best_epoch"] + 4
     assert "fit: converged" in caplog.text and "did not converge" not in caplog.text
     caplog.clear()
-    cfg.task.convergence.patience = 2
+    cfg.task.convergence.patience = 1
     cfg.task.convergence.max_epochs = 3
     metrics = run(cfg)
     assert metrics["fit/converged"] == 0.0 and metrics["fit/epochs"] == 3

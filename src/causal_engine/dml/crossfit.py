@@ -19,11 +19,13 @@ import numpy as np
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from causal_engine.dml.data import CausalSample, DMLInputError, check_sample, load_sample
+from causal_engine.dml.analyses import analyse
+from causal_engine.dml.data import CausalSample, DMLInputError, check_sample, load_sample, with_representation
 from causal_engine.dml.ddp import all_gather, barrier, check_identical, rank_and_world
 from causal_engine.dml.fold import FoldRecord, fit_fold, fold_seed
 from causal_engine.dml.folds import Fold, stratified_folds
 from causal_engine.dml.learners import describe_learner
+from causal_engine.dml.pretrain import pretrained_sample
 from causal_engine.dml.scores import DMLResult, ScoreElements, aggregate, clipped_share, score_elements, tail_shares
 from causal_engine.dml.store import fold_fingerprint, fold_path, load_fold, save_fold
 from causal_engine.plots import ci_figure, log_figure, propensity_overlap_figure, save_figure
@@ -48,17 +50,21 @@ class CrossfitResult:
 def run_crossfit(cfg: DictConfig, sample: CausalSample | None = None) -> CrossfitResult:
     """The cross-fitting loop; returns the estimate with the fold plan and out-of-fold predictions.
 
-    `sample` replaces `cfg.data` (benchmarks pass raw pixels or the true confounders as covariates).
+    `sample` replaces `cfg.data` (benchmarks pass raw pixels or the true confounders as covariates); the
+    configured data goes through `dml.representation` first.
     """
     dml = cfg.dml
     # Folds are saved and resumed only for the configured data (benchmarks pass their own `sample`).
     sample_from_config = sample is None
-    sample = load_sample(cfg.data) if sample is None else sample
+    sample = with_representation(load_sample(cfg.data), dml.representation) if sample is None else sample
     fingerprint = fold_fingerprint(cfg)
     check_sample(sample, k_folds=dml.k_folds, score=dml.score)
     if sample.is_video and cfg.get("model") is None:
         raise DMLInputError("video data needs a representation model: add `model=jepa`.")
     log.info(describe_learner(dml, sample))
+    # One label-free JEPA for every fold instead of one per fold; a benchmark's pixel or oracle samples keep theirs.
+    if dml.pretrain == "once" and (sample.is_video or sample_from_config):
+        sample = pretrained_sample(cfg, sample, fingerprint)
     plan = stratified_folds(sample.treatment, dml.k_folds, n_rep=dml.n_rep, seed=dml.split_seed)
     n = len(sample)
     predictions, records, elements = [], [], []
@@ -212,7 +218,8 @@ def _figures(cfg: DictConfig, out: CrossfitResult) -> None:
 
 
 def crossfit(cfg: DictConfig) -> dict[str, float]:
-    """The task: cross-fit, estimate, write figures, return the metrics (run.py writes metrics.json)."""
+    """The task: cross-fit, estimate, write figures, add the sensitivity and heterogeneity analyses
+    (`causal_engine.dml.analyses`), log to TensorBoard, return the metrics (run.py writes metrics.json)."""
     out = run_crossfit(cfg)
     metrics = summarize(out)
     _figures(cfg, out)
@@ -247,4 +254,4 @@ def crossfit(cfg: DictConfig) -> dict[str, float]:
             if metrics["dml/converged"]
             else "some fits did NOT converge (see the warnings above; raise dml.convergence.max_steps)",
         )
-    return metrics
+    return analyse(cfg, out, metrics)

@@ -8,7 +8,7 @@ everything here reads features in batches of rows (`row_batches`), never the who
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -159,3 +159,29 @@ def load_sample(data_cfg: DictConfig) -> CausalSample:
         f"task=crossfit cannot use data of type {type(data).__name__}; use data=video_confounded, "
         f"data=video_files or data=table."
     )
+
+
+# What the nuisances see (`dml.representation`): the data's own features (videos through the representation
+# model, covariates as given), the raw pixels flattened, or the simulator's true confounders (the oracle).
+REPRESENTATIONS = ("features", "pixels", "oracle")
+
+
+def with_representation(sample: CausalSample, representation: str) -> CausalSample:
+    """`sample` with its features swapped for the chosen representation; the comparisons of a sweep
+    (`experiment=jepa_dml_compare`) differ only in this."""
+    if representation == "features":
+        return sample
+    if representation == "pixels":
+        if not sample.is_video or not isinstance(sample.features, torch.Tensor):
+            raise DMLInputError(
+                "dml.representation=pixels flattens videos held in memory; this data has none (use features)."
+            )
+        return replace(sample, features=sample.features.reshape(len(sample), -1))  # [N, C·T·H·W]
+    if representation == "oracle":
+        if sample.confounders is None:
+            raise DMLInputError(
+                "dml.representation=oracle needs the true confounders, which only the simulator knows "
+                "(data=video_confounded)."
+            )
+        return replace(sample, features=torch.as_tensor(sample.confounders, dtype=torch.float32))  # [N, k]
+    raise DMLInputError(f"dml.representation={representation!r}: choose one of {list(REPRESENTATIONS)}.")

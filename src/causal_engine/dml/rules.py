@@ -7,6 +7,7 @@ them at start-up, so a bad value fails in the first second with its key.
 from __future__ import annotations
 
 from causal_engine.config import Rule
+from causal_engine.dml.data import REPRESENTATIONS
 from causal_engine.dml.learners import LEARNERS
 
 RULES: list[Rule] = [
@@ -24,6 +25,14 @@ RULES: list[Rule] = [
     Rule("dml.nuisance.*.hidden", "int", low=1),
     Rule("dml.nuisance.*.depth", "int", low=1),
     Rule("dml.nuisance.*.dropout", "float", low=0, high=1, high_open=True),
+    Rule("dml.representation", "str", choices=REPRESENTATIONS),
+    Rule("dml.pretrain", "str", choices=("per_fold", "once")),
+    Rule("dml.sensitivity.cf_y", "float", low=0, high=1, high_open=True),
+    Rule("dml.sensitivity.cf_d", "float", low=0, high=1, high_open=True),
+    Rule("dml.sensitivity.rho", "float", low=-1, high=1),
+    Rule("dml.sensitivity.benchmark", "list", item="str", nullable=True),
+    Rule("dml.gate.groups", "str", nullable=True),
+    Rule("dml.blp.covariates", "list", item="str", nullable=True),
     Rule("data.dims", "list", length=4, item="int", low=1),
     Rule("data.treatment_strength", "float", low=0),
     Rule("data.noise_sd", "float", low=0),

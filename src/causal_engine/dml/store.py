@@ -17,13 +17,16 @@ from causal_engine.dml.data import DMLInputError
 from causal_engine.dml.fold import FoldRecord
 from causal_engine.dml.folds import Fold
 
-# Settings of the score and the inference only: changing them reuses the fitted folds.
-INFERENCE_KEYS = ("score", "trim", "max_clipped_share", "normalize", "level")
+# Settings of the score, the inference and the analyses after the cross-fit only: changing them reuses the
+# fitted folds.
+INFERENCE_KEYS = ("score", "trim", "max_clipped_share", "normalize", "level", "sensitivity", "gate", "blp")
 
 
 def fold_fingerprint(cfg: DictConfig) -> str:
     """What a saved fold depends on: data, representation model, the fitting part of `dml`, and seed."""
     fitting = {k: v for k, v in OmegaConf.to_container(cfg.dml, resolve=True).items() if k not in INFERENCE_KEYS}
+    # ate and att share their nuisances (g0, g1, m); plr fits others (ell, m), so the score's family counts.
+    fitting["nuisance_family"] = "plr" if cfg.dml.score == "plr" else "irm"
     parts = {"data": cfg.get("data"), "model": cfg.get("model"), "dml": fitting, "seed": cfg.get("seed")}
     return hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(parts), resolve=True).encode()).hexdigest()
 

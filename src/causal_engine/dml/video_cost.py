@@ -24,7 +24,7 @@ import torch
 from omegaconf import DictConfig, open_dict
 
 from causal_engine.dml.data import check_sample, load_sample
-from causal_engine.dml.fold import embed_rows, fit_jepa, fit_nuisances, fold_seed, inner_split, predict_held_out
+from causal_engine.dml.fold import embed_rows, fit_jepa, fit_networks, fold_seed, inner_split
 from causal_engine.dml.folds import stratified_folds
 from causal_engine.profiling import reset_peak_rss, rss_mb
 
@@ -79,15 +79,13 @@ def measure_video_fold(cfg: DictConfig, train_batches: int) -> dict[str, Any]:
         costs,
         "embed_all_rows",
     )  # [N, D']
-    nuisances = _step(
-        lambda: fit_nuisances(cfg, sample, features, fold, fit_rows, val_rows, "bench"), costs, "nuisances"
-    )
-    _step(lambda: predict_held_out(nuisances, fold), costs, "predict_held_out")
+    # The networks stop on their held-out loss and predict the held-out fold in the same step.
+    _step(lambda: fit_networks(cfg, sample, features, fold, fit_rows, val_rows, "bench"), costs, "nuisances")
 
     def per_fold(clock: str) -> float:
         """The fold's seconds: `dml.jepa_epochs` extrapolated JEPA epochs, then embedding, nuisances, prediction."""
         jepa_epoch = costs["jepa_cut_epoch"][clock] * scale
-        rest = sum(costs[step][clock] for step in ("embed_all_rows", "nuisances", "predict_held_out"))
+        rest = sum(costs[step][clock] for step in ("embed_all_rows", "nuisances"))
         return dml.jepa_epochs * jepa_epoch + rest
 
     tubelet = cfg.model.tubelet

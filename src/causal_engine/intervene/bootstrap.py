@@ -6,11 +6,17 @@ Poisson(1) counts w_r (the Poisson bootstrap: a resample with replacement, up to
 answers with the table's rows weighted by the same counts as reference rows. The point fit's validation
 rows are not fitted by any replicate either (they stay the held-out rows that set the training budget).
 
+Each replicate is fitted the way the point fit is, stopping on held-out rows it never saw: its out-of-bag
+rows (observational rows with count 0, about e⁻¹ of them, plus the point fit's validation rows), where its
+own held-out loss picks the epoch whose weights it keeps (among those at the final learning rate). A
+replicate trained for a fixed epoch count instead would carry the point fit's stopping point rather than
+its own, and spread too little.
+
 The R networks are fitted together: their parameters are stacked and one `torch.func.vmap` evaluates
 every replicate's weighted loss on each batch, so R refits of a small per-node network cost about one
 fit's optimiser steps, not R times them. Adam's updates are elementwise, so the stacked replicates train
-independently. The ensemble stops by `Convergence` on the mean held-out loss over replicates and keeps
-its best epoch's weights.
+independently; the learning-rate schedule (`convergence.PlateauSchedule`) is shared and follows the mean
+out-of-bag loss.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 from torch.utils.data import DataLoader, TensorDataset
 
+from causal_engine.convergence import Convergence
 from causal_engine.intervene.losses import intervention_loss
 
 
@@ -52,6 +59,8 @@ class BootstrapEnsemble(L.LightningModule):
         optimizer: partial torch optimizer (the model's), applied to the stacked parameters.
         x_train, cut_train: the training rows [N, D] and their intervened entries [N, D] bool.
         counts: resampling counts [R, N] of the training rows.
+        x_held, cut_held: rows to score the replicates on [M, D] (the table's rows) and their intervened entries.
+        held_out: weights [R, M] of those rows in each replicate's held-out loss (1 = out of its bag).
         batch_size: rows per optimiser step.
     """
 
@@ -62,6 +71,9 @@ class BootstrapEnsemble(L.LightningModule):
         x_train: Tensor,
         cut_train: Tensor,
         counts: Tensor,
+        x_held: Tensor,
+        cut_held: Tensor,
+        held_out: Tensor,
         batch_size: int = 128,
     ) -> None:
         super().__init__()
@@ -76,7 +88,12 @@ class BootstrapEnsemble(L.LightningModule):
         self.optimizer_factory = optimizer
         self.train_set = TensorDataset(x_train, cut_train, torch.arange(len(x_train)))
         self.register_buffer("counts", counts.to(x_train.dtype))  # [R, N]
+        self.held_set = TensorDataset(x_held, cut_held, held_out.T.to(x_held.dtype))  # weights stored [M, R]
         self.batch_size = batch_size
+        # Each replicate's best held-out loss and the parameters it had then (restored when fitting ends).
+        self.register_buffer("best_loss", torch.full((len(nets),), torch.inf))  # [R]
+        self.best: list[Tensor] = []
+        self.phase_lr: float | None = None
 
     @property
     def replicates(self) -> int:
@@ -98,11 +115,38 @@ class BootstrapEnsemble(L.LightningModule):
         self.log("train/loss", loss / self.replicates, batch_size=len(x))
         return loss
 
+    def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
+        # One batch holds every held-out row, so each replicate's loss is its exact weighted mean.
+        x, cut, weight = batch
+        losses = self._losses(x, cut, weight.T).detach()  # [R]
+        self.log("val/loss", losses.mean(), batch_size=len(x))
+        if self.trainer.sanity_checking:
+            return
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        if lr != self.phase_lr:  # a new learning-rate phase starts a new search (see `BestWeights(per_phase=)`)
+            self.phase_lr = lr
+            self.best_loss.fill_(torch.inf)
+        better = losses < self.best_loss  # [R]
+        self.best_loss = torch.where(better, losses, self.best_loss)
+        for kept, param in zip(self.best, self.stacked, strict=True):
+            kept[better] = param.detach()[better]
+
+    def on_fit_start(self) -> None:
+        self.best = [param.detach().clone() for param in self.stacked]
+
+    def on_fit_end(self) -> None:
+        with torch.no_grad():
+            for kept, param in zip(self.best, self.stacked, strict=True):
+                param.copy_(kept)
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory(params=self.stacked.parameters())
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_set, batch_size=min(self.batch_size, len(self.train_set)), shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.held_set, batch_size=len(self.held_set))
 
     def replicate(self, r: int) -> nn.Module:
         """Replicate r as a stand-alone network (a copy of the template with its parameters), in eval mode."""
@@ -112,10 +156,12 @@ class BootstrapEnsemble(L.LightningModule):
         return wrapped.net.eval()
 
 
-def fit_ensemble(ensemble: BootstrapEnsemble, epochs: int, **trainer_kwargs: object) -> None:
-    """Fit the ensemble for `epochs` epochs with a lean Trainer (no logger, checkpoint or progress bar)."""
+def fit_ensemble(ensemble: BootstrapEnsemble, convergence: Convergence, **trainer_kwargs: object) -> int:
+    """Fit the ensemble by `convergence`'s schedule and ceiling with a lean Trainer (no logger, checkpoint or
+    progress bar), each replicate ending with its best out-of-bag weights; returns the epochs run."""
     trainer = L.Trainer(
-        max_epochs=epochs,
+        max_epochs=convergence.ceiling(len(ensemble.train_set), ensemble.batch_size),
+        callbacks=[convergence.schedule()],
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -124,3 +170,4 @@ def fit_ensemble(ensemble: BootstrapEnsemble, epochs: int, **trainer_kwargs: obj
         **trainer_kwargs,
     )
     trainer.fit(ensemble)
+    return trainer.current_epoch

@@ -133,14 +133,16 @@ def _bootstrap_answers(
     module: InterveneModule,
     datamodule: ArrayDataModule,
     x: Tensor,
+    cut: Tensor,
     replicates: int,
-    epochs: int,
+    convergence: Convergence,
     seed: int,
     answer: Any,
+    fast_dev_run: bool = False,
 ) -> list[tuple[Tensor, Tensor, Tensor]]:
-    """Each bootstrap replicate's answers (`answer(net, weight)`), the replicates fitted together for `epochs`."""
+    """Each bootstrap replicate's answers (`answer(net, weight)`), the replicates fitted together, each
+    stopping on its own out-of-bag rows of the table x [N, D] (observational rows only, as for the point fit)."""
     start = time.time()
-    log.info("bootstrap: fitting %d replicates on resampled rows for %d epochs", replicates, epochs)
     loc, scale = datamodule.scaler()
     nets = []
     for r in range(replicates):
@@ -150,13 +152,24 @@ def _bootstrap_answers(
         net.set_scaler(loc, scale)
         nets.append(net)
     counts = poisson_counts(replicates, len(x), seed)  # [R, N] over the table's rows
+    fitted = torch.zeros(len(x), dtype=torch.bool)
+    fitted[datamodule.train_rows] = True
+    held_out = ((counts == 0) | ~fitted) & ~cut.any(1)  # [R, N]: out of the bag (or the point fit's validation)
     x_train, cut_train = datamodule.train_set.tensors[:2]
     ensemble = BootstrapEnsemble(
-        nets, module.optimizer_factory, x_train, cut_train, counts[:, datamodule.train_rows], datamodule.batch_size
+        nets,
+        module.optimizer_factory,
+        x_train,
+        cut_train,
+        counts[:, datamodule.train_rows],
+        x,
+        torch.zeros_like(cut),
+        held_out,
+        datamodule.batch_size,
     )
-    fit_ensemble(ensemble, epochs)
+    epochs = fit_ensemble(ensemble, convergence, fast_dev_run=fast_dev_run)
     found = [answer(ensemble.replicate(r), counts[r]) for r in range(replicates)]
-    log.info("bootstrap: %d replicates done in %.1f s", replicates, time.time() - start)
+    log.info("bootstrap: %d replicates, %d epochs, %.1f s", replicates, epochs, time.time() - start)
     return found
 
 
@@ -222,9 +235,11 @@ def query(
 
     do_mean, do_sd, cf = answer(module.net.eval(), torch.ones(len(x)))  # [Q, D], [Q, D], [C, n, D]
     if bootstrap:
-        # Each replicate trains as long as the point fit took to reach its best held-out epoch.
-        epochs = max(1, int(metrics["fit/best_epoch"]) + 1)
-        found = _bootstrap_answers(module, datamodule, x, bootstrap, epochs, int(cfg.seed), answer)
+        cut_all = cut if cut is not None else torch.zeros_like(x, dtype=torch.bool)
+        found = _bootstrap_answers(
+            module, datamodule, x, cut_all, bootstrap, convergence, int(cfg.seed), answer,
+            fast_dev_run=bool(cfg.trainer.get("fast_dev_run", False)),
+        )  # fmt: skip
         z = NormalDist().inv_cdf(0.5 + level / 2)
         do_se = torch.stack([f[0] for f in found]).std(0)  # [Q, D]
         cf_se = torch.stack([f[2] for f in found]).std(0)  # [C, n, D]
