@@ -27,6 +27,10 @@ NOT_DEFAULTS = {
     ("causal_engine.scm.prior.BroadPrior", "mechanisms"),
     ("causal_engine.scm.prior.BroadPrior", "noises"),
     ("causal_engine.scm.prior.BroadPrior", "graphs"),
+    # One stopping rule serves several fits: its defaults are plain early stopping (dml.convergence); task=query
+    # sets a plateau schedule (learning-rate decays) because its answers settle only at a lower rate.
+    ("causal_engine.convergence.Convergence", "patience"),
+    ("causal_engine.convergence.Convergence", "decays"),
 }
 
 BASE_CONFIGS = [
