@@ -10,9 +10,9 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from causal_engine.config import ConfigError
-from causal_engine.dml.analyses import without_features
+from causal_engine.dml.analyses import BOUND_NAMES, without_features
 from causal_engine.dml.crossfit import run_crossfit
-from causal_engine.dml.sensitivity import sensitivity_analysis, sensitivity_elements
+from causal_engine.dml.sensitivity import Benchmark, benchmark_bounds, sensitivity_analysis, sensitivity_elements
 from causal_engine.dml.store import load_out_of_fold
 from causal_engine.errors import UserError
 from causal_engine.run import run
@@ -77,6 +77,11 @@ def test_crossfit_writes_sensitivity_heterogeneity_and_tensorboard(compose, tmp_
     # x2 explains outcome variance, so leaving it out raises the outcome's residual variance.
     assert saved["dml/sensitivity/benchmark/cf_y"] > 0.0
     assert (out / "sensitivity_benchmark" / "rep0" / "fold0" / "outcome").is_dir()  # the refit has its own dir
+    # ... and the bounds an omitted confounder as strong as x2 would give.
+    bench = Benchmark(*(saved[f"dml/sensitivity/benchmark/{k}"] for k in ("cf_y", "cf_d", "rho", "delta_theta")))
+    at_bench = dict(zip(BOUND_NAMES, benchmark_bounds([elements], bench), strict=True))
+    for key, value in at_bench.items():
+        assert saved[key] == pytest.approx(value, rel=1e-12), key
 
     gate = pd.read_csv(out / "gate.csv")
     assert list(gate.name) == ["a", "b"] and list(gate.n) == [120, 120]

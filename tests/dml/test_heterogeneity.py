@@ -7,7 +7,7 @@ from doubleml import DoubleMLData, DoubleMLIRM, DoubleMLPLR
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.model_selection import KFold
 
-from causal_engine.dml.heterogeneity import blp, gate
+from causal_engine.dml.heterogeneity import blp, gate, quantile_groups
 from causal_engine.dml.scores import estimate
 from causal_engine.errors import UserError
 
@@ -151,3 +151,14 @@ def test_group_effects_figure_has_one_row_per_group(fitted, tmp_path):
     fig = group_effects_figure(effects.names, effects.estimate, effects.ci_low, effects.ci_high, overall=1.0)
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == list(effects.names)
     assert save_figure(fig, tmp_path / "gate.png").stat().st_size > 0
+
+
+def test_quantile_groups_split_at_the_sample_quantiles_and_sort_in_order():
+    labels, cuts = quantile_groups(np.arange(9.0)[::-1], 3)
+    np.testing.assert_allclose(cuts, [8 / 3, 16 / 3])
+    assert list(labels) == ["q3"] * 3 + ["q2"] * 3 + ["q1"] * 3
+    labels, cuts = quantile_groups(np.array([0.0, 1.0, 1.0, 2.0]), 2)
+    assert list(cuts) == [1.0] and list(labels) == ["q1", "q2", "q2", "q2"]  # a value on a cut goes up
+    assert quantile_groups(np.arange(20.0), 10)[0][-1] == "q10" and quantile_groups(np.arange(20.0), 10)[0][0] == "q01"
+    with pytest.raises(UserError, match="dml.gate.quantiles=1"):
+        quantile_groups(np.arange(4.0), 1)

@@ -11,6 +11,7 @@ import torch
 from causal_engine.dml.crossfit import run_crossfit
 from causal_engine.dml.data import CausalSample, DMLInputError, load_sample, with_representation
 from causal_engine.dml.pretrain import pretrained_sample
+from causal_engine.dml.simulate import CONFOUNDERS
 from causal_engine.run import run
 from causal_engine.train import with_output_dir
 
@@ -34,6 +35,11 @@ def test_pixels_flatten_each_video_and_oracle_takes_the_confounders():
     np.testing.assert_array_equal(oracle.features.numpy(), u.astype(np.float32))
     assert with_representation(sample, "features") is sample
     assert oracle.treatment is sample.treatment and oracle.true_ate == 1.0
+
+
+def test_the_simulators_oracle_features_carry_the_confounders_names(compose):
+    oracle = with_representation(load_sample(compose(TINY_VIDEO).data), "oracle")
+    assert oracle.feature_names == CONFOUNDERS and oracle.features.shape == (120, len(CONFOUNDERS))
 
 
 def test_oracle_without_confounders_and_pixels_without_videos_are_refused():

@@ -4,7 +4,7 @@ import inspect
 
 import numpy as np
 
-from causal_engine.dml.simulate import simulate_videos
+from causal_engine.dml.simulate import simulate_videos, treatment_logit
 from causal_engine.dml.video import VideoConfoundedDataModule
 
 
@@ -58,7 +58,44 @@ def test_simulator_defaults_equal_the_data_modules():
 
     simulator, module = defaults(simulate_videos), defaults(VideoConfoundedDataModule)
     shared = simulator.keys() & module.keys()
-    assert len(shared) == 11
+    assert len(shared) == 12
     assert {k: simulator[k] for k in shared} == {
         k: tuple(v) if k == "dims" else v for k, v in module.items() if k in shared
     }
+
+
+def test_hidden_confounder_moves_treatment_and_outcome_but_not_a_pixel():
+    plain = simulate_videos(400, dims=(1, 2, 4, 4), seed=3)
+    hidden = simulate_videos(400, dims=(1, 2, 4, 4), hidden_confounder_strength=1.0, treatment_strength=0.7, seed=3)
+    plain_s = simulate_videos(400, dims=(1, 2, 4, 4), treatment_strength=0.7, seed=3)
+    # Not rendered, and drawn from its own stream: frames and visible confounders are those of the same seed.
+    assert np.array_equal(hidden.videos.numpy(), plain.videos.numpy())
+    assert np.array_equal(hidden.confounders, plain.confounders) and np.array_equal(hidden.hidden, plain.hidden)
+    # It enters the treatment logit with coefficient 1 (times the overlap knob) ...
+    logit = np.log(hidden.propensity / (1 - hidden.propensity))
+    np.testing.assert_allclose(logit, 0.7 * (treatment_logit(hidden.confounders) + hidden.hidden), atol=1e-9)
+    # ... and the baseline outcome with coefficient 1: same noise, so the difference is exact.
+    np.testing.assert_allclose(
+        hidden.outcome - plain_s.outcome,
+        hidden.hidden + hidden.tau * (hidden.treatment - plain_s.treatment),
+        atol=1e-12,
+    )
+
+
+def test_default_draw_is_unchanged_by_the_hidden_confounder_option():
+    # Values drawn before the option existed: the benchmark's seeds keep their data.
+    s = simulate_videos(6, dims=(1, 2, 4, 4), seed=5)
+    np.testing.assert_allclose(
+        s.outcome,
+        [
+            0.8399709742148379,
+            -1.7685325922744557,
+            -1.862100852329713,
+            0.7192309156997021,
+            1.5097148735872639,
+            0.8388076376265257,
+        ],
+        rtol=1e-13,
+    )
+    np.testing.assert_array_equal(s.treatment, [0, 0, 0, 1, 1, 0])
+    assert float(s.videos.sum()) == 10.117514610290527

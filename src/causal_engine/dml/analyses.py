@@ -3,10 +3,12 @@
 - Sensitivity to omitted confounding (`causal_engine.dml.sensitivity`): bounds at `dml.sensitivity.{cf_y,
   cf_d, rho}`, robustness values, a contour figure; with `dml.sensitivity.benchmark=[cols]` the nuisances are
   refitted without that covariate group on the same folds (same plan, same seeds) and the strengths the group
-  would have as an omitted confounder are reported, as DoubleML's `sensitivity_benchmark`.
+  would have as an omitted confounder are reported, as DoubleML's `sensitivity_benchmark`, with the bounds
+  an omitted confounder that strong would give.
 - Heterogeneous effects (`causal_engine.dml.heterogeneity`): GATEs for the groups of a table column
-  (`dml.gate.groups`) and the BLP of the CATE on columns (`dml.blp.covariates`): covariates, or any
-  column of a `data=table`, as CSV, figure and metrics.
+  (`dml.gate.groups`; with `dml.gate.quantiles=q`, a numeric column split at its sample quantiles) and the BLP
+  of the CATE on columns (`dml.blp.covariates`): covariates, or any column of a `data=table`, as CSV, figure
+  and metrics.
 - TensorBoard: every metric as a scalar and the run's settings as HParams with the headline metrics, in the
   run's own TensorBoard directory, so the runs of a sweep line up side by side.
 
@@ -16,6 +18,7 @@ Each part only reads `CrossfitResult`; the fold loop knows nothing of them.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,10 +29,11 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from causal_engine.dml.data import CausalSample, DMLInputError
-from causal_engine.dml.heterogeneity import LinearEffects, blp, gate
+from causal_engine.dml.heterogeneity import LinearEffects, blp, gate, quantile_groups
 from causal_engine.dml.sensitivity import (
     SensitivityElements,
     benchmark,
+    benchmark_bounds,
     contour_grid,
     sensitivity_analysis,
     sensitivity_elements,
@@ -46,6 +50,8 @@ log = logging.getLogger(__name__)
 # Grid of the contour figure: cf_y and cf_d from 0 to this value (DoubleML's default plot range).
 CONTOUR_MAX = 0.15
 CONTOUR_POINTS = 16
+# metrics.json keys of the bounds at the benchmarked strengths.
+BOUND_NAMES = tuple(f"dml/sensitivity/benchmark/{k}" for k in ("theta_lower", "theta_upper", "ci_low", "ci_high"))
 
 
 def sensitivity_reps(dml: DictConfig, sample: CausalSample, predictions: list[dict[str, np.ndarray]]) -> list:
@@ -82,14 +88,7 @@ def without_features(sample: CausalSample, group: list[str]) -> CausalSample:
         raise DMLInputError(
             f"dml.sensitivity.benchmark={group} names every covariate; keep at least one to refit without the group."
         )
-    return CausalSample(
-        sample.features[:, keep],
-        sample.treatment,
-        sample.outcome,
-        sample.confounders,
-        sample.true_ate,
-        tuple(names[i] for i in keep),
-    )
+    return replace(sample, features=sample.features[:, keep], feature_names=tuple(names[i] for i in keep))
 
 
 def sensitivity(cfg: DictConfig, out: CrossfitResult) -> dict[str, float]:
@@ -106,15 +105,19 @@ def sensitivity(cfg: DictConfig, out: CrossfitResult) -> dict[str, float]:
         short_cfg = with_output_dir(cfg, Path(cfg.paths.output_dir) / "sensitivity_benchmark")
         short = run_crossfit(short_cfg, sample=without_features(out.sample, group))
         bench = benchmark(reps, sensitivity_reps(dml, short.sample, short.predictions))
-        metrics |= bench.as_metrics()
+        # The bounds if the omitted confounder were as strong as the group: what the benchmark is for.
+        at_bench = benchmark_bounds(reps, bench, level=dml.level)
+        metrics |= bench.as_metrics() | dict(zip(BOUND_NAMES, at_bench, strict=True))
         marks["+".join(group)] = (bench.cf_y, bench.cf_d)
         log.info(
-            "benchmark %s: cf_y %.4f, cf_d %.4f, rho %.3f (estimate without it moves by %.4f)",
+            "benchmark %s: cf_y %.4f, cf_d %.4f, rho %.3f (estimate without it moves by %.4f); an omitted "
+            "confounder as strong gives bounds [%.4f, %.4f], CI [%.4f, %.4f]",
             group,
             bench.cf_y,
             bench.cf_d,
             bench.rho,
             bench.delta_theta,
+            *at_bench,
         )
     log.info(
         "sensitivity at cf_y=%g, cf_d=%g, rho=%g: bounds [%.4f, %.4f], CI [%.4f, %.4f], RV %.3f, RVa %.3f",
@@ -168,7 +171,11 @@ def heterogeneity(cfg: DictConfig, out: CrossfitResult) -> dict[str, float]:
     y, d = out.sample.outcome, out.sample.treatment
     if dml.gate.groups:
         column = str(dml.gate.groups)
-        groups = _columns(cfg, out.sample, "dml.gate.groups", [column], text=True)[:, 0]  # [N]
+        numeric = dml.gate.quantiles is not None
+        groups = _columns(cfg, out.sample, "dml.gate.groups", [column], text=not numeric)[:, 0]  # [N]
+        if numeric:
+            groups, cuts = quantile_groups(groups, int(dml.gate.quantiles))
+            log.info("GATE groups: %s split at %s", column, ", ".join(f"{c:.4g}" for c in cuts))
         metrics |= _report(cfg, out, gate(dml.score, y, d, groups, out.predictions, **kwargs))
     if dml.blp.covariates:
         columns = [str(c) for c in dml.blp.covariates]

@@ -34,7 +34,8 @@ class CausalSample:
     """One observational data set: features (videos or covariates), treatment (binary, or continuous for the
     PLR score), outcome.
 
-    `confounders` and `true_ate` are known only in simulation and used only for diagnostics.
+    `confounders` (named by `confounder_names`) and `true_ate` are known only in simulation and used only for
+    diagnostics and the oracle representation.
     """
 
     features: torch.Tensor | DiskVideos  # [N, C, T, H, W] videos (in memory or on disk), or [N, p] covariates
@@ -43,6 +44,7 @@ class CausalSample:
     confounders: np.ndarray | None = None  # [N, k]
     true_ate: float | None = None
     feature_names: tuple[str, ...] = ()
+    confounder_names: tuple[str, ...] = ()
 
     @property
     def is_video(self) -> bool:
@@ -183,5 +185,7 @@ def with_representation(sample: CausalSample, representation: str) -> CausalSamp
                 "dml.representation=oracle needs the true confounders, which only the simulator knows "
                 "(data=video_confounded)."
             )
-        return replace(sample, features=torch.as_tensor(sample.confounders, dtype=torch.float32))  # [N, k]
+        # Named as the simulator names them, so analyses can name a true confounder (benchmark=[brightness]).
+        features = torch.as_tensor(sample.confounders, dtype=torch.float32)  # [N, k]
+        return replace(sample, features=features, feature_names=sample.confounder_names)
     raise DMLInputError(f"dml.representation={representation!r}: choose one of {list(REPRESENTATIONS)}.")

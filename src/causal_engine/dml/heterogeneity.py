@@ -174,6 +174,17 @@ def gate(
     return _combine("gate", [str(g) for g in labels], fits, level, len(groups), tuple(int(c) for c in counts))
 
 
+def quantile_groups(values: np.ndarray, q: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels q1 … q{q} [n] for `q` groups of a numeric column split at its sample quantiles (q = 3: terciles),
+    and the q - 1 inner cut points; a value on a cut point goes to the upper group."""
+    if q < 2:
+        raise UserError(f"dml.gate.quantiles={q}: split into at least 2 groups (or null for the column's own values)")
+    values = np.asarray(values, dtype=np.float64)
+    cuts = np.quantile(values, np.arange(1, q) / q)  # [q - 1]
+    width = len(str(q))  # zero-padded so the labels sort in order
+    return np.array([f"q{i + 1:0{width}d}" for i in np.searchsorted(cuts, values, side="right")]), cuts
+
+
 def blp(
     score: str,
     y: np.ndarray,

@@ -32,6 +32,7 @@ RULES: list[Rule] = [
     Rule("dml.sensitivity.rho", "float", low=-1, high=1),
     Rule("dml.sensitivity.benchmark", "list", item="str", nullable=True),
     Rule("dml.gate.groups", "str", nullable=True),
+    Rule("dml.gate.quantiles", "int", low=2, nullable=True),
     Rule("dml.blp.covariates", "list", item="str", nullable=True),
     Rule("data.dims", "list", length=4, item="int", low=1),
     Rule("data.treatment_strength", "float", low=0),
@@ -41,4 +42,5 @@ RULES: list[Rule] = [
     Rule("data.motion", "float", low=0, high=0.5),
     Rule("data.spread", "float", low=0, high=0.5),
     Rule("data.distractor", "float"),
+    Rule("data.hidden_confounder_strength", "float"),
 ]

@@ -290,6 +290,15 @@ def benchmark(long: Sequence[SensitivityElements], short: Sequence[SensitivityEl
     return Benchmark(cf_y=float(cf_y), cf_d=float(cf_d), rho=float(rho), delta_theta=float(delta))
 
 
+def benchmark_bounds(
+    reps: Sequence[SensitivityElements], bench: Benchmark, level: float = 0.95
+) -> tuple[float, float, float, float]:
+    """(θ_lower, θ_upper, ci_low, ci_high) if the omitted confounder were as strong as the benchmarked group: `bounds`
+    at its cf_y, cf_d and |ρ| (DoubleML's workflow after `sensitivity_benchmark`). A strength the benchmark clipped
+    to 1 is taken as RV_MAX, the largest the bounds are finite at."""
+    return bounds(reps, min(bench.cf_y, RV_MAX), min(bench.cf_d, RV_MAX), abs(bench.rho), level)
+
+
 def contour_grid(
     reps: Sequence[SensitivityElements],
     cf_y: np.ndarray,

@@ -13,6 +13,12 @@ use it.
 towards 0 and 1. τ(U) = ate by default; with `heterogeneous=true`, τ(U) = ate + 0.5·u_size, whose
 population mean is exactly `ate` because u_size is uniform on [-1, 1].
 
+`hidden_confounder_strength` c adds a confounder that is never rendered: u_h ~ U[-1, 1] enters the treatment
+logit and the baseline outcome with coefficient c each (f + c·u_h, g + c·u_h), so no representation of the
+frames can adjust for it and the sensitivity analysis has a known omitted confounder to bound. At c = 1 it is
+as strong as the brightness, a visible confounder with coefficient 1 in both, which the analysis can benchmark.
+u_h comes from its own random stream, so the frames (and, at c = 0, everything) equal the draw without it.
+
 DML on a representation is unbiased only if the video determines U (no confounding left given the
 frames), so the nuisance variation must not destroy what U looks like. The object is composited over the
 scene (its blob profile is its opacity), so the distractor and texture never dim or shift it; the
@@ -49,6 +55,7 @@ class VideoSample:
     propensity: np.ndarray  # [N] the true P(T=1 | U)
     tau: np.ndarray  # [N] the true individual effects τ(U)
     true_ate: float  # population ATE (exact)
+    hidden: np.ndarray  # [N] the unrendered confounder u_h (it acts only when hidden_confounder_strength ≠ 0)
 
 
 def treatment_logit(u: np.ndarray) -> np.ndarray:
@@ -81,6 +88,7 @@ def simulate_videos(
     motion: float = 0.35,
     spread: float = 0.25,
     distractor: float = -0.5,
+    hidden_confounder_strength: float = 0.0,
     seed: int = 0,
 ) -> VideoSample:
     """Draw `n_samples` confounded videos of shape `dims` = (C, T, H, W) with treatment and outcome."""
@@ -114,10 +122,13 @@ def simulate_videos(
     video = mix[:, :, None, None, None] * video[:, None]  # [N, C, T, H, W]
     video = video + pixel_noise * rng.normal(size=video.shape)
 
-    propensity = 1.0 / (1.0 + np.exp(-treatment_strength * treatment_logit(u)))  # [N]
+    # The hidden confounder has its own stream: drawing it changes none of the draws above or below.
+    hidden = np.random.default_rng([seed, 1]).uniform(-1.0, 1.0, size=n_samples)  # [N]
+    c = hidden_confounder_strength
+    propensity = 1.0 / (1.0 + np.exp(-treatment_strength * (treatment_logit(u) + c * hidden)))  # [N]
     treatment = (rng.uniform(size=n_samples) < propensity).astype(np.float64)
     tau = ate + 0.5 * u[:, 4] if heterogeneous else np.full(n_samples, float(ate))
-    outcome = baseline_outcome(u) + tau * treatment + noise_sd * rng.normal(size=n_samples)
+    outcome = baseline_outcome(u) + c * hidden + tau * treatment + noise_sd * rng.normal(size=n_samples)
     return VideoSample(
         videos=torch.from_numpy(video.astype(np.float32)),
         treatment=treatment,
@@ -126,6 +137,7 @@ def simulate_videos(
         propensity=propensity,
         tau=tau,
         true_ate=float(ate),
+        hidden=hidden,
     )
 
 

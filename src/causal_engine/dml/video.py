@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from causal_engine.dml.data import CausalSample, DMLInputError, SampleRows
 from causal_engine.dml.disk import open_videos
-from causal_engine.dml.simulate import simulate_videos
+from causal_engine.dml.simulate import CONFOUNDERS, simulate_videos
 from causal_engine.tables import load_table
 
 
@@ -93,6 +93,7 @@ class VideoConfoundedDataModule(VideoDataModule):
         motion: float = 0.35,
         spread: float = 0.25,
         distractor: float = -0.5,
+        hidden_confounder_strength: float = 0.0,
         seed: int = 0,
         **loader_kwargs: Any,
     ) -> None:
@@ -109,12 +110,13 @@ class VideoConfoundedDataModule(VideoDataModule):
             motion=motion,
             spread=spread,
             distractor=distractor,
+            hidden_confounder_strength=hidden_confounder_strength,
             seed=seed,
         )
 
     def _load(self) -> CausalSample:
         s = simulate_videos(**self.sim_kwargs)
-        return CausalSample(s.videos, s.treatment, s.outcome, s.confounders, s.true_ate)
+        return CausalSample(s.videos, s.treatment, s.outcome, s.confounders, s.true_ate, confounder_names=CONFOUNDERS)
 
 
 class VideoFilesDataModule(VideoDataModule):
