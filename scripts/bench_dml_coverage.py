@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from causal_engine.dml.benchmark import worker_init
-from causal_engine.dml.coverage import STUDIES, load_records, run_study, summarise
+from causal_engine.dml.coverage import STUDIES, fill_rho_one, load_records, run_study, summarise
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,20 +33,24 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="replicates run at once, one process each")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     parser.add_argument("--out", type=Path, help="default: outputs/dml_coverage_<study>")
-    parser.add_argument("--summary", action="store_true", help="summarise OUT's replicates; run nothing")
+    parser.add_argument("--summary", action="store_true", help="summarise OUT's replicates; fit nothing")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. dml.k_folds=3")
     args = parser.parse_args()
     out = args.out or REPO / "outputs" / f"dml_coverage_{args.study}"
-    if args.summary:
-        print(summarise(load_records(out)))
-        return
     worker_init(args.threads)
-    seeds = range(args.first_seed, args.first_seed + args.replicates)
-    strengths = args.strengths if args.study == "sensitivity" else [None]
-    records = run_study(args.study, seeds, strengths, args.overrides, out, workers=args.workers, threads=args.threads)
+    if args.summary:
+        records = load_records(out)
+    else:
+        seeds = range(args.first_seed, args.first_seed + args.replicates)
+        strengths = args.strengths if args.study == "sensitivity" else [None]
+        records = run_study(
+            args.study, seeds, strengths, args.overrides, out, workers=args.workers, threads=args.threads
+        )
+    fill_rho_one(records, out)
     table = summarise(sorted(records, key=lambda r: (r["strength"] or 0.0, r["seed"])))
-    command = ".venv/bin/python scripts/bench_dml_coverage.py " + " ".join(sys.argv[1:])
-    (out / "results.md").write_text(f"# bench_dml_coverage {args.study}\n\n`{command}`\n\n{table}\n")
+    if not args.summary:
+        command = ".venv/bin/python scripts/bench_dml_coverage.py " + " ".join(sys.argv[1:])
+        (out / "results.md").write_text(f"# bench_dml_coverage {args.study}\n\n`{command}`\n\n{table}\n")
     print(table)
 
 

@@ -29,6 +29,10 @@ def test_sensitivity_replicate_benchmarks_the_brightness_and_bounds_the_hidden_c
     prefix = "dml/sensitivity/benchmark/"
     assert m[f"{prefix}ci_low"] <= m[f"{prefix}theta_lower"] <= m["dml/ate"] <= m[f"{prefix}theta_upper"]
     assert m[f"{prefix}cf_y"] > 0.0  # the brightness moves the outcome
+    # With the gaps fully aligned (rho = 1) the bounds can only widen; they come from the saved folds.
+    low, high, ci_low, ci_high = record["rho_one"]
+    assert low <= m[f"{prefix}theta_lower"] and m[f"{prefix}theta_upper"] <= high
+    assert ci_low <= m[f"{prefix}ci_low"] and m[f"{prefix}ci_high"] <= ci_high
     # Two strengths, the second replicate made to miss everywhere: the counts are exact.
     far = record | {"strength": 2.0, "metrics": m | {"dml/true_ate": m[f"{prefix}ci_high"] + 1.0}}
     table = summarise([record, far])
