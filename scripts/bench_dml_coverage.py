@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from causal_engine.dml.benchmark import worker_init
-from causal_engine.dml.coverage import STUDIES, fill_rho_one, load_records, run_study, summarise
+from causal_engine.dml.coverage import STUDIES, fill_scenarios, load_records, run_study, summarise
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,7 @@ def main() -> None:
         records = run_study(
             args.study, seeds, strengths, args.overrides, out, workers=args.workers, threads=args.threads
         )
-    fill_rho_one(records, out)
+    fill_scenarios(records, out)
     table = summarise(sorted(records, key=lambda r: (r["strength"] or 0.0, r["seed"])))
     if not args.summary:
         command = ".venv/bin/python scripts/bench_dml_coverage.py " + " ".join(sys.argv[1:])

@@ -77,7 +77,7 @@ def test_crossfit_writes_sensitivity_heterogeneity_and_tensorboard(compose, tmp_
     # x2 explains outcome variance, so leaving it out raises the outcome's residual variance.
     assert saved["dml/sensitivity/benchmark/cf_y"] > 0.0
     assert (out / "sensitivity_benchmark" / "rep0" / "fold0" / "outcome").is_dir()  # the refit has its own dir
-    # ... and the bounds an omitted confounder as strong as x2 would give.
+    # ... and the bounds an omitted confounder as strong as x2 would give (at the configured rho = 1).
     bench = Benchmark(*(saved[f"dml/sensitivity/benchmark/{k}"] for k in ("cf_y", "cf_d", "rho", "delta_theta")))
     at_bench = dict(zip(BOUND_NAMES, benchmark_bounds([elements], bench), strict=True))
     for key, value in at_bench.items():

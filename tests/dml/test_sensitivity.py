@@ -134,13 +134,13 @@ def test_doubleml_sensitivity_benchmark_reproduces_our_gain_statistics(table, sc
     got = [ours.cf_y, ours.cf_d, ours.rho, ours.delta_theta]
     np.testing.assert_allclose(got, theirs[["cf_y", "cf_d", "rho", "delta_theta"]].to_numpy()[0], rtol=1e-9, atol=1e-12)
     assert ours.cf_y > 0.0 and ours.delta_theta > 0.0  # x3 confounds upwards: leaving it out inflates θ
-    # DoubleML's workflow: the bounds at the benchmarked strengths (|rho|: the bound is symmetric in its sign).
+    # DoubleML's workflow: the bounds at the benchmarked strengths and rho (|rho|: the bound is symmetric in its sign).
     # (A strength clipped to 1, as the att's cf_d here, is taken at RV_MAX: the bounds are infinite at 1.)
     cf_y, cf_d, rho = (min(theirs.iloc[0][k], RV_MAX) for k in ("cf_y", "cf_d", "rho"))
     model.sensitivity_analysis(cf_y=cf_y, cf_d=cf_d, rho=abs(rho), level=0.95)
     params = model.sensitivity_params
     want = [params[kind][end][0] for kind in ("theta", "ci") for end in ("lower", "upper")]
-    got = benchmark_bounds([_elements(score, frame, long, normalize)], ours, level=0.95)
+    got = benchmark_bounds([_elements(score, frame, long, normalize)], ours, rho=abs(ours.rho), level=0.95)
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
 
 
@@ -148,7 +148,8 @@ def test_benchmark_bounds_take_a_clipped_strength_as_the_largest_finite_one(tabl
     frame, _, long, _ = table
     reps = [_elements("ate", frame, long)]
     clipped = Benchmark(cf_y=1.0, cf_d=0.2, rho=-0.5, delta_theta=-0.1)
-    assert benchmark_bounds(reps, clipped) == bounds(reps, RV_MAX, 0.2, 0.5)
+    assert benchmark_bounds(reps, clipped) == bounds(reps, RV_MAX, 0.2, 1.0)
+    assert benchmark_bounds(reps, clipped, rho=0.5) == bounds(reps, RV_MAX, 0.2, 0.5)
 
 
 def test_a_negative_orthogonal_nu2_falls_back_to_the_riesz_representer_square(table):

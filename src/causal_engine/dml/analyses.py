@@ -4,7 +4,7 @@
   cf_d, rho}`, robustness values, a contour figure; with `dml.sensitivity.benchmark=[cols]` the nuisances are
   refitted without that covariate group on the same folds (same plan, same seeds) and the strengths the group
   would have as an omitted confounder are reported, as DoubleML's `sensitivity_benchmark`, with the bounds
-  an omitted confounder that strong would give.
+  an omitted confounder that strong would give (at `dml.sensitivity.rho`).
 - Heterogeneous effects (`causal_engine.dml.heterogeneity`): GATEs for the groups of a table column
   (`dml.gate.groups`; with `dml.gate.quantiles=q`, a numeric column split at its sample quantiles) and the BLP
   of the CATE on columns (`dml.blp.covariates`): covariates, or any column of a `data=table`, as CSV, figure
@@ -106,7 +106,7 @@ def sensitivity(cfg: DictConfig, out: CrossfitResult) -> dict[str, float]:
         short = run_crossfit(short_cfg, sample=without_features(out.sample, group))
         bench = benchmark(reps, sensitivity_reps(dml, short.sample, short.predictions))
         # The bounds if the omitted confounder were as strong as the group: what the benchmark is for.
-        at_bench = benchmark_bounds(reps, bench, level=dml.level)
+        at_bench = benchmark_bounds(reps, bench, rho=conf.rho, level=dml.level)
         metrics |= bench.as_metrics() | dict(zip(BOUND_NAMES, at_bench, strict=True))
         marks["+".join(group)] = (bench.cf_y, bench.cf_d)
         log.info(

@@ -291,12 +291,14 @@ def benchmark(long: Sequence[SensitivityElements], short: Sequence[SensitivityEl
 
 
 def benchmark_bounds(
-    reps: Sequence[SensitivityElements], bench: Benchmark, level: float = 0.95
+    reps: Sequence[SensitivityElements], bench: Benchmark, rho: float = 1.0, level: float = 0.95
 ) -> tuple[float, float, float, float]:
     """(θ_lower, θ_upper, ci_low, ci_high) if the omitted confounder were as strong as the benchmarked group: `bounds`
-    at its cf_y, cf_d and |ρ| (DoubleML's workflow after `sensitivity_benchmark`). A strength the benchmark clipped
-    to 1 is taken as RV_MAX, the largest the bounds are finite at."""
-    return bounds(reps, min(bench.cf_y, RV_MAX), min(bench.cf_d, RV_MAX), abs(bench.rho), level)
+    at its cf_y and cf_d and the given ρ, the point the contour marks. ρ = 1 (`dml.sensitivity.rho`'s default),
+    not the group's own ρ: that estimate understates the alignment of a confounder as strong, and its bounds
+    under-cover (docs/jepa_dml.md, Results). A strength the benchmark clipped to 1 is taken as RV_MAX, the largest
+    the bounds are finite at."""
+    return bounds(reps, min(bench.cf_y, RV_MAX), min(bench.cf_d, RV_MAX), rho, level)
 
 
 def contour_grid(
