@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="default: outputs/dml_coverage_<study>")
     parser.add_argument("--summary", action="store_true", help="summarise OUT's replicates; fit nothing")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. dml.k_folds=3")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # the study, options and overrides in any order
     out = args.out or REPO / "outputs" / f"dml_coverage_{args.study}"
     worker_init(args.threads)
     if args.summary:
