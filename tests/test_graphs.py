@@ -108,11 +108,11 @@ def test_sid_counts_wrong_adjustments_exactly_on_a_chain():
     collider[0, 2] = collider[1, 2] = collider[3, 4] = 1
     cpdag = collider.copy()
     cpdag[4, 3] = 1
-    distance = structural_intervention_distance(collider, cpdag)
+    distance = structural_intervention_distance(collider, cpdag, cpdag=True)
     assert 0.0 <= distance < structural_intervention_distance(collider, np.zeros((5, 5)))
 
 
-def test_sid_breaks_a_predicted_cycle_at_its_weakest_edge_and_skips_skeletons():
+def test_sid_breaks_a_predicted_cycle_at_its_weakest_edge():
     true = np.zeros((3, 3))
     true[0, 1] = true[1, 2] = 1
     cyclic = true.copy()
@@ -120,4 +120,7 @@ def test_sid_breaks_a_predicted_cycle_at_its_weakest_edge_and_skips_skeletons():
     score = np.full((3, 3), 0.9)
     score[2, 0] = 0.6  # the cycle closer is the weakest edge: dropping it leaves the true chain
     assert structural_intervention_distance(true, cyclic, score) == 0.0
-    assert np.isnan(structural_intervention_distance(true, true + true.T))  # a skeleton orients nothing
+    both = true + true.T  # each pair both ways: as a DAG answer the weaker direction goes, as a CPDAG it stays
+    score[1, 0] = score[2, 1] = 0.1
+    assert structural_intervention_distance(true, both, score) == 0.0
+    assert structural_intervention_distance(true, both, cpdag=True) > 0.0

@@ -136,32 +136,32 @@ def greedy_dag(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     return adjacency
 
 
-def structural_intervention_distance(true: np.ndarray, pred: np.ndarray, score: np.ndarray | None = None) -> float:
+def structural_intervention_distance(
+    true: np.ndarray, pred: np.ndarray, score: np.ndarray | None = None, cpdag: bool = False
+) -> float:
     """Normalised structural intervention distance (Peters & Buehlmann 2015) of a predicted graph [D, D] to the
     true DAG [D, D], in [0, 1]: the share of ordered pairs (i, j) whose effect of do(x_i) on x_j the predicted
     graph would estimate with a wrong adjustment set, so errors that change answers count and harmless ones do
     not (SHD counts both alike).
 
     Computed by gadjid's parent adjustment distance (Henckel, Wuertzen & Weichwald 2024), which equals the SID for
-    a DAG and extends it to CPDAGs: a pair predicted in both directions is an undirected edge. Directed cycles
-    in the prediction are broken first by dropping its lowest-`score` edges (`greedy_dag`), since only an acyclic
-    answer has adjustment sets. NaN for a prediction with undirected edges only (a skeleton orients nothing) or
-    one gadjid rejects (a mixed graph that is no valid CPDAG).
+    a DAG and extends it to CPDAGs. A `cpdag` prediction (PC, GES) keeps a pair predicted in both directions as
+    an undirected edge (NaN if gadjid cannot read it as a CPDAG); any other prediction is made a DAG first by
+    dropping, most probable first, each edge that would close a cycle (`greedy_dag` over `score`), since only an
+    acyclic answer has adjustment sets.
     """
     import gadjid  # the baselines extra: a benchmark metric, not needed to train or run a model
 
     pred = np.asarray(pred) != 0
     np.fill_diagonal(pred, False)
-    undirected = pred & pred.T
-    directed = pred & ~undirected
-    if undirected.any() and not directed.any():
-        return float("nan")
-    if directed.any():
+    if cpdag:
+        undirected = pred & pred.T
+        graph = (pred & ~undirected).astype(np.int8) + 2 * np.triu(undirected).astype(np.int8)
+    else:
         ranks = np.zeros(pred.shape)
-        s = np.asarray(score if score is not None else pred, dtype=float)[directed]
-        ranks[directed] = 1.0 + np.argsort(np.argsort(s, kind="stable"), kind="stable")  # 1..E, larger = kept first
-        directed = greedy_dag(ranks, 0.0) != 0
-    graph = directed.astype(np.int8) + 2 * np.triu(undirected).astype(np.int8)
+        s = np.asarray(score if score is not None else pred, dtype=float)[pred]
+        ranks[pred] = 1.0 + np.argsort(np.argsort(s, kind="stable"), kind="stable")  # 1..E: kept highest first
+        graph = (greedy_dag(ranks, 0.0) != 0).astype(np.int8)
     try:
         normalised, _ = gadjid.parent_aid(
             (np.asarray(true) != 0).astype(np.int8), graph, edge_direction="from row to column"

@@ -3,9 +3,9 @@
 Used by `task=compare` (e.g. the tour's PFN stop: the shipped checkpoint against PC on fresh graphs) and by
 `scripts/bench_discovery.py`. Edge metrics pool every off-diagonal pair of a set's graphs; SHD is the mean per
 graph; a CPDAG's undirected edge counts as both directions. SID is the mean normalised structural intervention
-distance per graph (`graphs.structural_intervention_distance`: a CPDAG's undirected edges stay undirected,
-a predicted cycle loses its lowest-scored edges, a skeleton method has none). Delta RMSE is in observational
-z-units over non-intervened nodes.
+distance per graph (`graphs.structural_intervention_distance`: PC's and GES's undirected edges stay undirected,
+any other answer is made a DAG by dropping its lowest-scored cycle closers; none for a skeleton score). Delta
+RMSE is in observational z-units over non-intervened nodes.
 
 Timing (`s_per_graph`), the same for every method: CPU seconds of the calling process (`time.process_time`:
 every thread's time, so one thread's time when the benchmarks pin one thread everywhere; unlike wall time it
@@ -59,8 +59,9 @@ def _nanmean(values: Sequence[float]) -> float:
     return float(np.mean(defined)) if defined else float("nan")
 
 
-def edge_scores(results: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, float]:
-    """Pooled AUROC/AUPRC/F1 and mean SHD and SID over (scores, predicted, true) per graph."""
+def edge_scores(results: list[tuple[np.ndarray, np.ndarray, np.ndarray]], method: str = "") -> dict[str, float]:
+    """Pooled AUROC/AUPRC/F1 and mean SHD and SID over (scores, predicted, true) per graph of `method` (its name
+    says whether the answer is a CPDAG, a DAG or a skeleton without SID)."""
     scores, preds, trues, shds, sids = [], [], [], [], []
     for score, pred, true in results:
         d = true.shape[0]
@@ -70,7 +71,8 @@ def edge_scores(results: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dic
         trues.append(torch.tensor(true[off], dtype=torch.long))
         mask = torch.ones(1, d, dtype=torch.bool)
         shds.append(float(M.shd(torch.tensor(pred)[None], torch.tensor(true)[None], mask)[0]))
-        sids.append(structural_intervention_distance(true, pred, score))
+        if method not in SKELETONS:
+            sids.append(structural_intervention_distance(true, pred, score, cpdag=method in CPDAGS))
     s, p, t = torch.cat(scores), torch.cat(preds), torch.cat(trues)
     return {
         "shd": float(np.mean(shds)),
@@ -134,7 +136,7 @@ def run_method(name: str, batches: list) -> dict[str, float]:
             seconds += time.process_time() - start
             graphs += 1
             results.append((score, pred, g.adjacency))
-    return {**edge_scores(results), "delta_rmse": float("nan"), "s_per_graph": seconds / graphs}
+    return {**edge_scores(results, name), "delta_rmse": float("nan"), "s_per_graph": seconds / graphs}
 
 
 def compare(
@@ -198,6 +200,9 @@ SCALE_FREE = frozenset({"PC", "GES", "NOTEARS", "abs-corr", "partial-corr"})
 # Methods that only differ from another on interventional data (GIES without regimes is GES): run on sets with
 # regimes only.
 REGIMES_ONLY = frozenset({"GIES"})
+# Methods whose answer is a CPDAG (undirected edges kept for the SID), or an unoriented skeleton (no SID).
+CPDAGS = frozenset({"PC", "GES", "GIES"})
+SKELETONS = frozenset({"abs-corr", "partial-corr"})
 # Methods whose scores are edge probabilities: their calibration (ECE) is reported.
 PROBABILISTIC = frozenset({"causal PFN", "causal PFN (uncalibrated)", "boosted"})
 
@@ -240,7 +245,9 @@ def table_auroc(score: np.ndarray, true: np.ndarray) -> float:
     return float(binary_auroc(torch.tensor(score[off], dtype=torch.float32), t))
 
 
-def score_tables(method: EdgeMethod, tables: Sequence[GraphData], probabilistic: bool = False) -> dict[str, Any]:
+def score_tables(
+    method: EdgeMethod, tables: Sequence[GraphData], probabilistic: bool = False, name: str = ""
+) -> dict[str, Any]:
     """Pooled edge metrics (`edge_scores`), mean seconds per table, each table's AUROC (`per_table`), and for a
     `probabilistic` method the expected calibration error and reliability bins of the pooled pairs (`ece`,
     `reliability`; NaN and None otherwise)."""
@@ -251,7 +258,7 @@ def score_tables(method: EdgeMethod, tables: Sequence[GraphData], probabilistic:
         seconds += time.process_time() - start
         results.append((score, pred, g.adjacency))
         aurocs.append(table_auroc(score, g.adjacency))
-    row = {**edge_scores(results), "s_per_graph": seconds / len(tables), "per_table": aurocs}
+    row = {**edge_scores(results, name), "s_per_graph": seconds / len(tables), "per_table": aurocs}
     row["ece"], row["reliability"] = float("nan"), None
     if probabilistic:
         off = [~np.eye(t.shape[0], dtype=bool) for _, _, t in results]
@@ -317,8 +324,8 @@ def out_of_prior(
                 raw, std = cached
             else:
                 probabilistic = name in PROBABILISTIC
-                raw = score_tables(method, tables, probabilistic)
-                std = raw if name in SCALE_FREE else score_tables(method, standardised, probabilistic)
+                raw = score_tables(method, tables, probabilistic, name)
+                std = raw if name in SCALE_FREE else score_tables(method, standardised, probabilistic, name)
                 if file is not None:
                     file.parent.mkdir(parents=True, exist_ok=True)
                     partial = file.with_suffix(".part")
