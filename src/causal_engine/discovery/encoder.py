@@ -29,6 +29,7 @@ Pairwise features for the ordered pair (i, j), i the candidate parent, j the can
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -99,6 +100,29 @@ def standardise(batch: DiscoveryBatch) -> Standardised:
     )
 
 
+BLOCK = 1 << 16  # elements per block of the large per-sample and per-pair passes (see `blocks`)
+
+
+def blocks(graphs: int, rows: int, row_size: int) -> Iterator[tuple[slice, slice]]:
+    """(graphs, rows) slices that cut a [graphs, rows, row_size] computation into blocks of about BLOCK elements:
+    whole graphs when a graph fits in a block, else one graph's rows in groups.
+
+    The largest passes of inference (every interventional sample, every ordered pair of nodes) run block by
+    block: a block's temporaries stay in cache and are small enough for the allocator to reuse, where a fresh
+    multi-megabyte temporary per operation costs page faults that take longer than the arithmetic.
+    """
+    per_graph = rows * row_size
+    if per_graph <= BLOCK:
+        step = BLOCK // max(per_graph, 1)
+        for g in range(0, graphs, step):
+            yield slice(g, g + step), slice(None)
+        return
+    step = max(1, BLOCK // row_size)
+    for g in range(graphs):
+        for i in range(0, rows, step):
+            yield slice(g, g + 1), slice(i, i + step)
+
+
 @dataclass
 class _Columns:
     """A batch in the units its statistics are computed in (observational z-units or normal scores)."""
@@ -111,15 +135,22 @@ class _Columns:
     regime_values: Tensor  # [B, R, d] do-values; zero off the targets and on padding nodes
 
 
-def _regime_stats(samples: Tensor, batch: DiscoveryBatch) -> tuple[Tensor, Tensor, Tensor]:
-    """Masked mean and log-std over the samples of every regime, `samples` [B, d, R, S_int] -> [B, d, R] each,
-    and whether a regime has a spread, [B, R]. The variance is two-pass, because a regime's near-constant
-    columns (saturated nodes) would lose every digit to cancellation in E[z^2] - E[z]^2."""
-    w = (batch.int_sample_mask & batch.regime_mask[:, :, None]).float()[:, None]  # [B, 1, R, S_int]
-    n = w.sum(-1)  # [B, 1, R]
-    mean = torch.linalg.vecdot(samples, w) / n.clamp_min(1.0)  # [B, d, R]
-    var = torch.linalg.vecdot((samples - mean[..., None]).square_(), w) / (n - 1).clamp_min(1)
-    return mean, 0.5 * torch.log(var + 1e-4), (n.squeeze(1) > 1).float()  # a spread needs 2 rows
+def _sample_weights(batch: DiscoveryBatch) -> tuple[Tensor, Tensor]:
+    """Weights [B, R, S_int] (1 for a real row of a real regime) and the rows per regime [B, R]."""
+    w = (batch.int_sample_mask & batch.regime_mask[:, :, None]).float()
+    return w, w.sum(-1)
+
+
+def _regime_stats(samples: Tensor, w: Tensor, n: Tensor) -> tuple[Tensor, Tensor]:
+    """Weighted mean and log-std over the samples of every regime: `samples` [..., R, S_int] with weights `w`
+    and their sums `n` broadcastable to it -> [..., R] each. Overwrites `samples`.
+
+    The variance is two-pass, because a regime's near-constant columns (saturated nodes) would lose every
+    digit to cancellation in E[z^2] - E[z]^2.
+    """
+    mean = torch.linalg.vecdot(samples, w) / n.clamp_min(1.0)  # [..., R]
+    var = torch.linalg.vecdot(samples.sub_(mean[..., None]).square_(), w) / (n - 1).clamp_min(1)
+    return mean, 0.5 * torch.log(var + 1e-4)
 
 
 def _zscore_columns(batch: DiscoveryBatch, mean: Tensor, std: Tensor) -> _Columns:
@@ -128,9 +159,10 @@ def _zscore_columns(batch: DiscoveryBatch, mean: Tensor, std: Tensor) -> _Column
     # Quartiles by sorting (torch.quantile refuses inputs above 16M elements; users' tables can be large).
     ordered, order = _z(batch.observational, m, scale).sort(1)  # [B, S, d]
     interventional = _z(batch.interventional, m[:, None], scale[:, None])  # [B, R, S_int, d]
-    r_mean, r_logstd, r_ok = _regime_stats(interventional.permute(0, 3, 1, 2), batch)
+    w, n = _sample_weights(batch)
+    r_mean, r_logstd = _regime_stats(interventional.permute(0, 3, 1, 2), w[:, None], n[:, None])  # [B, d, R]
     regime_values = _z(batch.regime_values, m, scale * (batch.regime_targets & batch.node_mask[:, None]))
-    return _Columns(ordered, order, r_mean, r_logstd, r_ok, regime_values)
+    return _Columns(ordered, order, r_mean, r_logstd, (n > 1).float(), regime_values)
 
 
 def _rank_scores(s: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -141,41 +173,26 @@ def _rank_scores(s: int, dtype: torch.dtype, device: torch.device) -> tuple[Tens
     return z[1::2], z[0::2]
 
 
-def _search(columns: Tensor, values: Tensor, chunk: int = 1 << 16) -> Tensor:
-    """Where every value v of `values` [B, d, N] falls in its column's sorted sample: the flat index
-    (b d + j)(S + 1) + n_below(v) into a [B d (S + 1)] table, n_below(v) = entries < v (torch.searchsorted).
+def _search(columns: Tensor, values: Tensor) -> Tensor:
+    """Where every value v of `values` [..., N] falls in its column's sorted sample: the index
+    c (S + 1) + n_below(v) into the flattened [..., S + 1], c the column's flat index and n_below(v) the number
+    of the column's entries < v (what torch.searchsorted counts).
 
-    `columns` [B, d, S + 1] holds each column's sorted sample in its first S entries (the last is padding,
-    never read). A branch-free binary search: the count lies in [pos, pos + n], and every step halves n with
-    one gather and one comparison, the same steps for every value. torch.searchsorted branches per value
-    instead and mispredicts on samples in random order; this is 2-3x faster on the interventional samples, the
-    largest input of the copula features. The values go through in chunks with reused buffers, which stay in
-    cache and spare a fresh allocation (page faults) per step.
+    `columns` [..., S + 1] (contiguous) holds each column's sorted sample in its first S entries; the last is
+    padding, never read. A branch-free binary search: the count lies in [pos, pos + n], and each step halves n
+    with one gather and one comparison, the same steps for every value. torch.searchsorted branches per value
+    instead and mispredicts on samples in random order; this is 2-3x faster on the interventional samples.
     """
-    b, d, s1 = columns.shape
-    flat = columns.reshape(-1)
-    start = torch.arange(0, b * d * s1, s1, dtype=torch.int32, device=values.device)  # [B d] column offsets
-    pos = start.view(b, d, 1).expand(values.shape).flatten()  # [B d N] (a copy: the result)
-    flat_values = values.reshape(-1)
-    # The steps (offset, jump): if the entry at pos + offset is < v, pos += jump. The count lies in [pos, pos + n]
-    # and each step halves n; the last one compares the entry at pos itself.
-    steps, n = [], s1 - 1
+    s1 = columns.shape[-1]
+    flat = columns.view(-1)
+    start = torch.arange(0, flat.numel(), s1, dtype=torch.int32, device=values.device)  # column offsets
+    pos = start.view(*columns.shape[:-1], 1).expand(values.shape).contiguous()  # [..., N]
+    # Each step (offset, jump): where the entry at pos + offset is < v, pos += jump. The last compares pos itself.
+    n = s1 - 1
     while n > 1:
-        steps.append((n // 2, n // 2))
+        pos.add_(flat.index_select(0, (pos + n // 2).view(-1)).view(values.shape) < values, alpha=n // 2)
         n -= n // 2
-    steps.append((0, 1))
-    size = min(chunk, pos.numel())
-    at, probe = torch.empty_like(pos[:size]), torch.empty_like(flat_values[:size])
-    below = torch.empty(size, dtype=torch.bool, device=values.device)
-    for i in range(0, pos.numel(), chunk):
-        p, v = pos[i : i + chunk], flat_values[i : i + chunk]
-        k = len(p)
-        for offset, jump in steps:
-            torch.add(p, offset, out=at[:k])
-            torch.index_select(flat, 0, at[:k], out=probe[:k])
-            torch.lt(probe[:k], v, out=below[:k])
-            p.add_(below[:k], alpha=jump)
-    return pos.view(values.shape)
+    return pos.add_(flat.index_select(0, pos.view(-1)).view(values.shape) < values)
 
 
 def _copula_columns(batch: DiscoveryBatch) -> _Columns:
@@ -186,8 +203,8 @@ def _copula_columns(batch: DiscoveryBatch) -> _Columns:
     strictly increasing transform of a column (units, log, ranks themselves) gives the same scores.
 
     A score is a function of a count in 0..S, so it is read from a table of S + 1 scores per column (zero on
-    padding nodes) at the index `_search` returns; the samples are laid out column by column for the search,
-    which is also the layout the regime statistics read them in.
+    padding nodes) at the index `_search` returns. The interventional samples go column by column, the layout
+    of the search and of the regime statistics, in blocks (`blocks`): their scores never exist all at once.
     """
     b, s, d = batch.observational.shape
     _, r, s_int, _ = batch.interventional.shape
@@ -195,18 +212,19 @@ def _copula_columns(batch: DiscoveryBatch) -> _Columns:
     node = batch.node_mask.to(raw_sorted.dtype)  # [B, d]
     ladder, between = _rank_scores(s, raw_sorted.dtype, raw_sorted.device)  # [S], [S + 1]
     columns = F.pad(raw_sorted.transpose(1, 2), (0, 1))  # [B, d, S + 1]
-    table = (between * node[..., None]).view(-1)  # [B d (S + 1)]
+    table = between * node[..., None]  # [B, d, S + 1]
 
-    def score(values: Tensor) -> Tensor:  # [B, d, N] -> normal scores [B, d, N]
-        return table.index_select(0, _search(columns, values).view(-1)).view(values.shape)
-
-    by_column = batch.interventional.permute(0, 3, 1, 2).reshape(b, d, r * s_int).contiguous()  # [B, d, R S_int]
-    samples = score(by_column).view(b, d, r, s_int)
-    r_mean, r_logstd, r_ok = _regime_stats(samples, batch)
-    regime_values = score(batch.regime_values.transpose(1, 2).contiguous()).transpose(1, 2)  # [B, R, d]
-    regime_values = regime_values * batch.regime_targets
+    w, n = _sample_weights(batch)  # [B, R, S_int], [B, R]
+    r_mean, r_logstd = torch.empty(b, d, r, device=node.device), torch.empty(b, d, r, device=node.device)
+    for g, j in blocks(b, d, r * s_int):
+        values = batch.interventional[g, ..., j].permute(0, 3, 1, 2).flatten(2).contiguous()  # [b', d', R S_int]
+        at = _search(columns[g, j], values).view(-1)
+        samples = table[g, j].reshape(-1).index_select(0, at).view(*values.shape[:2], r, s_int)
+        r_mean[g, j], r_logstd[g, j] = _regime_stats(samples, w[g, None], n[g, None])
+    at = _search(columns, batch.regime_values.transpose(1, 2).contiguous()).view(-1)  # [B d R]
+    regime_values = table.view(-1).index_select(0, at).view(b, d, r).transpose(1, 2) * batch.regime_targets
     ordered = ladder.view(1, s, 1) * node[:, None]  # [B, S, d]
-    return _Columns(ordered, order, r_mean, r_logstd, r_ok, regime_values)
+    return _Columns(ordered, order, r_mean, r_logstd, (n > 1).float(), regime_values)
 
 
 def _corr_pair(columns: _Columns, node: Tensor) -> tuple[Tensor, Tensor]:
