@@ -220,7 +220,7 @@ def _copula_columns(batch: DiscoveryBatch) -> _Columns:
     table = between * node[..., None]  # [B, d, S + 1]
 
     w, n = _sample_weights(batch)  # [B, R, S_int], [B, R]
-    r_mean, r_logstd, regime_values = (torch.empty(b, d, r, device=node.device) for _ in range(3))  # [B, d, R]
+    r_mean, r_logstd, regime_values = (node.new_empty(b, d, r) for _ in range(3))  # [B, d, R]
     for g, j in blocks(b, d, r * (s_int + 1)):
         # Every column's samples, regime by regime, then its R do-values: [b', d', R S_int + R].
         values = torch.cat(
