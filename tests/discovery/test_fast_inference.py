@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from causal_engine.discovery import encoder
+from causal_engine.discovery import encoder, models
 from causal_engine.discovery.batch import DiscoveryBatch
 from causal_engine.discovery.checkpoint import load_pfn
 from causal_engine.discovery.discover import predict
@@ -183,7 +183,7 @@ def test_shipped_checkpoint_reads_the_reference_features() -> None:
         torch.testing.assert_close(net.context(batch).edge_logits, expected, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("block", [encoder.BLOCK, 100])
+@pytest.mark.parametrize("block", [models.EDGE_BLOCK, 100])
 def test_edge_head_equals_the_mlp_on_the_concatenated_input(block: int, monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     net = ModelA(d_model=32, n_heads=4, n_layers=1, n_delta_layers=1).eval()
@@ -191,7 +191,7 @@ def test_edge_head_equals_the_mlp_on_the_concatenated_input(block: int, monkeypa
     p, c = net.parent(h), net.child(h)
     joint = torch.cat([p[:, :, None] + c[:, None, :], pair], -1)  # [B, d, d, D + F]
     expected = p @ c.mT / 32**0.5 + net.edge_mlp(joint).squeeze(-1)
-    monkeypatch.setattr(encoder, "BLOCK", block)  # 100: a few rows of one graph per block
+    monkeypatch.setattr(models, "EDGE_BLOCK", block)  # 100: a few rows of one graph per block
     with torch.no_grad():
         torch.testing.assert_close(net.edge_head(h, pair), expected, atol=1e-5, rtol=1e-5)
 

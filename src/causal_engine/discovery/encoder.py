@@ -103,21 +103,22 @@ def standardise(batch: DiscoveryBatch) -> Standardised:
 BLOCK = 1 << 16  # elements per block of the large per-sample and per-pair passes (see `blocks`)
 
 
-def blocks(graphs: int, rows: int, row_size: int) -> Iterator[tuple[slice, slice]]:
-    """(graphs, rows) slices that cut a [graphs, rows, row_size] computation into blocks of about BLOCK elements:
-    whole graphs when a graph fits in a block, else one graph's rows in groups.
+def blocks(graphs: int, rows: int, row_size: int, size: int | None = None) -> Iterator[tuple[slice, slice]]:
+    """(graphs, rows) slices that cut a [graphs, rows, row_size] computation into blocks of about `size`
+    elements (default BLOCK): whole graphs when a graph fits in a block, else one graph's rows in groups.
 
     The largest passes of inference (every interventional sample, every ordered pair of nodes) run block by
     block: a block's temporaries stay in cache and are small enough for the allocator to reuse, where a fresh
     multi-megabyte temporary per operation costs page faults that take longer than the arithmetic.
     """
+    size = size or BLOCK
     per_graph = rows * row_size
-    if per_graph <= BLOCK:
-        step = BLOCK // max(per_graph, 1)
+    if per_graph <= size:
+        step = size // max(per_graph, 1)
         for g in range(0, graphs, step):
             yield slice(g, g + step), slice(None)
         return
-    step = max(1, BLOCK // row_size)
+    step = max(1, size // row_size)
     for g in range(graphs):
         for i in range(0, rows, step):
             yield slice(g, g + 1), slice(i, i + step)
