@@ -19,3 +19,27 @@ def test_dowhy_case_scores_contrasts_with_the_treatments_coefficient():
     resid = case.frame.y.to_numpy() - design @ coef
     se = np.sqrt(resid.var(ddof=4) * np.linalg.inv(design.T @ design)[3, 3])
     assert abs(coef[3] - 1.0) < 4 * se
+
+
+def test_main_tables_every_case_in_the_results_file_by_its_latest_record(tmp_path, monkeypatch):
+    import json
+
+    from causal_engine.intervene import benchmark
+
+    def fake(case, out):  # a record of the benchmark's shape, without fitting
+        cols = ["default_seconds", "default_do_rmse", "generous_do_rmse", "do_ratio", "default_cf_rmse",
+                "generous_cf_rmse", "cf_ratio", "default_do_coverage", "default_cf_coverage", "converged"]  # fmt: skip
+        return {"case": case.name, "n": len(case.frame), "epochs": 1, **dict.fromkeys(cols, 0.5)}
+
+    monkeypatch.setattr(benchmark, "bench_case", fake)
+    monkeypatch.setattr(
+        benchmark, "CASES", {name: benchmark.CASES[name] for name in ("nonlin_simpson", "chain3_nonlin")}
+    )
+    (tmp_path / "results.jsonl").write_text(json.dumps({**fake(benchmark.zoo_case("chain3_nonlin", 20, 0), None),
+                                                        "default_do_rmse": 9.0}) + "\n")  # fmt: skip
+    benchmark.main(["nonlin_simpson"], 20, 0, tmp_path)
+    benchmark.main(["chain3_nonlin"], 20, 0, tmp_path)
+    rows = [line for line in (tmp_path / "README.md").read_text().splitlines() if line.startswith("| ")][1:]
+    assert [row.split(" | ")[0] for row in rows] == ["| nonlin_simpson", "| chain3_nonlin"]  # CASES order
+    assert "9.000" not in (tmp_path / "README.md").read_text()  # chain3_nonlin's earlier record is replaced
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 3  # appended, never rewritten
