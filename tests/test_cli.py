@@ -37,6 +37,10 @@ def test_a_default_run_prints_no_lightning_banners_and_ends_with_its_summary(tmp
     console = result.stdout + result.stderr
     for banner in ("GPU available", "TPU available", "Tip:", "LeafSpec", "Loaded model weights"):
         assert banner not in console, banner
+    # Lightning's layer table and its footer are off; one line gives the model's size instead.
+    for footer in ("Modules in eval mode", "Total params", "Trainable params"):
+        assert footer not in console, footer
+    assert "InterveneModule: 5.0 K parameters" in result.stdout
     assert "causal-engine: done" in result.stdout and "test/do_rmse" in result.stdout
     assert f"outputs:     {tmp_path / 'run'}/" in result.stdout
 

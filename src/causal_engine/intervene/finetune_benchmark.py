@@ -39,8 +39,7 @@ ARMS = [*(f"{net}/{stage}" for net in NETS for stage in ("pretrained", "finetune
 # The CLI's trainer without logger, progress bar or checkpoints, so every arm is scored with its final weights
 # (early stopping on the observational val/loss), as in scripts/bench_intervene.py: the best-val/loss
 # checkpoint the CLI tests would select the fine-tuned network's least fine-tuned epoch.
-LEAN = ["~logger", "callbacks.lr_monitor=null", "callbacks.progress_bar=null", "callbacks.model_checkpoint=null",
-        "trainer.enable_model_summary=false"]  # fmt: skip
+LEAN = ["~logger", "callbacks.lr_monitor=null", "callbacks.progress_bar=null", "callbacks.model_checkpoint=null"]
 
 
 def _compose(scm: str, seed: int, run_dir: Path, n_test: int, extra: Sequence[str] = ()):
