@@ -125,9 +125,7 @@ def table_batch(
         query = torch.cat([x_obs] * len(parsed))  # [Q, d], one block of observational rows per query
         query_targets = torch.cat([t for t, _ in asked])
         query_values = torch.cat([v for _, v in asked])
-        labels = pd.DataFrame(
-            {"query": np.repeat(list(parsed), len(obs_rows)), "row": np.tile(obs_rows, len(parsed))}
-        )
+        labels = pd.DataFrame({"query": np.repeat(list(parsed), len(obs_rows)), "row": np.tile(obs_rows, len(parsed))})
     batch = DiscoveryBatch(
         observational=x_obs[None],
         interventional=inter,
