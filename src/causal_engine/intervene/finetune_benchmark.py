@@ -39,7 +39,13 @@ ARMS = [*(f"{net}/{stage}" for net in NETS for stage in ("pretrained", "finetune
 # The CLI's trainer without logger, progress bar or checkpoints: every arm is scored with its final weights, as in
 # scripts/bench_intervene.py. The arms that fit do rows only (fine-tuned, scratch) hold out the same share of
 # them and stop on their loss (`finetune.DO_MONITOR`); the structural arm stops on the observational val/loss.
-LEAN = ["~logger", "callbacks.lr_monitor=null", "callbacks.progress_bar=null", "callbacks.model_checkpoint=null"]
+LEAN = [
+    "~logger",
+    "callbacks.lr_monitor=null",
+    "callbacks.progress_bar=null",
+    "callbacks.model_checkpoint=null",
+    "callbacks.last_checkpoint=null",
+]
 
 
 def _compose(scm: str, seed: int, run_dir: Path, n_test: int, extra: Sequence[str] = ()):
