@@ -69,7 +69,7 @@ from causal_engine.metrics import binned_calibration_error  # noqa: E402
 from causal_engine.train import compose  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-COLUMNS = ("shd", "auroc", "auprc", "f1", "delta_rmse", "s_per_graph", "s_with_deltas")
+COLUMNS = ("shd", "sid", "auroc", "auprc", "f1", "delta_rmse", "s_per_graph", "s_with_deltas")
 
 
 def fmt(value: float, key: str) -> str:
@@ -186,7 +186,7 @@ def main() -> None:
                 continue
             rows.append((method, name, {**run_method(method, batches), "s_with_deltas": float("nan")}))
             print(f"{name:16s} {method:10s} done", flush=True)
-        nan = dict.fromkeys(("shd", "auroc", "auprc", "f1", "s_per_graph", "s_with_deltas"), float("nan"))
+        nan = dict.fromkeys(("shd", "sid", "auroc", "auprc", "f1", "s_per_graph", "s_with_deltas"), float("nan"))
         rows.append(("zero delta", name, {**nan, "delta_rmse": delta_rmse(batches, zero_delta)}))
         rows.append(("mean-shift delta", name, {**nan, "delta_rmse": delta_rmse(batches, mean_shift_delta)}))
 

@@ -3,6 +3,8 @@
 OMP_NUM_THREADS=1 nice -n 10 python scripts/bench_query.py --n 1000 --out outputs/bench_query
 OMP_NUM_THREADS=1 nice -n 10 python scripts/bench_query.py --graphs --n 500 --out outputs/bench_query_graphs
     (--graphs: answer error with the true graph vs data.graph_path=discover, and the SHD of the graph used)
+OMP_NUM_THREADS=1 nice -n 10 python scripts/bench_query.py --n 500 --cases chain3_nonlin --trace 10
+    (--trace E: also score each point fit's answers every E epochs into runs/<case>/<arm>/trace.jsonl)
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_query"))
     parser.add_argument("--graphs", action="store_true", help="true graph vs data.graph_path=discover")
+    parser.add_argument("--trace", type=int, default=0, metavar="E", help="score the answers every E epochs")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    print((graph_comparison if args.graphs else main)(args.cases, args.n, args.seed, args.out))
+    if args.graphs:
+        print(graph_comparison(args.cases, args.n, args.seed, args.out))
+    else:
+        print(main(args.cases, args.n, args.seed, args.out, args.trace))

@@ -5,11 +5,11 @@
     python scripts/train_pfn_checkpoint.py --steps 300 --state-dir /tmp/pfn_smoke --val-every 100   # a smoke run
 
 All state (Lightning checkpoints, CSV logs, the test metrics) lives in `--state-dir`, outside the repository.
-Lightning writes `last.ckpt` at every validation, so the job can be killed at any moment and the same command
-resumes it from there (optimizer, schedule, step and the data stream included: batch k is a pure function of
-the seed and k). It is `causal-engine experiment=pfn` with the broad prior, a node curriculum up to
-`--max-nodes`, copula features, a cosine learning-rate decay over `--steps`, validation every `--val-every`
-steps on the fixed in-prior set (`data.val_set`, broad prior), and the best validation AUROC kept.
+`last.ckpt` is written at every validation (`conf/callbacks/last_checkpoint.yaml`), so the job can be killed at
+any moment and the same command resumes it from there (optimizer, schedule, step and the data stream included:
+batch k is a pure function of the seed and k). It is `causal-engine experiment=pfn` with the broad prior, a
+node curriculum up to `--max-nodes`, copula features, a cosine learning-rate decay over `--steps`, validation
+every `--val-every` steps on the fixed in-prior set (`data.val_set`, broad prior), and the best validation AUROC kept.
 
 `--export-only` writes the best checkpoint's weights without Lightning or Hydra objects:
 `{"net_spec": {target, kwargs}, "state_dict": ..., "meta": {...}}` (what

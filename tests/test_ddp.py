@@ -95,9 +95,7 @@ def _check_crossfit_outputs(out: Path, cfg: DictConfig) -> list[np.ndarray]:
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert np.isfinite(metrics["dml/ate"]) and metrics["dml/se"] > 0
-    elements = score_elements(
-        "ate", sample.outcome, sample.treatment, g0=oof["g0"], g1=oof["g1"], m=oof["m"], trim=cfg.dml.trim
-    )
+    elements = score_elements("ate", sample.outcome, sample.treatment, oof, trim=cfg.dml.trim)
     expected = aggregate("ate", [elements], level=cfg.dml.level)
     assert metrics["dml/ate"] == pytest.approx(expected.estimate, rel=1e-12, abs=1e-12)
     assert metrics["dml/se"] == pytest.approx(expected.se, rel=1e-12)

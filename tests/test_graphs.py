@@ -10,9 +10,11 @@ import torch
 
 from causal_engine.graphs import (
     descendants,
+    greedy_dag,
     notears,
     reachability,
     reachable,
+    structural_intervention_distance,
     topological_generations,
     topological_order,
 )
@@ -82,3 +84,43 @@ def test_reachable_from_sources_agrees_with_the_closure() -> None:
     closure = descendants(adjacency)  # [B, d, d]
     expected = sources | (sources.float() @ closure.float() > 0)
     assert torch.equal(reachable(adjacency, order, sources), expected)
+
+
+def test_greedy_dag_keeps_the_most_probable_edges_and_skips_cycle_closers():
+    probs = np.zeros((3, 3))
+    probs[0, 1], probs[1, 0], probs[1, 2], probs[2, 0], probs[0, 2] = 0.9, 0.8, 0.7, 0.6, 0.4
+    # 0->1 kept; 1->0 closes 0->1->0; 1->2 kept; 2->0 closes 0->1->2->0; 0->2 is below the threshold
+    expected = np.zeros((3, 3))
+    expected[0, 1] = expected[1, 2] = 1.0
+    assert (greedy_dag(probs, 0.5) == expected).all()
+
+
+def test_sid_counts_wrong_adjustments_exactly_on_a_chain():
+    # truth 0 -> 1 -> 2. Predicting nothing gets every causal pair's effect wrong: (0,1), (0,2), (1,2) are
+    # non-zero effects the empty graph calls zero; the reverse pairs are zero in both: 3 of 6 ordered pairs.
+    true = np.zeros((3, 3))
+    true[0, 1] = true[1, 2] = 1
+    assert structural_intervention_distance(true, np.zeros((3, 3))) == 0.5
+    assert structural_intervention_distance(true, true) == 0.0
+    # a CPDAG: the collider 0 -> 2 <- 1 oriented, the edge 3 - 4 undirected (truth 3 -> 4); it scores, and
+    # better than guessing no edges
+    collider = np.zeros((5, 5))
+    collider[0, 2] = collider[1, 2] = collider[3, 4] = 1
+    cpdag = collider.copy()
+    cpdag[4, 3] = 1
+    distance = structural_intervention_distance(collider, cpdag, cpdag=True)
+    assert 0.0 <= distance < structural_intervention_distance(collider, np.zeros((5, 5)))
+
+
+def test_sid_breaks_a_predicted_cycle_at_its_weakest_edge():
+    true = np.zeros((3, 3))
+    true[0, 1] = true[1, 2] = 1
+    cyclic = true.copy()
+    cyclic[2, 0] = 1
+    score = np.full((3, 3), 0.9)
+    score[2, 0] = 0.6  # the cycle closer is the weakest edge: dropping it leaves the true chain
+    assert structural_intervention_distance(true, cyclic, score) == 0.0
+    both = true + true.T  # each pair both ways: as a DAG answer the weaker direction goes, as a CPDAG it stays
+    score[1, 0] = score[2, 1] = 0.1
+    assert structural_intervention_distance(true, both, score) == 0.0
+    assert structural_intervention_distance(true, both, cpdag=True) > 0.0

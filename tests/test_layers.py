@@ -1,7 +1,7 @@
 """The package is layered: every import points down (or within its own system), never up or sideways.
 
     plumbing (train, tables, interventions, metrics, plots, seeding, errors, graphs, config, profiling,
-    convergence)
+    convergence, sweeps)
       -> scm -> {discovery, jepa} -> {dml, intervene} -> run, tour, costs, __main__
 
 Siblings in a system tier are independent systems and may not import each other; plumbing modules may use one
@@ -31,6 +31,7 @@ PLUMBING = (
     "config",
     "profiling",
     "convergence",
+    "sweeps",
 )
 TIERS: dict[str, int] = {
     **dict.fromkeys(PLUMBING, 0),

@@ -44,3 +44,13 @@ def test_fit_resumes_from_last_checkpoint(compose):
     adam_step = next(iter(second["optimizer_states"][0]["state"].values()))["step"]
     assert int(adam_step) == steps + 2
     assert "test/er_d10/shd" in metrics
+
+
+def test_last_checkpoint_follows_every_validation_not_only_improvements(compose):
+    # No best checkpoint is ever kept (save_top_k=0), as when the monitored metric stops improving: last.ckpt
+    # must still hold the final step, or a killed run would resume from its last improvement.
+    cfg = compose([*SMALL, "trainer.max_steps=4", "callbacks.model_checkpoint.save_top_k=0"])
+    run(cfg)
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 4
+    assert not list(last.parent.glob("best-*.ckpt"))

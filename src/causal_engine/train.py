@@ -24,6 +24,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.model_summary import get_human_readable_count
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from causal_engine.errors import UserError
@@ -110,6 +112,16 @@ def quiet_lightning() -> None:
     )
 
 
+class ParameterCount(Callback):
+    """One line with the model's size when its fit starts (after `setup`, where some modules build their network),
+    in place of Lightning's layer table (`trainer.enable_model_summary`, off by default)."""
+
+    @rank_zero_only
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        count = sum(p.numel() for p in pl_module.parameters())
+        log.info("%s: %s parameters", type(pl_module).__name__, get_human_readable_count(count).strip())
+
+
 def build_trainer(
     cfg: DictConfig, *, subdir: str | None = None, extra_callbacks: Sequence[Callback] = (), **overrides: Any
 ) -> L.Trainer:
@@ -172,7 +184,7 @@ def fit(cfg: DictConfig, test: bool = True) -> dict[str, float]:
     """
     datamodule: L.LightningDataModule = instantiate(cfg.data, _convert_="all")
     model: L.LightningModule = instantiate(cfg.model, _convert_="all")
-    trainer = build_trainer(cfg)
+    trainer = build_trainer(cfg, extra_callbacks=[ParameterCount()])
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = collect_metrics(trainer)
     if test and not trainer.interrupted:

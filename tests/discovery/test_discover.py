@@ -83,7 +83,7 @@ def test_discover_writes_graph_edges_heatmap_metrics_and_deltas(run_experiment, 
     deltas = pd.read_csv(out / "deltas.csv")
     assert len(deltas) == 80 and list(deltas.columns) == ["query", "row", "X1", "X2", "X3"]
     assert deltas["query"].tolist() == ["set_x1"] * 40 + ["nudge_x2"] * 40
-    assert deltas["row"].tolist() == list(range(1, 41)) * 2
+    assert deltas["row"].tolist() == list(range(40)) * 2
     table = chain_table()
     set_x1, nudge_x2 = deltas.iloc[:40], deltas.iloc[40:]
     assert np.allclose(set_x1["X1"], 5.0 - table["X1"][:40], atol=1e-3)  # the intervened variable: exact
@@ -91,6 +91,15 @@ def test_discover_writes_graph_edges_heatmap_metrics_and_deltas(run_experiment, 
     assert metrics["discover/num_regimes"] == 2 and metrics["discover/num_variables"] == 3
     assert {"discover/shd", "discover/auroc", "discover/f1"} <= set(metrics)
     assert 0 <= metrics["discover/shd"] <= 3
+
+
+def test_delta_rows_are_the_tables_row_positions_from_zero() -> None:
+    # Interventional rows first, so a row's label differs from its place among the observational rows.
+    table = chain_table().iloc[::-1].reset_index(drop=True)
+    regime = table.pop("regime")
+    batch, labels = table_batch(table, regime_targets(regime, list(table.columns)), queries={"q": {"X1": 1.0}})
+    assert labels["row"].tolist() == list(range(20, 60))  # as task=query's counterfactual.csv numbers them
+    np.testing.assert_array_equal(batch.query[0].numpy(), table.iloc[labels["row"]].to_numpy(dtype=np.float32))
 
 
 def test_regimes_split_by_target_and_value() -> None:
@@ -102,7 +111,7 @@ def test_regimes_split_by_target_and_value() -> None:
     assert batch.regime_values[0, :, 0].tolist() == [3.0, 7.0, 0.0]
     assert batch.int_sample_mask[0].sum(1).tolist() == [5, 5, 10]
     assert batch.query.shape == (1, 40, 3) and batch.query_targets[0, :, 2].all()
-    assert labels["row"].tolist() == list(range(1, 41))  # queries are the observational rows (1-based)
+    assert labels["row"].tolist() == list(range(40))  # queries are the observational rows (positions from 0)
 
 
 def test_a_multi_target_row_is_one_regime_on_every_named_variable() -> None:

@@ -1,30 +1,44 @@
 """The fast inference path computes the same function as the straightforward one.
 
 The shipped checkpoint was trained on features computed by the reference code below (a second argsort for
-ranks, torch.quantile-style quartiles from a sort, masked copies for regime statistics, the edge MLP on the
-concatenated input). The vectorised encoder and edge head must reproduce them up to float rounding, or the
-checkpoint's predictions would change.
+ranks, torch.quantile-style quartiles, normal scores from Phi^-1 of counted ranks, masked copies for regime
+statistics, the edge MLP on the concatenated input). The vectorised encoder (branch-free search, score tables,
+blocks) and edge head must reproduce them up to float rounding, or the checkpoint's predictions would change.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 from torch import Tensor
 
+from causal_engine.discovery import encoder, models
 from causal_engine.discovery.batch import DiscoveryBatch
+from causal_engine.discovery.checkpoint import load_pfn
 from causal_engine.discovery.discover import predict
-from causal_engine.discovery.encoder import context_features, query_features
+from causal_engine.discovery.encoder import blocks, context_features, query_features
 from causal_engine.discovery.models import ModelA, ModelD, ModelE, PFNNet
 
 from .conftest import no_regimes, small_batch
 
 CLIP, EPS = 50.0, 1e-6
+SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints" / "pfn.pt"
 
 
-def reference_features(batch: DiscoveryBatch, shrinkage: float) -> tuple[Tensor, Tensor, Tensor]:
+def copula_scores(batch: DiscoveryBatch) -> tuple[Tensor, Tensor, Tensor]:
+    """Observational, interventional and do-values as normal scores, counted the straightforward way: a row of
+    rank r scores Phi^-1((r + 1) / (S + 1)), any other value v Phi^-1((#{observations < v} + 1/2) / (S + 1))."""
+    obs, s = batch.observational, batch.observational.shape[1]
+    ranks = obs.argsort(1).argsort(1).float()  # ties in the order of torch's default sort, as the encoder
+    below = (batch.interventional[..., None, :] > obs[:, None, None]).sum(-2)  # [B, R, S_int, d]
+    below_do = (batch.regime_values[:, :, None] > obs[:, None]).sum(-2)  # [B, R, d]
+    return tuple(torch.special.ndtri(c / (s + 1)) for c in (ranks + 1, below + 0.5, below_do + 0.5))
+
+
+def reference_features(batch: DiscoveryBatch, shrinkage: float, space: str = "zscore") -> tuple[Tensor, ...]:
     """Node [B, d, 7], query [B, Q, d, 3] and pair [B, d, d, 12] features, written the straightforward way."""
     node = batch.node_mask.float()
     mean, std = batch.observational.mean(1), batch.observational.std(1).clamp_min(EPS)  # [B, d]
@@ -38,6 +52,10 @@ def reference_features(batch: DiscoveryBatch, shrinkage: float) -> tuple[Tensor,
     query = z(batch.query, m, s, node[:, None])
     q_values = z(batch.query_values, m, s, (batch.query_targets & batch.node_mask[:, None]).float())
     r_values = z(batch.regime_values, m, s, (batch.regime_targets & batch.node_mask[:, None]).float())
+    if space == "copula":
+        obs, inter, r_values = copula_scores(batch)
+        obs, inter = obs * node[:, None], inter * node[:, None, None]
+        r_values = r_values * (batch.regime_targets & batch.node_mask[:, None]).float()
     eye = torch.eye(batch.num_nodes)
 
     q = torch.quantile(obs, torch.tensor([0.25, 0.5, 0.75]), dim=1)  # [3, B, d]
@@ -105,14 +123,19 @@ def saturated(batch: DiscoveryBatch) -> DiscoveryBatch:
     )
 
 
-@pytest.mark.parametrize(
-    "batch",
-    [small_batch(), small_batch(sizes=(12,), graphs=3, seed=3), no_regimes(small_batch()), saturated(small_batch())],
-    ids=["padded_mixed_sizes", "d12", "no_regimes", "ties_and_units"],
-)
-def test_vectorised_features_equal_the_reference_features(batch: DiscoveryBatch) -> None:
-    node, query, pair = reference_features(batch, shrinkage=0.2)
-    ctx = context_features(batch, shrinkage=0.2)
+BATCHES = {
+    "padded_mixed_sizes": small_batch(),
+    "d12": small_batch(sizes=(12,), graphs=3, seed=3),
+    "no_regimes": no_regimes(small_batch()),
+    "ties_and_units": saturated(small_batch()),
+}
+
+
+@pytest.mark.parametrize("space", ["zscore", "copula"])
+@pytest.mark.parametrize("batch", BATCHES.values(), ids=BATCHES.keys())
+def test_vectorised_features_equal_the_reference_features(batch: DiscoveryBatch, space: str) -> None:
+    node, query, pair = reference_features(batch, 0.2, space)
+    ctx = context_features(batch, 0.2, space)
     b = batch
     fast_query = query_features(b.query, b.query_targets, b.query_values, ctx.mean, ctx.std, b.node_mask)
     torch.testing.assert_close(ctx.node, node, atol=1e-5, rtol=1e-5)
@@ -120,13 +143,55 @@ def test_vectorised_features_equal_the_reference_features(batch: DiscoveryBatch)
     torch.testing.assert_close(ctx.pair, pair, atol=1e-5, rtol=1e-5)
 
 
-def test_edge_head_equals_the_mlp_on_the_concatenated_input() -> None:
+@pytest.mark.parametrize("space", ["zscore", "copula"])
+def test_features_in_small_blocks_equal_one_block(space: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    batch = saturated(small_batch(sizes=(5, 9), graphs=2, seed=4))
+    whole = context_features(batch, 0.2, space)
+    monkeypatch.setattr(encoder, "BLOCK", 7)  # a few columns of one graph per block
+    cut = context_features(batch, 0.2, space)
+    torch.testing.assert_close(cut.node, whole.node, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(cut.pair, whole.pair, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize(("graphs", "rows", "row_size"), [(5, 3, 2), (4, 9, 1000), (3, 4, 1 << 16), (2, 6, 0)])
+def test_blocks_cover_every_row_of_every_graph_once(graphs: int, rows: int, row_size: int) -> None:
+    seen = torch.zeros(graphs, rows, dtype=torch.long)
+    for g, i in blocks(graphs, rows, row_size):
+        seen[g, i] += 1
+        assert seen[g, i].numel() * row_size <= encoder.BLOCK or seen[g, i].numel() == 1  # a row is never cut
+    assert bool((seen == 1).all())
+
+
+@pytest.mark.parametrize("s", [1, 2, 3, 7, 64, 100])
+def test_search_counts_the_entries_below_like_searchsorted(s: int) -> None:
+    generator = torch.Generator().manual_seed(s)
+    sample = torch.randint(-3, 4, (2, 3, s), generator=generator).float().sort(-1).values  # ties included
+    values = torch.cat([torch.randint(-5, 6, (2, 3, 40), generator=generator).float(), sample], -1)
+    columns = torch.nn.functional.pad(sample, (0, 1), value=float("nan"))  # the padding entry is never read
+    offsets = torch.arange(6).view(2, 3, 1) * (s + 1)
+    got = encoder._search(columns, values)
+    assert torch.equal(got.long() - offsets, torch.searchsorted(sample, values))
+
+
+def test_shipped_checkpoint_reads_the_reference_features() -> None:
+    """The shipped weights give the same edge logits from the fast path as from the reference features."""
+    net = load_pfn(SHIPPED)
+    batch = small_batch(sizes=(6, 11), graphs=2, seed=5)
+    node, _, pair = reference_features(batch, net.encoder.shrinkage, net.encoder.feature_space)
+    with torch.inference_mode():
+        _, expected = net.structure(net.encoder.node_proj(node), pair, batch.node_mask)
+        torch.testing.assert_close(net.context(batch).edge_logits, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("block", [models.EDGE_BLOCK, 100])
+def test_edge_head_equals_the_mlp_on_the_concatenated_input(block: int, monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     net = ModelA(d_model=32, n_heads=4, n_layers=1, n_delta_layers=1).eval()
     h, pair = torch.randn(3, 9, 32), torch.randn(3, 9, 9, 12)
     p, c = net.parent(h), net.child(h)
     joint = torch.cat([p[:, :, None] + c[:, None, :], pair], -1)  # [B, d, d, D + F]
     expected = p @ c.mT / 32**0.5 + net.edge_mlp(joint).squeeze(-1)
+    monkeypatch.setattr(models, "EDGE_BLOCK", block)  # 100: a few rows of one graph per block
     with torch.no_grad():
         torch.testing.assert_close(net.edge_head(h, pair), expected, atol=1e-5, rtol=1e-5)
 

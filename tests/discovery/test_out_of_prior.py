@@ -37,7 +37,7 @@ def test_top_k_agreement_counts_shared_top_pairs() -> None:
 
 def test_goals_compare_the_pfn_with_each_baseline_per_table() -> None:
     def row(method: str, auroc: float, shd: float, per_table: list[float], scaling: str = "raw") -> dict:
-        metrics = {"auroc": auroc, "auprc": auroc / 2, "shd": shd, "s_per_graph": 0.1, "ece": 0.02}
+        metrics = {"auroc": auroc, "auprc": auroc / 2, "shd": shd, "sid": 0.3, "s_per_graph": 0.1, "ece": 0.02}
         metrics["per_table"] = per_table
         return {"method": method, "set": "s", "scaling": scaling, **metrics}
 
@@ -100,10 +100,22 @@ def test_bench_out_of_prior_quick_mode_writes_its_tables(tmp_path: Path) -> None
         assert set(rows.loc[rows["method"] == method, "set"]) == sets
     assert set(rows.loc[rows["method"] == "GIES", "set"]) == {"sempler-linear+int"}
     assert rows["auroc"].between(0, 1).all() and (rows["shd"] >= 0).all()
+    # SID for every graph-valued answer: the PFN's DAG always, PC's CPDAG where it orients an edge; never for
+    # a skeleton score
+    assert rows.loc[rows["method"] == "causal PFN", "sid"].between(0, 1).all()
+    assert rows.loc[rows["method"] == "PC", "sid"].between(0, 1).any()
+    assert rows.loc[rows["method"] == "abs-corr", "sid"].isna().all()
     per_table = pd.read_csv(out / "per_table.csv")
     assert len(per_table) == 2 * len(rows)
     readme = (out / "README.md").read_text()
-    for text in ("--out-of-prior", "Monotone transforms", "auroc_minus_boosted", "share_ahead_of_abs_corr", "ECE"):
+    for text in (
+        "--out-of-prior",
+        "Monotone transforms",
+        "auroc_minus_boosted",
+        "share_ahead_of_abs_corr",
+        "ECE",
+        "SID",
+    ):
         assert text in readme
     assert (out / "reliability.png").stat().st_size > 0
     # the classical baselines are cached per set, the PFN and the boosted model never are

@@ -1,8 +1,15 @@
-"""Shared helpers for the DML tests."""
+"""Shared helpers for the DML tests: a tiny crossfit config, linear out-of-fold predictions, and DoubleML fitted
+on those same predictions (the cross-check of our scores, sensitivity bounds and group effects)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from doubleml import DoubleMLData, DoubleMLIRM, DoubleMLPLR
+from sklearn.linear_model import LinearRegression, LogisticRegression
 
 
 def table_overrides(path: Path) -> list[str]:
@@ -18,3 +25,43 @@ def table_overrides(path: Path) -> list[str]:
         "logger=csv",
         "dml.k_folds=3",
     ]
+
+
+def linear_out_of_fold(x: np.ndarray, d: np.ndarray, y: np.ndarray, folds: list) -> dict[str, np.ndarray]:
+    """Out-of-fold g0, g1, m, ell [n] each from linear (logistic for m) learners on the given folds."""
+    out = {key: np.zeros(len(y)) for key in ("g0", "g1", "m", "ell")}
+    for train, test in folds:
+        for arm, key in ((0, "g0"), (1, "g1")):
+            rows = train[d[train] == arm]
+            out[key][test] = LinearRegression().fit(x[rows], y[rows]).predict(x[test])
+        out["m"][test] = LogisticRegression().fit(x[train], d[train]).predict_proba(x[test])[:, 1]
+        out["ell"][test] = LinearRegression().fit(x[train], y[train]).predict(x[test])
+    return out
+
+
+def doubleml_with(
+    score: str, frame: pd.DataFrame, folds: list, preds: dict[str, np.ndarray], normalize: bool = False
+) -> tuple[Any, dict[str, np.ndarray]]:
+    """DoubleML's PLR or IRM on `frame` (outcome y, treatment d, the other columns covariates), fitted with our
+    predictions `preds` on our folds; returns the model and the external predictions it was given."""
+    covariates = [c for c in frame.columns if c not in ("y", "d")]
+    data = DoubleMLData(frame, y_col="y", d_cols="d", x_cols=covariates)
+    if score == "plr":
+        model = DoubleMLPLR(
+            data, LinearRegression(), LinearRegression(), n_folds=len(folds), draw_sample_splitting=False
+        )
+        external = {"ml_l": preds["ell"][:, None], "ml_m": preds["m"][:, None]}
+    else:
+        model = DoubleMLIRM(
+            data,
+            LinearRegression(),
+            LogisticRegression(),
+            n_folds=len(folds),
+            score={"ate": "ATE", "att": "ATTE"}[score],
+            normalize_ipw=normalize,
+            draw_sample_splitting=False,
+        )
+        external = {key: preds[key[3:]][:, None] for key in ("ml_g0", "ml_g1", "ml_m")}
+    model.set_sample_splitting(folds)
+    model.fit(external_predictions={"d": external})
+    return model, external

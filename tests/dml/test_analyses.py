@@ -65,7 +65,7 @@ def test_crossfit_writes_sensitivity_heterogeneity_and_tensorboard(compose, tmp_
     # The bounds are those of the stored out-of-fold predictions, at the configured strengths.
     oof = load_out_of_fold(out, 240)
     frame = pd.read_csv(path)
-    elements = sensitivity_elements("ate", frame.y.to_numpy(), frame.t.to_numpy(), **oof)
+    elements = sensitivity_elements("ate", frame.y.to_numpy(), frame.t.to_numpy(), oof)
     expected = sensitivity_analysis([elements], cf_y=0.03, cf_d=0.03, rho=1.0, level=0.95).as_metrics()
     for key, value in expected.items():
         assert saved[key] == pytest.approx(value, rel=1e-12), key

@@ -3,13 +3,13 @@
 import numpy as np
 import pandas as pd
 import pytest
-from doubleml import DoubleMLData, DoubleMLIRM, DoubleMLPLR
-from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.model_selection import KFold
 
 from causal_engine.dml.heterogeneity import blp, gate, quantile_groups
 from causal_engine.dml.scores import estimate
 from causal_engine.errors import UserError
+
+from .conftest import doubleml_with, linear_out_of_fold
 
 K = 3
 
@@ -22,37 +22,26 @@ def _simulate(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray,
     return x, d, y
 
 
-def _oof(x: np.ndarray, d: np.ndarray, y: np.ndarray, folds: list) -> dict[str, np.ndarray]:
-    out = {key: np.zeros(len(y)) for key in ("g0", "g1", "m", "ell")}
-    for train, test in folds:
-        for arm, key in ((0, "g0"), (1, "g1")):
-            rows = train[d[train] == arm]
-            out[key][test] = LinearRegression().fit(x[rows], y[rows]).predict(x[test])
-        out["m"][test] = LogisticRegression().fit(x[train], d[train]).predict_proba(x[test])[:, 1]
-        out["ell"][test] = LinearRegression().fit(x[train], y[train]).predict(x[test])
-    return out
-
-
 @pytest.fixture(scope="module")
 def fitted():
     rng = np.random.default_rng(3)
     x, d, y = _simulate(rng, 500)
     folds = list(KFold(K, shuffle=True, random_state=1).split(x))
     groups = np.where(x[:, 0] > 0.5, "high", np.where(x[:, 0] < -0.5, "low", "mid"))
-    return x, d, y, folds, _oof(x, d, y, folds), groups
+    return x, d, y, folds, linear_out_of_fold(x, d, y, folds), groups
 
 
 def _doubleml(score: str, x, d, y, folds, preds):
     frame = pd.DataFrame(x, columns=["x1", "x2"]).assign(y=y, d=d)
-    data = DoubleMLData(frame, y_col="y", d_cols="d", x_cols=["x1", "x2"])
-    if score == "plr":
-        model = DoubleMLPLR(data, LinearRegression(), LinearRegression(), n_folds=K, draw_sample_splitting=False)
-        external = {"ml_l": preds["ell"][:, None], "ml_m": preds["m"][:, None]}
-    else:
-        model = DoubleMLIRM(data, LinearRegression(), LogisticRegression(), n_folds=K, draw_sample_splitting=False)
-        external = {key: preds[key[3:]][:, None] for key in ("ml_g0", "ml_g1", "ml_m")}
-    model.set_sample_splitting(folds)
-    return model.fit(external_predictions={"d": external})
+    return doubleml_with(score, frame, folds, preds)[0]
+
+
+def _assert_same_coefficients(ours, theirs) -> None:
+    """Our LinearEffects equal DoubleML's coefficients, standard errors and 95 % intervals."""
+    np.testing.assert_allclose(ours.estimate, theirs.coef, rtol=1e-9)
+    np.testing.assert_allclose(ours.se, theirs.se, rtol=1e-9)
+    ci = theirs.confint(level=0.95).to_numpy()
+    np.testing.assert_allclose(np.column_stack([ours.ci_low, ours.ci_high]), ci[:, [0, 2]], rtol=1e-9)
 
 
 @pytest.mark.parametrize("score", ["ate", "plr"])
@@ -61,10 +50,7 @@ def test_doubleml_gate_reproduces_our_group_effects(fitted, score):
     theirs = _doubleml(score, x, d, y, folds, preds).gate(pd.DataFrame({"g": groups}))
     ours = gate(score, y, d, groups, [preds])
     assert ours.names == ("high", "low", "mid") and sum(ours.counts) == len(y)
-    np.testing.assert_allclose(ours.estimate, theirs.coef, rtol=1e-9)
-    np.testing.assert_allclose(ours.se, theirs.se, rtol=1e-9)
-    ci = theirs.confint(level=0.95).to_numpy()
-    np.testing.assert_allclose(np.column_stack([ours.ci_low, ours.ci_high]), ci[:, [0, 2]], rtol=1e-9)
+    _assert_same_coefficients(ours, theirs)
 
 
 @pytest.mark.parametrize("score", ["ate", "plr"])
@@ -74,10 +60,7 @@ def test_doubleml_cate_reproduces_our_best_linear_projection(fitted, score):
     theirs = _doubleml(score, x, d, y, folds, preds).cate(basis)
     ours = blp(score, y, d, x, [preds], names=["x1", "x2"])
     assert ours.names == ("intercept", "x1", "x2")
-    np.testing.assert_allclose(ours.estimate, theirs.coef, rtol=1e-9)
-    np.testing.assert_allclose(ours.se, theirs.se, rtol=1e-9)
-    ci = theirs.confint(level=0.95).to_numpy()
-    np.testing.assert_allclose(np.column_stack([ours.ci_low, ours.ci_high]), ci[:, [0, 2]], rtol=1e-9)
+    _assert_same_coefficients(ours, theirs)
 
 
 @pytest.mark.parametrize("score", ["ate", "plr"])
@@ -92,7 +75,7 @@ def test_one_group_holding_every_row_is_the_average_effect(fitted, score):
 
 def test_repetitions_aggregate_like_the_main_estimate(fitted):
     x, d, y, _, preds, groups = fitted
-    other = _oof(x, d, y, list(KFold(K, shuffle=True, random_state=2).split(x)))
+    other = linear_out_of_fold(x, d, y, list(KFold(K, shuffle=True, random_state=2).split(x)))
     both = gate("ate", y, d, groups, [preds, other, preds])
     first, second = gate("ate", y, d, groups, [preds]), gate("ate", y, d, groups, [other])
     np.testing.assert_array_equal(both.estimate, first.estimate)  # the median of (a, b, a) is a
@@ -133,7 +116,8 @@ def test_gate_confidence_intervals_cover_the_true_group_effects():
     gate_hits, slope_hits = [], []
     for _ in range(reps):
         x, d, y = _simulate(rng, n)
-        preds = _oof(x, d, y, list(KFold(2, shuffle=True, random_state=int(rng.integers(1 << 31))).split(x)))
+        folds = list(KFold(2, shuffle=True, random_state=int(rng.integers(1 << 31))).split(x))
+        preds = linear_out_of_fold(x, d, y, folds)
         effects = gate("ate", y, d, x[:, 0] > 0, [preds])
         gate_hits.extend((effects.ci_low <= truth) & (truth <= effects.ci_high))
         slope = blp("ate", y, d, x[:, 0], [preds])

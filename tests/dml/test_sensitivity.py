@@ -3,8 +3,6 @@
 import numpy as np
 import pandas as pd
 import pytest
-from doubleml import DoubleMLData, DoubleMLIRM, DoubleMLPLR
-from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.model_selection import KFold
 
 from causal_engine.dml.scores import estimate
@@ -20,20 +18,10 @@ from causal_engine.dml.sensitivity import (
 )
 from causal_engine.errors import UserError
 
+from .conftest import doubleml_with, linear_out_of_fold
+
 N, K = 600, 3
 COLUMNS = ["x1", "x2", "x3"]
-
-
-def _oof(x: np.ndarray, d: np.ndarray, y: np.ndarray, folds: list) -> dict[str, np.ndarray]:
-    """Out-of-fold g0, g1, m, ell from linear learners on the given folds."""
-    out = {key: np.zeros(len(y)) for key in ("g0", "g1", "m", "ell")}
-    for train, test in folds:
-        for arm, key in ((0, "g0"), (1, "g1")):
-            rows = train[d[train] == arm]
-            out[key][test] = LinearRegression().fit(x[rows], y[rows]).predict(x[test])
-        out["m"][test] = LogisticRegression().fit(x[train], d[train]).predict_proba(x[test])[:, 1]
-        out["ell"][test] = LinearRegression().fit(x[train], y[train]).predict(x[test])
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +32,8 @@ def table():
     d = (rng.uniform(size=N) < 1 / (1 + np.exp(-(0.8 * x[:, 0] + 0.6 * x[:, 2])))).astype(float)
     y = 0.5 * d + x[:, 0] + 0.3 * x[:, 1] + 0.7 * x[:, 2] + d * x[:, 1] + rng.normal(size=N)
     folds = list(KFold(K, shuffle=True, random_state=0).split(x))
-    long = _oof(x, d, y, folds)
-    short = _oof(x[:, :2], d, y, folds)
+    long = linear_out_of_fold(x, d, y, folds)
+    short = linear_out_of_fold(x[:, :2], d, y, folds)
     # Make the clipping bite, on rows whose arm keeps the weights moderate (a treated row at m = 0.01 would
     # drive the orthogonal ν² negative: that case has its own test).
     control, treated = np.flatnonzero(d == 0)[:2], np.flatnonzero(d == 1)[:2]
@@ -57,25 +45,7 @@ def table():
 def _doubleml(score: str, frame: pd.DataFrame, folds: list, preds: dict, normalize: bool = False):
     """DoubleML with our predictions. It clips both tails; our ATT clips only the upper one, so for the ATT the
     cross-check starts from propensities whose lower tail is already at the trim (the same input for both)."""
-    preds = _att_input(score, preds)
-    data = DoubleMLData(frame, y_col="y", d_cols="d", x_cols=COLUMNS)
-    if score == "plr":
-        model = DoubleMLPLR(data, LinearRegression(), LinearRegression(), n_folds=K, draw_sample_splitting=False)
-        external = {"ml_l": preds["ell"][:, None], "ml_m": preds["m"][:, None]}
-    else:
-        model = DoubleMLIRM(
-            data,
-            LinearRegression(),
-            LogisticRegression(),
-            n_folds=K,
-            score={"ate": "ATE", "att": "ATTE"}[score],
-            normalize_ipw=normalize,
-            draw_sample_splitting=False,
-        )
-        external = {key: preds[key[3:]][:, None] for key in ("ml_g0", "ml_g1", "ml_m")}
-    model.set_sample_splitting(folds)
-    model.fit(external_predictions={"d": external})
-    return model, external
+    return doubleml_with(score, frame, folds, _att_input(score, preds), normalize)
 
 
 def _att_input(score: str, preds: dict) -> dict:
@@ -85,16 +55,7 @@ def _att_input(score: str, preds: dict) -> dict:
 
 def _elements(score: str, frame: pd.DataFrame, preds: dict, normalize: bool = False):
     preds = _att_input(score, preds)
-    return sensitivity_elements(
-        score,
-        frame["y"].to_numpy(),
-        frame["d"].to_numpy(),
-        g0=preds["g0"],
-        g1=preds["g1"],
-        m=preds["m"],
-        ell=preds["ell"],
-        normalize=normalize,
-    )
+    return sensitivity_elements(score, frame["y"].to_numpy(), frame["d"].to_numpy(), preds, normalize=normalize)
 
 
 CASES = [("ate", False), ("ate", True), ("att", False), ("plr", False)]

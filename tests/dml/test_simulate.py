@@ -1,8 +1,7 @@
 """The confounded video simulator: confounding strong enough to bias the naive contrast, U visible in the frames."""
 
-import inspect
-
 import numpy as np
+import pytest
 
 from causal_engine.dml.simulate import simulate_videos, treatment_logit
 from causal_engine.dml.video import VideoConfoundedDataModule
@@ -50,18 +49,16 @@ def test_simulator_heterogeneous_effects_average_to_the_stated_ate():
     assert randomised.videos.shape == (50, 3, 2, 4, 4)
 
 
-def test_simulator_defaults_equal_the_data_modules():
-    # conf/data/video_confounded.yaml is checked against the DataModule (tests/test_defaults.py); the simulator's
-    # own defaults, for Python callers, must be the same values.
-    def defaults(fn):
-        return {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not p.empty}
-
-    simulator, module = defaults(simulate_videos), defaults(VideoConfoundedDataModule)
-    shared = simulator.keys() & module.keys()
-    assert len(shared) == 12
-    assert {k: simulator[k] for k in shared} == {
-        k: tuple(v) if k == "dims" else v for k, v in module.items() if k in shared
-    }
+def test_the_data_module_passes_the_simulations_keywords_on_and_keeps_the_loaders():
+    module = VideoConfoundedDataModule(n_samples=30, dims=[1, 2, 4, 4], ate=2.0, seed=4, batch_size=8, split_seed=1)
+    expected = simulate_videos(30, dims=(1, 2, 4, 4), ate=2.0, seed=4)
+    sample = module.sample()
+    np.testing.assert_array_equal(sample.features, expected.videos)
+    np.testing.assert_array_equal(sample.outcome, expected.outcome)
+    assert sample.true_ate == expected.true_ate == 2.0
+    assert (module.batch_size, module.split_seed) == (8, 1)
+    with pytest.raises(TypeError, match="n_sample"):
+        VideoConfoundedDataModule(n_sample=30)
 
 
 def test_hidden_confounder_moves_treatment_and_outcome_but_not_a_pixel():

@@ -3,6 +3,7 @@
 import copy
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -152,3 +153,18 @@ def test_finetune_task_moves_the_weights_when_it_learns(compose):
                    "model.net.features=nondescendants"])  # fmt: skip
     metrics = run(cfg)
     assert metrics["test/do_rmse"] != metrics["pretrain/test/do_rmse"]
+
+
+def test_finetune_stage_keeps_the_epoch_with_the_lowest_held_out_intervention_loss(compose):
+    cfg = compose(["experiment=causal_finetune", "trainer.max_epochs=8", "task.pretrain_rows=64",
+                   "task.interventional_rows=20", "data.n_test=50", "callbacks.progress_bar=null", "logger=csv",
+                   "model.net.features=nondescendants"])  # fmt: skip
+    run(cfg)
+    stage = Path(cfg.paths.output_dir) / "finetune"
+    (log,) = stage.rglob("metrics.csv")
+    per_epoch = pd.read_csv(log).groupby("epoch").first()  # [epochs, metrics]
+    (best,) = (stage / "checkpoints").glob("best-*.ckpt")
+    epoch = int(best.name.split("-")[1])
+    assert epoch == per_epoch["val/do_loss"].idxmin()
+    # The observational val/loss, the pretraining stage's monitor, would have kept another epoch here.
+    assert epoch != per_epoch["val/loss"].idxmin()

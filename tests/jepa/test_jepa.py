@@ -102,6 +102,7 @@ def test_jepa_step_learns_and_embeds():
     assert losses[-1] < losses[0]
     assert not any(p.requires_grad for p in module.target_encoder.parameters())
     z = module.embed(s.videos)
+    assert z.dtype == np.float32  # the model's precision: a float64 copy would only double the memory
     assert z.shape == (32, 2 * 3 * 12)  # frames_max pooling: T' = 2 time steps × (mean, std, max) × rep_dim
     tokens = module.target_encoder(s.videos)  # [32, T'H'W' = 2 · 4, 12]
     per_frame = tokens.reshape(32, 2, 4, 12)

@@ -2,11 +2,14 @@
 
 Used by `task=compare` (e.g. the tour's PFN stop: the shipped checkpoint against PC on fresh graphs) and by
 `scripts/bench_discovery.py`. Edge metrics pool every off-diagonal pair of a set's graphs; SHD is the mean per
-graph; a CPDAG's undirected edge counts as both directions. Delta RMSE is in observational z-units over
-non-intervened nodes.
+graph; a CPDAG's undirected edge counts as both directions. SID is the mean normalised structural intervention
+distance per graph (`graphs.structural_intervention_distance`: PC's and GES's undirected edges stay undirected,
+any other answer is made a DAG by dropping its lowest-scored cycle closers; none for a skeleton score). Delta
+RMSE is in observational z-units over non-intervened nodes.
 
-Timing (`s_per_graph`), the same for every method: wall-clock seconds in the calling process (its thread
-count; the benchmarks use one thread everywhere), after one untimed warm-up call per method (a lazily
+Timing (`s_per_graph`), the same for every method: CPU seconds of the calling process (`time.process_time`:
+every thread's time, so one thread's time when the benchmarks pin one thread everywhere; unlike wall time it
+does not grow when other jobs share the cores), after one untimed warm-up call per method (a lazily
 imported package or the first call's allocations would otherwise be charged to the first graph), divided
 by the number of graphs. A baseline runs one graph at a time from its raw samples to its graph. The PFN
 reads a whole batch of graphs at once (amortised inference: the test sets come in batches of
@@ -44,14 +47,22 @@ from causal_engine.discovery.external import monotone_copies, standardise_table
 from causal_engine.discovery.loss import delta_mask
 from causal_engine.discovery.module import true_delta_z
 from causal_engine.errors import UserError
+from causal_engine.graphs import structural_intervention_distance
 from causal_engine.train import instantiate_loggers
 
 log = logging.getLogger(__name__)
 
 
-def edge_scores(results: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, float]:
-    """Pooled AUROC/AUPRC/F1 and mean SHD over (scores, predicted, true) per graph."""
-    scores, preds, trues, shds = [], [], [], []
+def _nanmean(values: Sequence[float]) -> float:
+    """Mean of the defined values (NaN if none is): a metric a method lacks on some graphs averages the rest."""
+    defined = [v for v in values if not np.isnan(v)]
+    return float(np.mean(defined)) if defined else float("nan")
+
+
+def edge_scores(results: list[tuple[np.ndarray, np.ndarray, np.ndarray]], method: str = "") -> dict[str, float]:
+    """Pooled AUROC/AUPRC/F1 and mean SHD and SID over (scores, predicted, true) per graph of `method` (its name
+    says whether the answer is a CPDAG, a DAG or a skeleton without SID)."""
+    scores, preds, trues, shds, sids = [], [], [], [], []
     for score, pred, true in results:
         d = true.shape[0]
         off = ~np.eye(d, dtype=bool)
@@ -60,9 +71,12 @@ def edge_scores(results: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dic
         trues.append(torch.tensor(true[off], dtype=torch.long))
         mask = torch.ones(1, d, dtype=torch.bool)
         shds.append(float(M.shd(torch.tensor(pred)[None], torch.tensor(true)[None], mask)[0]))
+        if method not in SKELETONS:
+            sids.append(structural_intervention_distance(true, pred, score, cpdag=method in CPDAGS))
     s, p, t = torch.cat(scores), torch.cat(preds), torch.cat(trues)
     return {
         "shd": float(np.mean(shds)),
+        "sid": _nanmean(sids),  # NaN for a skeleton method (see the module docstring)
         "auroc": float(binary_auroc(s, t)),
         "auprc": float(binary_average_precision(s, t)),
         "f1": float(binary_f1_score(p, t)),
@@ -79,10 +93,10 @@ def delta_rmse(batches: list, predict) -> float:
 
 
 def _mean_seconds(fn: Callable[[], object], repeats: int) -> float:
-    start = time.perf_counter()
+    start = time.process_time()
     for _ in range(repeats):
         fn()
-    return (time.perf_counter() - start) / repeats
+    return (time.process_time() - start) / repeats
 
 
 def run_pfn(checkpoint: Path, batches: list, repeats: int = 5) -> dict[str, float]:
@@ -117,12 +131,12 @@ def run_method(name: str, batches: list) -> dict[str, float]:
     method(split_graphs(batches[0])[0])  # warm-up
     for batch in batches:
         for g in split_graphs(batch):
-            start = time.perf_counter()
+            start = time.process_time()
             score, pred = method(g)
-            seconds += time.perf_counter() - start
+            seconds += time.process_time() - start
             graphs += 1
             results.append((score, pred, g.adjacency))
-    return {**edge_scores(results), "delta_rmse": float("nan"), "s_per_graph": seconds / graphs}
+    return {**edge_scores(results, name), "delta_rmse": float("nan"), "s_per_graph": seconds / graphs}
 
 
 def compare(
@@ -186,6 +200,9 @@ SCALE_FREE = frozenset({"PC", "GES", "NOTEARS", "abs-corr", "partial-corr"})
 # Methods that only differ from another on interventional data (GIES without regimes is GES): run on sets with
 # regimes only.
 REGIMES_ONLY = frozenset({"GIES"})
+# Methods whose answer is a CPDAG (undirected edges kept for the SID), or an unoriented skeleton (no SID).
+CPDAGS = frozenset({"PC", "GES", "GIES"})
+SKELETONS = frozenset({"abs-corr", "partial-corr"})
 # Methods whose scores are edge probabilities: their calibration (ECE) is reported.
 PROBABILISTIC = frozenset({"causal PFN", "causal PFN (uncalibrated)", "boosted"})
 
@@ -228,18 +245,20 @@ def table_auroc(score: np.ndarray, true: np.ndarray) -> float:
     return float(binary_auroc(torch.tensor(score[off], dtype=torch.float32), t))
 
 
-def score_tables(method: EdgeMethod, tables: Sequence[GraphData], probabilistic: bool = False) -> dict[str, Any]:
+def score_tables(
+    method: EdgeMethod, tables: Sequence[GraphData], probabilistic: bool = False, name: str = ""
+) -> dict[str, Any]:
     """Pooled edge metrics (`edge_scores`), mean seconds per table, each table's AUROC (`per_table`), and for a
     `probabilistic` method the expected calibration error and reliability bins of the pooled pairs (`ece`,
     `reliability`; NaN and None otherwise)."""
     results, aurocs, seconds = [], [], 0.0
     for g in tables:
-        start = time.perf_counter()
+        start = time.process_time()
         score, pred = method(g)
-        seconds += time.perf_counter() - start
+        seconds += time.process_time() - start
         results.append((score, pred, g.adjacency))
         aurocs.append(table_auroc(score, g.adjacency))
-    row = {**edge_scores(results), "s_per_graph": seconds / len(tables), "per_table": aurocs}
+    row = {**edge_scores(results, name), "s_per_graph": seconds / len(tables), "per_table": aurocs}
     row["ece"], row["reliability"] = float("nan"), None
     if probabilistic:
         off = [~np.eye(t.shape[0], dtype=bool) for _, _, t in results]
@@ -285,7 +304,7 @@ def out_of_prior(
 ) -> list[dict[str, Any]]:
     """Every method on every set, raw and with each column standardised first (`external.standardise_table`).
 
-    Rows: {method, set, scaling, shd, auroc, auprc, f1, s_per_graph, per_table}. A `SCALE_FREE` method's
+    Rows: {method, set, scaling, shd, sid, auroc, auprc, f1, s_per_graph, per_table}. A `SCALE_FREE` method's
     standardised row is its raw row (it standardises its input itself); a `REGIMES_ONLY` method runs only on
     sets with interventional regimes. With `cache`, a classical method's (an `EDGE_METHODS` name: deterministic
     given its tables) rows are kept in `cache/<set>/<method>.json` and read back instead of rerun, so a stopped
@@ -300,12 +319,13 @@ def out_of_prior(
             if name in REGIMES_ONLY and not has_regimes:
                 continue
             file = cache / set_name / f"{name}.json" if cache is not None and name in EDGE_METHODS else None
-            if file is not None and file.is_file():
-                raw, std = json.loads(file.read_text())
+            cached = json.loads(file.read_text()) if file is not None and file.is_file() else None
+            if cached is not None and all("sid" in row for row in cached):  # rows from before SID are rerun
+                raw, std = cached
             else:
                 probabilistic = name in PROBABILISTIC
-                raw = score_tables(method, tables, probabilistic)
-                std = raw if name in SCALE_FREE else score_tables(method, standardised, probabilistic)
+                raw = score_tables(method, tables, probabilistic, name)
+                std = raw if name in SCALE_FREE else score_tables(method, standardised, probabilistic, name)
                 if file is not None:
                     file.parent.mkdir(parents=True, exist_ok=True)
                     partial = file.with_suffix(".part")
@@ -369,8 +389,9 @@ def out_of_prior_report(
     methods = list(dict.fromkeys(r["method"] for r in rows))
     sets = list(dict.fromkeys(r["set"] for r in rows))
     lines = [
-        "| set | method | AUROC raw | AUROC std | AUPRC raw | AUPRC std | SHD raw | SHD std | ECE raw | s/graph |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| set | method | AUROC raw | AUROC std | AUPRC raw | AUPRC std | SHD raw | SHD std | SID raw | ECE raw "
+        "| s/graph |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in sets:
         for m in methods:
@@ -378,18 +399,19 @@ def out_of_prior_report(
                 continue
             raw, std = by_key[(m, s, "raw")], by_key[(m, s, "standardised")]
             cells = [_fmt(raw["auroc"]), _fmt(std["auroc"]), _fmt(raw["auprc"]), _fmt(std["auprc"])]
-            cells += [_fmt(raw["shd"], 1), _fmt(std["shd"], 1), _fmt(raw["ece"]), _fmt(raw["s_per_graph"], 4)]
+            cells += [_fmt(raw["shd"], 1), _fmt(std["shd"], 1), _fmt(raw["sid"]), _fmt(raw["ece"])]
+            cells.append(_fmt(raw["s_per_graph"], 4))
             lines.append(f"| {s} | {m} | " + " | ".join(cells) + " |")
     lines += ["", "Mean over sets (each set weighted equally):", ""]
-    columns = ("AUROC", "AUPRC", "SHD", "ECE")
-    lines += ["| method | sets | " + " | ".join(f"{c} {s}" for c in columns for s in ("raw", "std")) + " |"]
-    lines += ["|---|---|---|---|---|---|---|---|---|---|"]
+    columns = (("AUROC", "auroc", 3), ("AUPRC", "auprc", 3), ("SHD", "shd", 1), ("SID", "sid", 3), ("ECE", "ece", 3))
+    lines += ["| method | sets | " + " | ".join(f"{c} {s}" for c, _, _ in columns for s in ("raw", "std")) + " |"]
+    lines += ["|---|---|" + "---|" * 2 * len(columns)]
     for m in methods:
         cells = []
-        for key, digits in (("auroc", 3), ("auprc", 3), ("shd", 1), ("ece", 3)):
+        for _, key, digits in columns:
             for scaling in ("raw", "standardised"):
                 values = [r[key] for r in rows if r["method"] == m and r["scaling"] == scaling]
-                cells.append(_fmt(float(np.mean(values)), digits))
+                cells.append(_fmt(_nanmean(values), digits))
         count = sum(1 for r in rows if r["method"] == m and r["scaling"] == "raw")
         lines.append(f"| {m} | {count} | " + " | ".join(cells) + " |")
     lines += ["", "Monotone transforms (raw vs log vs rank copies of each table; top-k = true edge count):", ""]

@@ -14,8 +14,9 @@ Writes into the run directory: adjacency.csv (edge probabilities, row = parent, 
 adjacency.png; edge probabilities are calibrated when the checkpoint's json holds a calibration fitted for
 its weights (`scripts/calibrate_pfn.py`); with data.graph_path, metrics against that graph; with
 task.counterfactual (named intervention sets in the grammar of `causal_engine.interventions`, hard values or
-shifts), deltas.csv: for every query and every observational row, the predicted counterfactual change of every
-variable, in the variables' units. Every input problem is reported before anything is written.
+shifts), deltas.csv: for every query and every observational row (`row`: its position in the table from 0, as in
+task=query's counterfactual.csv), the predicted counterfactual change of every variable, in the variables'
+units. Every input problem is reported before anything is written.
 """
 
 from __future__ import annotations
@@ -97,13 +98,14 @@ def table_batch(
     `targets` [N, d] bool marks each row's intervened variables (`tables.regime_targets`; None = every row is
     observational). `queries` is a named map of intervention sets in the grammar of
     `causal_engine.interventions`; each is asked of every observational row. Without queries there is one
-    query row with no intervention (only the graph is wanted) and no label. Rows in the labels are 1-based.
+    query row with no intervention (only the graph is wanted) and no label. A label's row is the table row's
+    position from 0, as in `frame.iloc[row]` and in task=query's counterfactual.csv.
     """
     columns = list(frame.columns)
     d = len(columns)
     obs_rows = np.arange(len(frame)) if targets is None else np.flatnonzero(~targets.any(1))
     groups = [] if targets is None else _regimes(frame, targets, max_values_per_target)
-    x = torch.tensor(frame.to_numpy(), dtype=torch.float32)  # [N, d]
+    x = torch.tensor(np.ascontiguousarray(frame.to_numpy()), dtype=torch.float32)  # [N, d] (any row order)
     s_int = max((len(rows) for rows, _ in groups), default=1)
     inter = torch.zeros(1, len(groups), s_int, d)
     sample_mask = torch.zeros(1, len(groups), s_int, dtype=torch.bool)
@@ -123,9 +125,7 @@ def table_batch(
         query = torch.cat([x_obs] * len(parsed))  # [Q, d], one block of observational rows per query
         query_targets = torch.cat([t for t, _ in asked])
         query_values = torch.cat([v for _, v in asked])
-        labels = pd.DataFrame(
-            {"query": np.repeat(list(parsed), len(obs_rows)), "row": np.tile(obs_rows + 1, len(parsed))}
-        )
+        labels = pd.DataFrame({"query": np.repeat(list(parsed), len(obs_rows)), "row": np.tile(obs_rows, len(parsed))})
     batch = DiscoveryBatch(
         observational=x_obs[None],
         interventional=inter,

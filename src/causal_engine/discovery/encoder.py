@@ -29,6 +29,7 @@ Pairwise features for the ordered pair (i, j), i the candidate parent, j the can
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -99,42 +100,158 @@ def standardise(batch: DiscoveryBatch) -> Standardised:
     )
 
 
-def _regime_stats(interventional: Tensor, batch: DiscoveryBatch) -> tuple[Tensor, Tensor, Tensor]:
-    """Masked mean and log-std of every regime's standardised samples [B, R, S, d], and whether a regime has a
-    spread. Shapes [B, R, d], [B, R, d], [B, R]. Overwrites `interventional` (the batch's largest tensor:
-    reusing it saves an allocation of its size).
+BLOCK = 1 << 16  # elements per block of the large per-sample and per-pair passes (see `blocks`)
 
-    The sums over samples are matrix products with the sample weights (one pass over the samples instead of
-    a masked copy plus a reduction); the variance stays two-pass, because a regime's near-constant columns
-    (saturated nodes) would lose every digit to cancellation in E[z^2] - E[z]^2.
+
+def blocks(graphs: int, rows: int, row_size: int, size: int | None = None) -> Iterator[tuple[slice, slice]]:
+    """(graphs, rows) slices that cut a [graphs, rows, row_size] computation into blocks of about `size`
+    elements (default BLOCK): whole graphs when a graph fits in a block, else one graph's rows in groups.
+
+    The largest passes of inference (every interventional sample, every ordered pair of nodes) run block by
+    block: a block's temporaries stay in cache and are small enough for the allocator to reuse, where a fresh
+    multi-megabyte temporary per operation costs page faults that take longer than the arithmetic.
     """
-    w = (batch.int_sample_mask & batch.regime_mask[:, :, None]).float()[:, :, None]  # [B, R, 1, S]
-    n = w.sum(-1, keepdim=True)  # [B, R, 1, 1]
-    mean = (w @ interventional) / n.clamp_min(1.0)  # [B, R, 1, d]
-    dev = interventional.sub_(mean).square_()  # [B, R, S, d]
-    var = (w @ dev) / (n - 1).clamp_min(1)  # [B, R, 1, d]
-    logstd = 0.5 * torch.log(var + 1e-4)
-    return mean.squeeze(2), logstd.squeeze(2), (n.flatten(1) > 1).float()  # a spread needs 2 rows
+    size = size or BLOCK
+    per_graph = rows * row_size
+    if per_graph <= size:
+        step = size // max(per_graph, 1)
+        for g in range(0, graphs, step):
+            yield slice(g, g + step), slice(None)
+        return
+    step = max(1, size // row_size)
+    for g in range(graphs):
+        for i in range(0, rows, step):
+            yield slice(g, g + 1), slice(i, i + step)
 
 
-def _rank_z(order: Tensor) -> Tensor:
-    """Standardised ranks along dim 1 from the sorting permutation `order` [B, S, d].
+@dataclass
+class _Columns:
+    """A batch in the units its statistics are computed in (observational z-units or normal scores)."""
 
-    The ranks are the inverse permutation (a scatter, where a second argsort would sort again); they are a
-    permutation of 0..S-1 in every column, so their mean (S-1)/2 and std sqrt(S(S+1)/12) are known exactly.
-    Ties (common: the simulator clamps saturated nodes) get distinct ranks in the order of torch's default,
-    unstable sort - the order the shipped checkpoint was trained with, so a stable sort would change its input.
+    ordered: Tensor  # [B, S, d] observational columns, sorted; zero on padding nodes
+    order: Tensor  # [B, S, d] the sorting permutation (ties in the order of torch's default, unstable sort)
+    regime_mean: Tensor  # [B, d, R] mean of every regime's samples ...
+    regime_logstd: Tensor  # [B, d, R] ... and their log std
+    regime_ok: Tensor  # [B, R] 1 where a regime has a spread (2 rows or more)
+    regime_values: Tensor  # [B, R, d] do-values; zero off the targets and on padding nodes
+
+
+def _sample_weights(batch: DiscoveryBatch) -> tuple[Tensor, Tensor]:
+    """Weights [B, R, S_int] (1 for a real row of a real regime) and the rows per regime [B, R]."""
+    w = (batch.int_sample_mask & batch.regime_mask[:, :, None]).float()
+    return w, w.sum(-1)
+
+
+def _regime_stats(samples: Tensor, w: Tensor, n: Tensor) -> tuple[Tensor, Tensor]:
+    """Weighted mean and log-std over the samples of every regime: `samples` [..., R, S_int] with weights `w`
+    and their sums `n` broadcastable to it -> [..., R] each. Overwrites `samples`.
+
+    The variance is two-pass, because a regime's near-constant columns (saturated nodes) would lose every
+    digit to cancellation in E[z^2] - E[z]^2.
     """
-    s = order.shape[1]
-    ranks = torch.arange(s, dtype=torch.float32, device=order.device).view(1, s, 1).expand(order.shape)
-    r = torch.empty(order.shape, device=order.device).scatter_(1, order, ranks)
-    return (r - (s - 1) / 2) / max(math.sqrt(s * (s + 1) / 12), _EPS)
+    mean = torch.linalg.vecdot(samples, w) / n.clamp_min(1.0)  # [..., R]
+    var = torch.linalg.vecdot(samples.sub_(mean[..., None]).square_(), w) / (n - 1).clamp_min(1)
+    return mean, 0.5 * torch.log(var + 1e-4)
 
 
-def _corr(x: Tensor, node: Tensor) -> Tensor:
-    """Correlation of standardised columns [B, S, d] -> [B, d, d], zero for padding nodes."""
-    c = x.transpose(1, 2) @ x / (x.shape[1] - 1)
-    return c * node[:, :, None] * node[:, None, :]
+def _zscore_columns(batch: DiscoveryBatch, mean: Tensor, std: Tensor) -> _Columns:
+    """Every value standardised with its variable's observational mean and std (see `standardise`)."""
+    m, scale = mean[:, None], _node_scale(batch, std)[:, None]  # [B, 1, d]
+    # Quartiles by sorting (torch.quantile refuses inputs above 16M elements; users' tables can be large).
+    ordered, order = _z(batch.observational, m, scale).sort(1)  # [B, S, d]
+    interventional = _z(batch.interventional, m[:, None], scale[:, None])  # [B, R, S_int, d]
+    w, n = _sample_weights(batch)
+    r_mean, r_logstd = _regime_stats(interventional.permute(0, 3, 1, 2), w[:, None], n[:, None])  # [B, d, R]
+    regime_values = _z(batch.regime_values, m, scale * (batch.regime_targets & batch.node_mask[:, None]))
+    return _Columns(ordered, order, r_mean, r_logstd, (n > 1).float(), regime_values)
+
+
+def _rank_scores(s: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Normal scores for an observational sample of S rows: `ladder` [S], the score Phi^-1((r + 1) / (S + 1)) of
+    the row of rank r (0-based), and `between` [S + 1], the score Phi^-1((k + 1/2) / (S + 1)) of a value with
+    k observations below it. Both are Phi^-1(m / (2S + 2)), for even and odd m: one call to ndtri."""
+    z = torch.special.ndtri(torch.arange(1, 2 * s + 2, dtype=dtype, device=device) / (2 * s + 2))  # [2S + 1]
+    return z[1::2], z[0::2]
+
+
+def _search(columns: Tensor, values: Tensor) -> Tensor:
+    """Where every value v of `values` [..., N] falls in its column's sorted sample: the index
+    c (S + 1) + n_below(v) into the flattened [..., S + 1], c the column's flat index and n_below(v) the number
+    of the column's entries < v (what torch.searchsorted counts).
+
+    `columns` [..., S + 1] (contiguous) holds each column's sorted sample in its first S entries; the last is
+    padding, never read. A branch-free binary search: the count lies in [pos, pos + n], and each step halves n
+    with one gather and one comparison, the same steps for every value. torch.searchsorted branches per value
+    instead and mispredicts on samples in random order; this is 2-3x faster on the interventional samples.
+    """
+    s1 = columns.shape[-1]
+    flat = columns.view(-1)
+    start = torch.arange(0, flat.numel(), s1, dtype=torch.int32, device=values.device)  # column offsets
+    pos = start.view(*columns.shape[:-1], 1).expand(values.shape).contiguous()  # [..., N]
+    below = torch.empty_like(pos)
+    # Each step: where the entry `half` past pos is < v, pos += half (a view of `flat` shifted by `half` saves
+    # an addition per step). The last step compares the entry at pos itself.
+    n = s1 - 1
+    while n > 1:
+        half = n // 2
+        torch.lt(flat[half:].index_select(0, pos.view(-1)).view(values.shape), values, out=below)
+        pos.add_(below, alpha=half)
+        n -= half
+    torch.lt(flat.index_select(0, pos.view(-1)).view(values.shape), values, out=below)
+    return pos.add_(below)
+
+
+def _copula_columns(batch: DiscoveryBatch) -> _Columns:
+    """Every value of the batch as a normal score of its position in its column's observational sample.
+
+    Observational row of rank r (0-based) -> Phi^-1((r + 1) / (S + 1)); an interventional sample or a do-value
+    v -> Phi^-1((n_below(v) + 1/2) / (S + 1)), n_below = observational values < v. Only ranks enter, so any
+    strictly increasing transform of a column (units, log, ranks themselves) gives the same scores.
+
+    A score is a function of a count in 0..S, so it is read from a table of S + 1 scores per column (zero on
+    padding nodes) at the index `_search` returns. The interventional samples go column by column, the layout
+    of the search and of the regime statistics, in blocks (`blocks`): their scores never exist all at once.
+    """
+    b, s, d = batch.observational.shape
+    _, r, s_int, _ = batch.interventional.shape
+    raw_sorted, order = batch.observational.sort(1)  # [B, S, d]
+    node = batch.node_mask.to(raw_sorted.dtype)  # [B, d]
+    ladder, between = _rank_scores(s, raw_sorted.dtype, raw_sorted.device)  # [S], [S + 1]
+    columns = F.pad(raw_sorted.transpose(1, 2), (0, 1))  # [B, d, S + 1]
+    table = between * node[..., None]  # [B, d, S + 1]
+
+    w, n = _sample_weights(batch)  # [B, R, S_int], [B, R]
+    r_mean, r_logstd, regime_values = (node.new_empty(b, d, r) for _ in range(3))  # [B, d, R]
+    for g, j in blocks(b, d, r * (s_int + 1)):
+        # Every column's samples, regime by regime, then its R do-values: [b', d', R S_int + R].
+        values = torch.cat(
+            [batch.interventional[g, ..., j].permute(0, 3, 1, 2).flatten(2), batch.regime_values[g, :, j].mT], -1
+        )
+        scores = table[g, j].reshape(-1).index_select(0, _search(columns[g, j], values).view(-1))
+        scores = scores.view(values.shape)
+        samples = scores[..., : r * s_int].unflatten(-1, (r, s_int))  # [b', d', R, S_int]
+        r_mean[g, j], r_logstd[g, j] = _regime_stats(samples, w[g, None], n[g, None])
+        regime_values[g, j] = scores[..., r * s_int :]
+    regime_values = regime_values.transpose(1, 2) * batch.regime_targets  # [B, R, d]
+    ordered = ladder.view(1, s, 1) * node[:, None]  # [B, S, d]
+    return _Columns(ordered, order, r_mean, r_logstd, (n > 1).float(), regime_values)
+
+
+def _corr_pair(columns: _Columns, node: Tensor) -> tuple[Tensor, Tensor]:
+    """Pearson correlation of the columns and Spearman correlation (Pearson of the standardised ranks), [B, d, d]
+    each, zero for padding nodes.
+
+    The ranks are the inverse of the sorting permutation: sorted, they are 0..S-1 in every column, with mean
+    (S-1)/2 and std sqrt(S(S+1)/12) known exactly. The sorted columns and the sorted standardised ranks are
+    put back in row order by one scatter, and both correlations come from one batched product.
+    """
+    s = columns.ordered.shape[1]
+    ranks = torch.arange(s, dtype=columns.ordered.dtype, device=node.device)
+    ranks = (ranks - (s - 1) / 2) / max(math.sqrt(s * (s + 1) / 12), _EPS)  # [S]
+    ordered = torch.stack([columns.ordered, ranks.view(1, s, 1) * node[:, None]], 1)  # [B, 2, S, d]
+    x = torch.empty_like(ordered).scatter_(2, columns.order[:, None].expand_as(ordered), ordered)
+    pearson, spearman = (x.transpose(2, 3) @ x / (s - 1)).unbind(1)  # [B, d, d] each
+    return pearson, spearman
 
 
 def _partial_corr(corr: Tensor, node: Tensor, shrinkage: float) -> Tensor:
@@ -154,72 +271,33 @@ def _sorted_quantile(ordered: Tensor, f: float) -> Tensor:
     return ordered[:, lo] + frac * (ordered[:, hi] - ordered[:, lo])
 
 
-def _normal_score(count: Tensor, n: int) -> Tensor:
-    """Gaussian quantile of the plotting position ``count / (n + 1)``, count in (0, n + 1)."""
-    u = count / (n + 1)
-    return torch.special.ndtri(u)
-
-
-def _copula(batch: DiscoveryBatch) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Every value of the batch as a normal score of its position in its column's observational sample.
-
-    Observational row of rank r (0-based) -> Phi^-1((r + 1) / (S + 1)); an interventional sample or a do-value
-    v -> Phi^-1((n_below(v) + 1/2) / (S + 1)), n_below = observational values < v. Only ranks enter, so any
-    strictly increasing transform of a column (units, log, ranks themselves) gives the same scores.
-    Returns (obs [B, S, d], sorted obs, sorting permutation [B, S, d], interventional [B, R, S_int, d],
-    regime values [B, R, d]), zero on padding nodes and, for the values, off the targets.
-    """
-    b, s, d = batch.observational.shape
-    raw_sorted, order = batch.observational.sort(1)  # [B, S, d]
-    node = batch.node_mask.to(raw_sorted.dtype)  # [B, d]
-    ladder = _normal_score(torch.arange(1, s + 1, dtype=raw_sorted.dtype, device=node.device), s)  # [S]
-    ordered = ladder.view(1, s, 1) * node[:, None]  # [B, S, d]
-    obs = torch.empty_like(ordered).scatter_(1, order, ordered)
-    columns = raw_sorted.transpose(1, 2).contiguous()  # [B, d, S]
-
-    def score(values: Tensor) -> Tensor:  # [B, ..., d] -> normal scores, same shape
-        flat = values.reshape(b, -1, d).transpose(1, 2).contiguous()  # [B, d, N]
-        below = torch.searchsorted(columns, flat).to(columns.dtype)
-        return _normal_score(below + 0.5, s).transpose(1, 2).reshape(values.shape)
-
-    interventional = score(batch.interventional) * node[:, None, None]
-    regime_values = score(batch.regime_values) * (batch.regime_targets & batch.node_mask[:, None])
-    return obs, ordered, order, interventional, regime_values
-
-
 def context_features(batch: DiscoveryBatch, shrinkage: float, feature_space: str = "zscore") -> ContextFeatures:
     """Node context features [B, d, 7] and pair features [B, d, d, 12] of a batch (see the module docstring).
 
     ``feature_space="zscore"``: statistics of each column standardised with its observational mean and sd (invariant
-    to x -> a x + c). ``feature_space="copula"``: statistics of the columns' normal scores (``_copula``), invariant to
-    any strictly increasing transform of a column; location and spread are then constants, and the shifts
-    of interventions are in probit units. Queries and deltas stay in z-units either way (``mean``/``std``).
+    to x -> a x + c). ``feature_space="copula"``: statistics of the columns' normal scores (``_copula_columns``),
+    invariant to any strictly increasing transform of a column; location and spread are then constants, and the
+    shifts of interventions are in probit units. Queries and deltas stay in z-units either way (``mean``/``std``).
 
-    Cost: one sort of the observational samples (quartiles and Spearman ranks share it) and three passes
-    over the interventional samples (standardise, regime means, regime spreads); everything else is [B, d, d].
+    Cost: one sort of the observational samples (quartiles and Spearman ranks share it) and a few passes over
+    the interventional samples (standardise or score, regime means, regime spreads); everything else is
+    [B, d, d].
     """
     if feature_space not in FEATURE_SPACES:
         raise ValueError(f"model.net.feature_space must be one of {FEATURE_SPACES}, got {feature_space!r}")
     mean, std = _location_scale(batch)
     node = batch.node_mask.float()  # [B, d]
     eye = torch.eye(batch.num_nodes, device=node.device)
-    if feature_space == "copula":
-        obs, ordered, order, interventional, regime_values = _copula(batch)
-    else:
-        m, scale = mean[:, None], _node_scale(batch, std)[:, None]  # [B, 1, d]
-        obs = _z(batch.observational, m, scale)  # [B, S, d]
-        regime_values = _z(batch.regime_values, m, scale * (batch.regime_targets & batch.node_mask[:, None]))
-        # Quartiles by sorting (torch.quantile refuses inputs above 16M elements; users' tables can be large).
-        ordered, order = obs.sort(1)  # [B, S, d]
-        interventional = _z(batch.interventional, m[:, None], scale[:, None])  # [B, R, S_int, d]
+    columns = _copula_columns(batch) if feature_space == "copula" else _zscore_columns(batch, mean, std)
 
     # Observational node shape.
-    q = [_sorted_quantile(ordered, f) for f in (0.25, 0.5, 0.75)]  # 3 x [B, d]
+    q = [_sorted_quantile(columns.ordered, f) for f in (0.25, 0.5, 0.75)]  # 3 x [B, d]
     location = q[1]
     spread = torch.log((q[2] - q[0]) / 1.349 + 1e-3) * node
 
     # Interventional regimes.
-    r_mean, r_logstd, r_ok = _regime_stats(interventional, batch)  # [B, R, d], [B, R, d], [B, R]
+    r_mean, r_logstd = columns.regime_mean.transpose(1, 2), columns.regime_logstd.transpose(1, 2)  # [B, R, d]
+    r_ok, regime_values = columns.regime_ok, columns.regime_values  # [B, R], [B, R, d]
     is_target = batch.regime_targets.float()
     targets = is_target * r_ok[..., None]  # [B, R, d]
     other = (1 - is_target) * r_ok[..., None]  # regimes where the node is not the target
@@ -235,8 +313,7 @@ def context_features(batch: DiscoveryBatch, shrinkage: float, feature_space: str
     node_feats = node_feats * node[..., None]
 
     # Pairwise: observational dependence.
-    pearson = _corr(obs, node)
-    spearman = _corr(_rank_z(order) * node[:, None], node)
+    pearson, spearman = _corr_pair(columns, node)
     partial = _partial_corr(pearson, node, shrinkage)
     # Pairwise: effect of do(i) on j, over regimes targeting i where j is not a target.
     n_i = targets.sum(1).clamp_min(1)[:, :, None]  # [B, d, 1]

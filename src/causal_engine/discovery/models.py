@@ -43,9 +43,14 @@ from causal_engine.discovery.encoder import (
     BiasedEncoderLayer,
     NodeEncoder,
     PairBias,
+    blocks,
     query_features,
     scaled_init,
 )
+
+# Elements per block of the edge head's hidden layer: larger than the encoder's blocks, because a block of the head
+# is a handful of operations, each doing more work per element, so the per-operation overhead weighs more.
+EDGE_BLOCK = 1 << 18
 
 
 @dataclass
@@ -135,16 +140,22 @@ class PFNNet(nn.Module):
 
         The MLP reads concat(P h_i + C h_j, pair_ij). Its first layer is applied term by term,
         W_h P h_i + W_h C h_j + W_pair pair_ij: the same function, but the d^2 pairs only meet the F-wide
-        W_pair instead of a (D + F)-wide product, the largest matrix product of inference at d >= 50.
+        W_pair instead of a (D + F)-wide product. The [B, d, d, D] hidden layer, the largest tensor of
+        inference, is computed in blocks of rows (`blocks`, EDGE_BLOCK elements).
         """
+        b, d, _ = h.shape
         p, c = self.parent(h), self.child(h)  # [B, d, D]
-        bilinear = p @ c.transpose(1, 2) / math.sqrt(self.d_model)
+        logits = p @ c.transpose(1, 2) / math.sqrt(self.d_model)  # [B, d, d] the bilinear term
         first, rest = self.edge_mlp[0], self.edge_mlp[1:]
         w_h, w_pair = first.weight.split([self.d_model, NUM_PAIR_FEATURES], dim=1)
-        hidden = nn.functional.linear(pair, w_pair)  # [B, d, d, D]
-        hidden += nn.functional.linear(p, w_h, first.bias)[:, :, None]
-        hidden += nn.functional.linear(c, w_h)[:, None, :]
-        return bilinear + rest(hidden).squeeze(-1)
+        from_parent = nn.functional.linear(p, w_h, first.bias)[:, :, None]  # [B, d, 1, D]
+        from_child = nn.functional.linear(c, w_h)[:, None]  # [B, 1, d, D]
+        for g, i in blocks(b, d, d * self.d_model, EDGE_BLOCK):
+            hidden = nn.functional.linear(pair[g, i], w_pair)  # [b', i', d, D]
+            hidden += from_parent[g, i]
+            hidden += from_child[g]
+            logits[g, i] += rest(hidden).squeeze(-1)
+        return logits
 
     def structure(self, tokens: Tensor, pair: Tensor, node_mask: Tensor) -> tuple[Tensor, Tensor]:
         """Trunk over nodes -> (tokens h [B, d, D], edge logits [B, d, d])."""

@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from causal_engine.dml.data import CausalSample, DMLInputError
 from causal_engine.dml.heterogeneity import LinearEffects, blp, gate, quantile_groups
+from causal_engine.dml.scores import Predictions
 from causal_engine.dml.sensitivity import (
     SensitivityElements,
     benchmark,
@@ -54,22 +55,10 @@ CONTOUR_POINTS = 16
 BOUND_NAMES = tuple(f"dml/sensitivity/benchmark/{k}" for k in ("theta_lower", "theta_upper", "ci_low", "ci_high"))
 
 
-def sensitivity_reps(dml: DictConfig, sample: CausalSample, predictions: list[dict[str, np.ndarray]]) -> list:
+def sensitivity_reps(dml: DictConfig, sample: CausalSample, predictions: list[Predictions]) -> list:
     """One `SensitivityElements` per cross-fitting repetition."""
-    return [
-        sensitivity_elements(
-            dml.score,
-            sample.outcome,
-            sample.treatment,
-            g0=p.get("g0"),
-            g1=p.get("g1"),
-            m=p["m"],
-            ell=p.get("ell"),
-            trim=dml.trim,
-            normalize=dml.normalize,
-        )
-        for p in predictions
-    ]
+    y, d = sample.outcome, sample.treatment
+    return [sensitivity_elements(dml.score, y, d, p, trim=dml.trim, normalize=dml.normalize) for p in predictions]
 
 
 def without_features(sample: CausalSample, group: list[str]) -> CausalSample:

@@ -26,7 +26,7 @@ from causal_engine.dml.fold import FoldRecord, fit_fold, fold_seed
 from causal_engine.dml.folds import Fold, stratified_folds
 from causal_engine.dml.learners import describe_learner
 from causal_engine.dml.pretrain import pretrained_sample
-from causal_engine.dml.scores import DMLResult, ScoreElements, aggregate, clipped_share, score_elements, tail_shares
+from causal_engine.dml.scores import DMLResult, aggregate, clipped_share, score_elements, tail_shares
 from causal_engine.dml.store import fold_fingerprint, fold_path, load_fold, save_fold
 from causal_engine.plots import ci_figure, log_figure, propensity_overlap_figure, save_figure
 from causal_engine.train import instantiate_loggers
@@ -99,7 +99,9 @@ def run_crossfit(cfg: DictConfig, sample: CausalSample | None = None) -> Crossfi
             check_overlap(dml, oof["m"][seen], final=False)
         check_identical(list(oof.values()), f"rep {rep[0].rep}: out-of-fold predictions")
         predictions.append(oof)
-        elements.append(_elements(dml, sample, oof))
+        elements.append(
+            score_elements(dml.score, sample.outcome, sample.treatment, oof, trim=dml.trim, normalize=dml.normalize)
+        )
     result = aggregate(dml.score, elements, level=dml.level)
     for oof in predictions:
         check_overlap(dml, oof["m"], final=True)
@@ -146,20 +148,6 @@ def ols_slope(d: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     leverage = 1.0 / len(d) + dc**2 / sxx  # [n] diagonal of the hat matrix of (1, d)
     se = float(np.sqrt(np.sum(dc**2 * resid**2 / (1.0 - leverage)) / sxx**2))
     return slope, se
-
-
-def _elements(dml: DictConfig, sample: CausalSample, oof: dict[str, np.ndarray]) -> ScoreElements:
-    return score_elements(
-        dml.score,
-        sample.outcome,
-        sample.treatment,
-        g0=oof.get("g0"),
-        g1=oof.get("g1"),
-        m=oof["m"],
-        ell=oof.get("ell"),
-        trim=dml.trim,
-        normalize=dml.normalize,
-    )
 
 
 def summarize(out: CrossfitResult) -> dict[str, float]:

@@ -128,7 +128,7 @@ def decompose(cfg, truth, oof: dict[str, np.ndarray]) -> dict:
     d, y, n = truth.treatment, truth.outcome, len(truth.outcome)
 
     def aipw(g0: np.ndarray, g1: np.ndarray, m: np.ndarray) -> np.ndarray:  # the run's own ATE score ψ per row [N]
-        return score_elements("ate", y, d, g0=g0, g1=g1, m=m, trim=cfg.dml.trim).psi_b
+        return score_elements("ate", y, d, {"g0": g0, "g1": g1, "m": m}, trim=cfg.dml.trim).psi_b
 
     psi = aipw(oof["g0"], oof["g1"], oof["m"])
     m = np.clip(oof["m"], cfg.dml.trim, 1 - cfg.dml.trim)

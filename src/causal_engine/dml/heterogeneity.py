@@ -24,7 +24,7 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 
-from causal_engine.dml.scores import score_elements
+from causal_engine.dml.scores import Predictions, score_elements
 from causal_engine.errors import UserError
 
 
@@ -77,16 +77,7 @@ class LinearEffects:
 
 
 def pseudo_outcome(
-    score: str,
-    y: np.ndarray,
-    d: np.ndarray,
-    *,
-    g0: np.ndarray,
-    g1: np.ndarray | None = None,
-    m: np.ndarray,
-    ell: np.ndarray | None = None,
-    trim: float = 0.01,
-    normalize: bool = False,
+    score: str, y: np.ndarray, d: np.ndarray, predictions: Predictions, *, trim: float = 0.01, normalize: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """(signal, weight): the effect is projected by regressing `signal` on basis·`weight` (module docstring)."""
     if score not in ("ate", "plr"):
@@ -94,11 +85,11 @@ def pseudo_outcome(
             f"dml.score={score!r} has no conditional-effect pseudo-outcome: group effects and the BLP need "
             "dml.score=ate (or plr)"
         )
-    elements = score_elements(score, y, d, g0=g0, g1=g1, m=m, ell=ell, trim=trim, normalize=normalize)
+    elements = score_elements(score, y, d, predictions, trim=trim, normalize=normalize)
     if score == "ate":
         return elements.psi_b, np.ones_like(elements.psi_b)  # ψ_a = -1: ψ_b alone is the pseudo-outcome
-    y, d, m = (np.asarray(a, dtype=np.float64) for a in (y, d, m))
-    return y - np.asarray(ell, dtype=np.float64), d - m
+    y, d, m, ell = (np.asarray(a, dtype=np.float64) for a in (y, d, predictions["m"], predictions["ell"]))
+    return y - ell, d - m
 
 
 def project(signal: np.ndarray, regressors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -133,16 +124,11 @@ def _combine(
 
 
 def _repetitions(
-    score: str, y: np.ndarray, d: np.ndarray, predictions: Sequence[dict[str, np.ndarray]], trim: float, normalize: bool
+    score: str, y: np.ndarray, d: np.ndarray, predictions: Sequence[Predictions], trim: float, normalize: bool
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     if not predictions:
         raise ValueError("heterogeneous effects need at least one repetition's predictions")
-    return [
-        pseudo_outcome(
-            score, y, d, g0=p.get("g0"), g1=p.get("g1"), m=p["m"], ell=p.get("ell"), trim=trim, normalize=normalize
-        )
-        for p in predictions
-    ]
+    return [pseudo_outcome(score, y, d, p, trim=trim, normalize=normalize) for p in predictions]
 
 
 def gate(
@@ -150,7 +136,7 @@ def gate(
     y: np.ndarray,
     d: np.ndarray,
     groups: np.ndarray,
-    predictions: Sequence[dict[str, np.ndarray]],
+    predictions: Sequence[Predictions],
     *,
     trim: float = 0.01,
     normalize: bool = False,
@@ -190,7 +176,7 @@ def blp(
     y: np.ndarray,
     d: np.ndarray,
     basis: np.ndarray,
-    predictions: Sequence[dict[str, np.ndarray]],
+    predictions: Sequence[Predictions],
     *,
     names: Sequence[str] | None = None,
     intercept: bool = True,

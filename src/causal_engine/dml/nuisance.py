@@ -95,8 +95,8 @@ class OutcomeModule(_NuisanceModule):
         return self.net(x.to(self.device)).cpu()
 
 
-class PropensityModule(_NuisanceModule):
-    """P(T=1 | X): an MLP classifier trained by binary cross-entropy."""
+class _ScalarModule(_NuisanceModule):
+    """One MLP output per row; a subclass says what it is fitted to (`loss`) and how the output reads (`link`)."""
 
     def __init__(
         self,
@@ -109,40 +109,36 @@ class PropensityModule(_NuisanceModule):
         super().__init__(optimizer)
         self.save_hyperparameters(logger=False, ignore=["optimizer"])
         self.net = mlp(in_dim, hidden, depth, 1, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, in_dim] → the raw output [B]."""
+        return self.net(x).squeeze(1)
+
+    def link(self, output: torch.Tensor) -> torch.Tensor:
+        return output
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Predictions [N] through `link`."""
+        self.eval()
+        return self.link(self(x.to(self.device))).cpu()
+
+
+class PropensityModule(_ScalarModule):
+    """P(T=1 | X): an MLP classifier trained by binary cross-entropy; predicts propensities [N]."""
 
     def loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         x, t, _ = batch
-        return F.binary_cross_entropy_with_logits(self.net(x).squeeze(1), t)
+        return F.binary_cross_entropy_with_logits(self(x), t)
 
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Propensities [N]."""
-        self.eval()
-        return torch.sigmoid(self.net(x.to(self.device)).squeeze(1)).cpu()
+    def link(self, output: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(output)
 
 
-class RegressionModule(_NuisanceModule):
-    """E[target | X] by MSE: the PLR score's E[Y|X], and E[D|X] of a continuous treatment. Batches carry the
-    standardised target in the outcome slot (x, t, target)."""
-
-    def __init__(
-        self,
-        in_dim: int,
-        optimizer: Callable[..., torch.optim.Optimizer],
-        hidden: int = 64,
-        depth: int = 2,
-        dropout: float = 0.0,
-    ) -> None:
-        super().__init__(optimizer)
-        self.save_hyperparameters(logger=False, ignore=["optimizer"])
-        self.net = mlp(in_dim, hidden, depth, 1, dropout)
+class RegressionModule(_ScalarModule):
+    """E[target | X] by MSE: the PLR score's E[Y|X], and E[D|X] of a continuous treatment; predicts in standardised
+    units. Batches carry the standardised target in the outcome slot (x, t, target)."""
 
     def loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         x, _, target = batch
-        return F.mse_loss(self.net(x).squeeze(1), target)
-
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Predictions [N] (standardised units)."""
-        self.eval()
-        return self.net(x.to(self.device)).squeeze(1).cpu()
+        return F.mse_loss(self(x), target)

@@ -64,7 +64,7 @@ def _embedded(sample: CausalSample, features: np.ndarray) -> CausalSample:
     """The sample on its embeddings [N, D'], named z0 … z{D'-1} so that analyses can name representation
     features (`dml.sensitivity.benchmark=[z0,z1]`, `dml.blp.covariates=[z3]`)."""
     names = tuple(f"z{j}" for j in range(features.shape[1]))
-    return replace(sample, features=torch.from_numpy(features), feature_names=names)
+    return replace(sample, features=torch.from_numpy(features).float(), feature_names=names)  # [N, D'] float32
 
 
 @rank_zero_only

@@ -10,13 +10,17 @@ cross-fitting is aggregated by the median with the between-split spread (their S
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
 
 import numpy as np
 
 SCORES = ("ate", "att", "plr")
+
+# One cross-fitting repetition's out-of-fold nuisance predictions, [n] each, keyed as the fold loop stores them:
+# g0, g1 = E[Y|X, D=0/1] (ate, att), m = E[D|X] (every score), ell = E[Y|X] (plr). A score reads the ones it needs.
+Predictions = Mapping[str, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -119,16 +123,7 @@ def hajek_propensity(m: np.ndarray, d: np.ndarray) -> np.ndarray:
 
 
 def score_elements(
-    score: str,
-    y: np.ndarray,
-    d: np.ndarray,
-    *,
-    g0: np.ndarray | None = None,
-    g1: np.ndarray | None = None,
-    m: np.ndarray,
-    ell: np.ndarray | None = None,
-    trim: float = 0.01,
-    normalize: bool = False,
+    score: str, y: np.ndarray, d: np.ndarray, predictions: Predictions, *, trim: float = 0.01, normalize: bool = False
 ) -> ScoreElements:
     """ψ_a and ψ_b of one cross-fitting repetition from out-of-fold predictions.
 
@@ -140,7 +135,8 @@ def score_elements(
     """
     if score not in SCORES:
         raise ValueError(f"dml.score={score!r} is not one of {SCORES}")
-    y, d, m = (np.asarray(a, dtype=np.float64) for a in (y, d, m))
+    g0, g1, ell = (predictions.get(key) for key in ("g0", "g1", "ell"))
+    y, d, m = (np.asarray(a, dtype=np.float64) for a in (y, d, predictions["m"]))
     m_raw = m
     binary = bool(np.isin(d, (0.0, 1.0)).all())
     tails = tail_shares(m_raw, trim) if binary else (None, None)
@@ -234,5 +230,5 @@ def estimate(
     level: float = 0.95,
 ) -> DMLResult:
     """One repetition from arrays of out-of-fold predictions: the common one-call entry point."""
-    elements = score_elements(score, y, d, g0=g0, g1=g1, m=m, ell=ell, trim=trim, normalize=normalize)
-    return aggregate(score, [elements], level=level)
+    predictions = {"g0": g0, "g1": g1, "m": m, "ell": ell}
+    return aggregate(score, [score_elements(score, y, d, predictions, trim=trim, normalize=normalize)], level=level)

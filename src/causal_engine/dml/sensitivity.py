@@ -30,7 +30,14 @@ from statistics import NormalDist
 import numpy as np
 from scipy.optimize import brentq
 
-from causal_engine.dml.scores import CLIPPED_TAILS, clip_propensity, hajek_propensity, score_elements, solve
+from causal_engine.dml.scores import (
+    CLIPPED_TAILS,
+    Predictions,
+    clip_propensity,
+    hajek_propensity,
+    score_elements,
+    solve,
+)
 from causal_engine.errors import UserError
 
 # Robustness values are searched on [0, RV_MAX]: at cf_d = 1 the strength cf_d / (1 - cf_d) is infinite.
@@ -62,26 +69,18 @@ class SensitivityElements:
 
 
 def sensitivity_elements(
-    score: str,
-    y: np.ndarray,
-    d: np.ndarray,
-    *,
-    g0: np.ndarray,
-    g1: np.ndarray | None = None,
-    m: np.ndarray,
-    ell: np.ndarray | None = None,
-    trim: float = 0.01,
-    normalize: bool = False,
+    score: str, y: np.ndarray, d: np.ndarray, predictions: Predictions, *, trim: float = 0.01, normalize: bool = False
 ) -> SensitivityElements:
     """σ², ν², their influence functions and θ̂'s, from one repetition's out-of-fold predictions.
 
     Takes the same arguments as `scores.score_elements`; ate and att need g1 here (σ² is the residual of the
     full outcome regression g(D, X) = D·g1 + (1 - D)·g0, also for att).
     """
-    elements = score_elements(score, y, d, g0=g0, g1=g1, m=m, ell=ell, trim=trim, normalize=normalize)
+    elements = score_elements(score, y, d, predictions, trim=trim, normalize=normalize)
     theta, _ = solve(elements)
     psi = (elements.psi_a * theta + elements.psi_b) / np.mean(elements.psi_a)  # [n]
-    y, d, m = (np.asarray(a, dtype=np.float64) for a in (y, d, m))
+    g0, g1, ell = (predictions.get(key) for key in ("g0", "g1", "ell"))
+    y, d, m = (np.asarray(a, dtype=np.float64) for a in (y, d, predictions["m"]))
     if score == "plr":
         v = d - m  # [n]
         residual = y - np.asarray(ell, dtype=np.float64) - theta * v

@@ -76,7 +76,7 @@ def _render(cx: np.ndarray, cy: np.ndarray, radius: np.ndarray, amplitude: np.nd
 
 
 def simulate_videos(
-    n_samples: int,
+    n_samples: int = 2000,
     dims: Sequence[int] = (1, 8, 16, 16),
     *,
     treatment_strength: float = 1.0,

@@ -7,7 +7,7 @@ LightningModule's `mask_collator()` when it has one, so the JEPA's masks are dra
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
 from typing import Any
 
 import lightning as L
@@ -18,6 +18,9 @@ from causal_engine.dml.data import CausalSample, DMLInputError, SampleRows
 from causal_engine.dml.disk import open_videos
 from causal_engine.dml.simulate import CONFOUNDERS, simulate_videos
 from causal_engine.tables import load_table
+
+# The keywords `VideoConfoundedDataModule` passes on to the simulator.
+SIMULATOR_KEYS = frozenset(inspect.signature(simulate_videos).parameters)
 
 
 class VideoDataModule(L.LightningDataModule):
@@ -78,41 +81,15 @@ class VideoDataModule(L.LightningDataModule):
 
 
 class VideoConfoundedDataModule(VideoDataModule):
-    """`data=video_confounded`: simulated confounded videos with a known ATE (see dml.simulate)."""
+    """`data=video_confounded`: simulated confounded videos with a known ATE (see dml.simulate).
 
-    def __init__(
-        self,
-        n_samples: int = 2000,
-        dims: Sequence[int] = (1, 8, 16, 16),
-        treatment_strength: float = 1.0,
-        ate: float = 1.0,
-        heterogeneous: bool = False,
-        noise_sd: float = 0.5,
-        pixel_noise: float = 0.02,
-        texture_contrast: float = 0.02,
-        motion: float = 0.35,
-        spread: float = 0.25,
-        distractor: float = -0.5,
-        hidden_confounder_strength: float = 0.0,
-        seed: int = 0,
-        **loader_kwargs: Any,
-    ) -> None:
-        super().__init__(**loader_kwargs)
-        self.sim_kwargs = dict(
-            n_samples=n_samples,
-            dims=tuple(dims),
-            treatment_strength=treatment_strength,
-            ate=ate,
-            heterogeneous=heterogeneous,
-            noise_sd=noise_sd,
-            pixel_noise=pixel_noise,
-            texture_contrast=texture_contrast,
-            motion=motion,
-            spread=spread,
-            distractor=distractor,
-            hidden_confounder_strength=hidden_confounder_strength,
-            seed=seed,
-        )
+    The simulation's keywords (n_samples, dims, ate, heterogeneous, noise_sd, ..., seed) are those of
+    `simulate_videos`, with its defaults; the others are the loaders' (`VideoDataModule`).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**{key: value for key, value in kwargs.items() if key not in SIMULATOR_KEYS})
+        self.sim_kwargs = {key: value for key, value in kwargs.items() if key in SIMULATOR_KEYS}
 
     def _load(self) -> CausalSample:
         s = simulate_videos(**self.sim_kwargs)

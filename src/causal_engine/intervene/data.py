@@ -72,6 +72,8 @@ class InterveneDataModule(L.LightningDataModule):
         self.train_set: TensorDataset | None = None
         self.val_set: TensorDataset | None = None
         self.test_set: TensorDataset | None = None
+        # Interventional rows held out of a fit (task=finetune's stage), scored as `val/do_loss`; None: no such rows.
+        self.val_do_set: TensorDataset | None = None
 
     @property
     def train_x(self) -> Tensor:

@@ -189,25 +189,61 @@ class WrappedOutcomeNet(OutcomeNet):
         return self.net(z, None if do is None else {INPUT: do})
 
 
-def _train_rows(datamodule: InterveneDataModule, keep: Tensor) -> InterveneDataModule:
-    """The datamodule (set up) with its training rows restricted to `keep` [N] bool."""
+# What a stage that holds out interventional rows monitors (checkpoint and early stopping): their intervention
+# loss. The observational val/loss would reward the epoch least changed by fine-tuning on do rows.
+DO_MONITOR = "val/do_loss"
+
+
+def _held_out(do: Tensor, fraction: float) -> Tensor:
+    """[N] bool: the last `fraction` (at least one) of the interventional rows `do` [N] bool (i.i.d. draws)."""
+    rows = do.nonzero().flatten()
+    n_val = max(1, round(fraction * len(rows)))
+    if not 1 <= n_val < len(rows):
+        raise UserError(
+            f"task.val_fraction={fraction} of {len(rows)} interventional rows holds out {n_val}; fine-tuning needs "
+            f"at least one row to validate on and one to fit: raise task.interventional_rows or task.val_fraction"
+        )
+    held_out = torch.zeros_like(do)
+    held_out[rows[-n_val:]] = True
+    return held_out
+
+
+def _train_rows(datamodule: InterveneDataModule, keep: Tensor, held_out: Tensor) -> InterveneDataModule:
+    """The datamodule (set up) with its training rows restricted to `keep` [N] bool without `held_out` [N] bool,
+    which become its `val_do_set` (None when there are none)."""
     datamodule.setup("fit")
-    datamodule.train_set = TensorDataset(*(t[keep] for t in datamodule.train_set.tensors))
+    tensors = datamodule.train_set.tensors
+    datamodule.val_do_set = TensorDataset(*(t[held_out] for t in tensors)) if held_out.any() else None
+    datamodule.train_set = TensorDataset(*(t[keep & ~held_out] for t in tensors))
     return datamodule
 
 
 def fit_and_test(
-    cfg: DictConfig, model_cfg: DictConfig, n_obs: int, n_int: int, keep: Callable[[Tensor], Tensor], stage: str
+    cfg: DictConfig,
+    model_cfg: DictConfig,
+    n_obs: int,
+    n_int: int,
+    keep: Callable[[Tensor], Tensor],
+    stage: str,
+    val_fraction: float = 0.0,
 ) -> tuple[InterveneModule, dict[str, float], L.Trainer]:
     """Fit `model_cfg` on the training rows `keep(row_is_interventional)` selects, out of n_obs observational
     and n_int interventional rows; test the best checkpoint (the in-memory weights if none was written).
-    Returns the module, holding the tested weights, its metrics and the trainer."""
+
+    With `val_fraction` > 0 that share of the interventional rows is held out of the fit and the stage monitors
+    their intervention loss (`DO_MONITOR`) instead of `cfg.monitor`. Returns the module, holding the tested
+    weights, its metrics and the trainer."""
     full: InterveneDataModule = instantiate(
         cfg.data, n_train=n_obs + n_int, interventional_fraction=n_int / (n_obs + n_int), _convert_="all"
     )
     module: InterveneModule = instantiate(model_cfg, _convert_="all")
     module.attach(full)  # standardise with every observational row, whichever rows this stage trains on
-    datamodule = _train_rows(full, keep(full.train_set.tensors[1].any(1)))
+    do = full.train_set.tensors[1].any(1)  # [N] interventional rows
+    held_out = _held_out(do, val_fraction) if val_fraction > 0 else torch.zeros_like(do)
+    datamodule = _train_rows(full, keep(do), held_out)
+    if held_out.any():
+        cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+        OmegaConf.update(cfg, "monitor", DO_MONITOR)  # the callbacks' `${monitor}`
     trainer = build_trainer(cfg, subdir=stage)
     trainer.fit(module, datamodule=datamodule)
     trainer.test(module, datamodule=datamodule, ckpt_path=best_checkpoint(trainer), verbose=False)
@@ -219,11 +255,15 @@ def finetune(
     pretrain_rows: int = 1000,
     interventional_rows: int = 100,
     finetune_on: Literal["interventional", "all"] = "interventional",
+    val_fraction: float = 0.2,
 ) -> dict[str, float]:
     """Pretrain `cfg.model`'s network on `pretrain_rows` observational rows (skipped when `model.net.weights`
     is given), then fine-tune it from those weights on `interventional_rows` do(X) rows (`finetune_on=all`:
     on the observational rows too). Both stages are tested on the same reference rows; the fine-tuned
     model's metrics are returned as they are, the pretrained one's under `pretrain/`.
+
+    Pretraining stops and keeps its weights by the observational `cfg.monitor`; fine-tuning by the intervention
+    loss on `val_fraction` of the do rows, held out of its fit (`DO_MONITOR`).
 
     The data config's `n_train` and `interventional_fraction` are set from the two row counts; the rows
     are the ones `data` would draw for n_train = pretrain_rows + interventional_rows.
@@ -248,6 +288,8 @@ def finetune(
         trainer.strategy.barrier()  # every rank loads the file below
         model_cfg = OmegaConf.merge(model_cfg, {"net": {"weights": str(weights)}})
     keep = (lambda do: do) if finetune_on == "interventional" else torch.ones_like
-    _, finetuned, _ = fit_and_test(cfg, model_cfg, pretrain_rows, interventional_rows, keep, "finetune")
+    _, finetuned, _ = fit_and_test(
+        cfg, model_cfg, pretrain_rows, interventional_rows, keep, "finetune", val_fraction=val_fraction
+    )
     metrics.update(finetuned)
     return metrics

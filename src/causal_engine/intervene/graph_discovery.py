@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import networkx as nx
 import numpy as np
 import pandas as pd
 import torch
@@ -26,6 +25,7 @@ from torch import Tensor
 from causal_engine.discovery.checkpoint import load_pfn
 from causal_engine.discovery.discover import predict, table_batch
 from causal_engine.errors import UserError
+from causal_engine.graphs import greedy_dag
 from causal_engine.intervene.losses import intervention_loss
 from causal_engine.intervene.models import StructuralMLP
 
@@ -34,25 +34,6 @@ DISCOVER = "discover"  # the data.graph_path value that asks for this step
 
 class GraphDiscoveryError(UserError):
     """The table cannot go through the PFN (too wide, too few rows)."""
-
-
-def greedy_dag(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """Adjacency [D, D] (0/1) of the edges with probability > threshold, added most probable first and
-    skipping any that would close a cycle (ties broken by (parent, child) index), so the result is a DAG."""
-    d = len(probs)
-    graph = nx.DiGraph()
-    graph.add_nodes_from(range(d))
-    order = sorted(
-        ((float(probs[i, j]), i, j) for i in range(d) for j in range(d) if i != j and probs[i, j] > threshold),
-        key=lambda e: (-e[0], e[1], e[2]),
-    )
-    for _, i, j in order:
-        if not nx.has_path(graph, j, i):
-            graph.add_edge(i, j)
-    adjacency = np.zeros((d, d))
-    for i, j in graph.edges:
-        adjacency[i, j] = 1.0
-    return adjacency
 
 
 def refine(

@@ -186,6 +186,11 @@ class InterveneModule(L.LightningModule):
         val = self.trainer.callback_metrics.get("val/loss")
         if val is not None:
             self.history["val"].append(float(val))
+        held_out = getattr(self._datamodule, "val_do_set", None)
+        if held_out is not None:
+            # The fit's own objective on interventional rows it never trained on (task=finetune's monitor).
+            batch = tuple(t.to(self.device) for t in held_out.tensors)
+            self.log("val/do_loss", self._terms(batch)["intervention"], prog_bar=True, sync_dist=True)
         truth = getattr(self._datamodule, "truth", None)
         if truth is not None:
             # Against the validation rows' own exact curve, like test/do_rmse (see `score_answers`).

@@ -245,7 +245,8 @@ class JEPAModule(L.LightningModule):
 
     @torch.no_grad()
     def embed(self, videos: torch.Tensor, batch_size: int = 256) -> np.ndarray:
-        """Representations [N, D'] of videos [N, C, T, H, W] (`represent`, in inference mode)."""
+        """Representations [N, D'] float32, as the model computes them, of videos [N, C, T, H, W] (`represent`, in
+        inference mode)."""
         was_training = self.training
         self.eval()
         out = []
@@ -253,4 +254,4 @@ class JEPAModule(L.LightningModule):
             chunk = videos[i : i + batch_size].to(self.device)  # [b, C, T, H, W]
             out.append(self.represent(chunk).cpu())
         self.train(was_training)
-        return torch.cat(out).double().numpy()
+        return torch.cat(out).float().numpy()
