@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
@@ -54,3 +55,17 @@ def test_last_checkpoint_follows_every_validation_not_only_improvements(compose)
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 4
     assert not list(last.parent.glob("best-*.ckpt"))
+
+
+def test_resume_overwrites_a_last_checkpoint_it_did_not_write(compose):
+    # A last.ckpt that the callback did not write (an older config's, or one copied in) is not its own file:
+    # Lightning's version counter would save last-v1.ckpt beside it, and the next resume from last.ckpt would
+    # lose every step since.
+    cfg = compose([*SMALL, "trainer.max_steps=2", "callbacks.last_checkpoint=null"])
+    run(cfg)
+    folder = Path(cfg.paths.output_dir) / "checkpoints"
+    last = folder / "last.ckpt"
+    shutil.copy(next(folder.glob("best-*.ckpt")), last)
+    run(compose([*SMALL, "trainer.max_steps=4", f"ckpt_path={last}"]))
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 4
+    assert sorted(p.name for p in folder.glob("last*.ckpt")) == ["last.ckpt"]
