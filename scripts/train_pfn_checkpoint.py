@@ -108,28 +108,34 @@ def main() -> None:
     (run_dir / "test_metrics.json").write_text(json.dumps(test, indent=2) + "\n")
 
 
-def validation_curve(run_dir: Path) -> tuple[list[dict[str, float]], float]:
-    """(val metrics per validation step over every session, wall hours): each session logs to its own CSV
-    directory, from its `started` stamp to its metrics.csv's last write (a kill loses at most the unflushed tail)."""
+def validation_curve(run_dir: Path) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
+    """(val metrics per validation step over every session, one record per session): each session logs to its
+    own CSV directory, from its `started` stamp to its metrics.csv's last write (a kill loses at most the unflushed
+    tail). A session that resumed from an older checkpoint than the previous one reached repeats steps; its
+    validations replace the earlier ones, and the session records show the repeat and its hours."""
     curve: dict[int, dict[str, float]] = {}
-    hours = 0.0
+    sessions: list[dict[str, float]] = []
     for version in sorted((run_dir / "csv").glob("session_*")):
         rows, start = version / "metrics.csv", version / "started"
         if not rows.exists():
             continue
-        if start.exists():
-            hours += max(0.0, rows.stat().st_mtime - float(start.read_text())) / 3600
+        hours = max(0.0, rows.stat().st_mtime - float(start.read_text())) / 3600 if start.exists() else 0.0
+        steps: list[int] = []
         with rows.open() as f:
             for row in csv.DictReader(f):
+                steps.append(int(row["step"]))
                 vals = {k: float(v) for k, v in row.items() if k.startswith("val/") and v not in ("", None)}
                 if vals:
                     curve.setdefault(int(row["step"]), {}).update(vals)
-    return [{"step": s, **{k: round(v, 4) for k, v in m.items()}} for s, m in sorted(curve.items())], hours
+        if steps:
+            sessions.append({"first_step": min(steps), "last_step": max(steps), "hours": round(hours, 2)})
+    return [{"step": s, **{k: round(v, 4) for k, v in m.items()}} for s, m in sorted(curve.items())], sessions
 
 
 def export(run_dir: Path, out: Path, recipe: dict) -> None:
     """Export the best-validation weights (else the last) with `export_pfn`, and write pfn.json beside them."""
-    curve, hours = validation_curve(run_dir)
+    curve, sessions = validation_curve(run_dir)
+    hours = sum(session["hours"] for session in sessions)
     stored = export_pfn(best_checkpoint(run_dir), out, {"recipe": "scripts/train_pfn_checkpoint.py", **recipe})
     size = out.stat().st_size
     if size > MAX_BYTES:
@@ -139,7 +145,8 @@ def export(run_dir: Path, out: Path, recipe: dict) -> None:
     meta = {
         **stored,
         "graphs_seen": step * 8,
-        "wall_hours": round(hours, 2),
+        "wall_hours": round(hours, 2),  # every session's, steps repeated after a resume included
+        "sessions": sessions,
         "validation_at_export": next((c for c in curve if c["step"] in (step - 1, step)), None),
         "validation_curve": curve,
         "test": json.loads(test_file.read_text()) if test_file.exists() else {},

@@ -191,8 +191,8 @@ class Convergence:
         max_epochs: a fixed ceiling instead of the one sized from the data (null = sized from the data).
         min_delta: relative improvement of the held-out loss that ends a plateau (0.001 = 0.1 %).
         monitor: the held-out metric the module logs in its validation loop.
-        restore_best: end with the weights of the best held-out epoch at the final learning rate (false: the
-            last epoch's, e.g. for a fixed-budget reference fit).
+        restore_best: end with the weights of the best held-out epoch at the final learning rate (over the
+            whole fit when `decays` is 0); false: the last epoch's.
         config_key: where this object sits in the config, so warnings name the exact key to raise.
     """
 
