@@ -132,6 +132,13 @@ def validation_curve(run_dir: Path) -> tuple[list[dict[str, float]], list[dict[s
     return [{"step": s, **{k: round(v, 4) for k, v in m.items()}} for s, m in sorted(curve.items())], sessions
 
 
+def trained_nodes(overrides: list[str], run_dir: Path) -> list[int]:
+    """[smallest, largest] graph size the recipe trains on: the curriculum's first sizes up to data.node_range's
+    largest (what `task=discover` warns outside of)."""
+    data = compose(overrides, run_dir).data
+    return [int(data.curriculum_start[0]), int(data.node_range[1])]
+
+
 def export(run_dir: Path, out: Path, recipe: dict) -> None:
     """Export the best-validation weights (else the last) with `export_pfn`, and write pfn.json beside them."""
     curve, sessions = validation_curve(run_dir)
@@ -145,6 +152,7 @@ def export(run_dir: Path, out: Path, recipe: dict) -> None:
     meta = {
         **stored,
         "graphs_seen": step * 8,
+        "trained_nodes": trained_nodes(recipe["overrides"], run_dir),
         "wall_hours": round(hours, 2),  # every session's, steps repeated after a resume included
         "sessions": sessions,
         "validation_at_export": next((c for c in curve if c["step"] in (step - 1, step)), None),

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from causal_engine.discovery.checkpoint import CheckpointError, export_pfn, load_pfn
+from causal_engine.discovery.checkpoint import CheckpointError, export_pfn, load_pfn, warn_outside_training
 from causal_engine.discovery.models import ModelD
 from causal_engine.discovery.module import PFNModule
 
@@ -104,3 +104,16 @@ def test_a_net_loaded_for_fine_tuning_trains_with_its_dropout_on(tmp_path: Path)
     assert not load_pfn(path).training  # for inference
     module = PFNModule(tiny_net(), optimizer=torch.optim.Adam, init_checkpoint=str(path))
     assert all(m.training for m in module.modules())
+
+
+def test_tables_outside_the_trained_graph_sizes_warn(tmp_path, caplog):
+    # The shipped checkpoint records the sizes its recipe trained on; a 3-variable table is below them.
+    assert not warn_outside_training(SHIPPED, 20)
+    with caplog.at_level("WARNING"):
+        assert warn_outside_training(SHIPPED, 3, key="task.discovery.checkpoint")
+    assert "trained on graphs of 5-100 variables" in caplog.text and "task.discovery.checkpoint" in caplog.text
+    # A checkpoint without a record (no json, or none of the key) warns about nothing.
+    bare = tmp_path / "bare.pt"
+    assert not warn_outside_training(bare, 3)
+    bare.with_suffix(".json").write_text('{"steps": 1}')
+    assert not warn_outside_training(bare, 3)

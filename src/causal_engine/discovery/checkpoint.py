@@ -14,6 +14,8 @@ one-line error naming the file instead of being executed. Two layouts load:
 
 from __future__ import annotations
 
+import json
+import logging
 import pickle
 import zipfile
 from collections.abc import Mapping
@@ -24,6 +26,8 @@ import torch
 
 from causal_engine.discovery.models import PFNNet, build_net
 from causal_engine.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(UserError):
@@ -61,6 +65,26 @@ def load_pfn(path: str | Path, key: str = "task.checkpoint") -> PFNNet:
     net = build_net(ckpt["net_spec"])
     net.load_state_dict(state)
     return net.eval()
+
+
+def warn_outside_training(checkpoint: str | Path, num_variables: int, key: str = "task.checkpoint") -> bool:
+    """Warn (and return True) when a table's number of variables lies outside the graph sizes the checkpoint
+    was trained on (`trained_nodes` in its json sidecar, written by the training recipe): an amortised model
+    answers there without having seen such graphs (the shipped one finds at most one edge on 3-4 variables)."""
+    sidecar = Path(checkpoint).expanduser().with_suffix(".json")
+    sizes = json.loads(sidecar.read_text()).get("trained_nodes") if sidecar.is_file() else None
+    if sizes is None or sizes[0] <= num_variables <= sizes[1]:
+        return False
+    log.warning(
+        "%s=%s was trained on graphs of %d-%d variables and this table has %d: its edge probabilities are "
+        "extrapolated and may miss most edges; give the graph (data.graph_path=EDGES.csv) if you know it.",
+        key,
+        checkpoint,
+        sizes[0],
+        sizes[1],
+        num_variables,
+    )
+    return True
 
 
 def best_checkpoint(run_dir: Path) -> Path:

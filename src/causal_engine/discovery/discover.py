@@ -35,7 +35,7 @@ from causal_engine import metrics as M
 from causal_engine import plots
 from causal_engine.discovery.batch import DiscoveryBatch
 from causal_engine.discovery.calibration import read_calibration
-from causal_engine.discovery.checkpoint import load_pfn
+from causal_engine.discovery.checkpoint import load_pfn, warn_outside_training
 from causal_engine.discovery.models import PFNNet
 from causal_engine.errors import UserError
 from causal_engine.interventions import Intervention, parse_named_interventions
@@ -205,6 +205,7 @@ def discover(
     columns = list(frame.columns)
     targets = regime_targets(regime, columns, regime_column) if regime is not None else None  # [N, d]
     _check_table(frame, targets, net.max_nodes)
+    warn_outside_training(checkpoint, len(columns))
     if isinstance(counterfactual, DictConfig):
         counterfactual = OmegaConf.to_container(counterfactual, resolve=True)
     true = load_graph(data.graph_path, columns) if data.get("graph_path") else None

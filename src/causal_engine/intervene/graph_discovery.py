@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from causal_engine.discovery.checkpoint import load_pfn
+from causal_engine.discovery.checkpoint import load_pfn, warn_outside_training
 from causal_engine.discovery.discover import predict, table_batch
 from causal_engine.errors import UserError
 from causal_engine.graphs import greedy_dag
@@ -96,6 +96,7 @@ class GraphDiscovery:
             raise GraphDiscoveryError(
                 f"data.graph_path=discover needs at least 10 observational rows, the table has {len(frame)}."
             )
+        warn_outside_training(self.checkpoint, len(names), key="task.discovery.checkpoint")
         batch, _ = table_batch(frame, None)
         probs, _ = predict(net, batch)  # [D, D]
         x = torch.tensor(frame.to_numpy(), dtype=torch.float32)  # [N, D]
