@@ -55,6 +55,16 @@ def test_targets_are_met_only_when_every_condition_holds() -> None:
     assert _verdicts(table) == ["no", "no", "no", "yes"]  # the CIs (±0.06) miss 1.0 too often as well
 
 
+def test_a_run_without_per_fold_jepas_summarises_without_a_probe() -> None:
+    # dml.pretrain=once trains its JEPA before the folds, so no fold reports a probe R².
+    records = _records({name: [1.0, 1.1] for name in bench_dml.ESTIMATORS}, dict.fromkeys(bench_dml.ESTIMATORS, 0.1))
+    for record in records:
+        record["estimators"]["jepa_dml"]["probe_r2"] = None
+    table, _ = bench_dml.summarise(records)
+    assert "wall time per run: mean 60 s (max 60 s)." in table and "probe" not in table
+    assert bench_dml._mean_or_none([None, 0.5, 0.7]) == pytest.approx(0.6)
+
+
 def _verdicts(table: str) -> list[str]:
     rows = table.split("| JEPA-DML target |")[1].splitlines()[2:6]
     return [row.rsplit("|", 2)[1].strip() for row in rows]
