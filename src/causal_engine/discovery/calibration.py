@@ -23,6 +23,7 @@ import torch
 from scipy.optimize import minimize
 from scipy.special import expit, logit
 
+from causal_engine.discovery.checkpoint import sidecar
 from causal_engine.discovery.data import Prior, fixed_set
 from causal_engine.discovery.models import PFNNet
 
@@ -75,11 +76,6 @@ def prior_edge_logits(
             logits.append(edge[off].double().numpy())
             labels.append(batch.adjacency[off].numpy())
     return np.concatenate(logits), np.concatenate(labels)
-
-
-def sidecar(checkpoint: str | Path) -> Path:
-    """The json beside a checkpoint file (`pfn.pt` -> `pfn.json`)."""
-    return Path(checkpoint).with_suffix(".json")
 
 
 def fingerprint(checkpoint: str | Path) -> str:

@@ -67,12 +67,17 @@ def load_pfn(path: str | Path, key: str = "task.checkpoint") -> PFNNet:
     return net.eval()
 
 
+def sidecar(checkpoint: str | Path) -> Path:
+    """The json beside a checkpoint file (`pfn.pt` -> `pfn.json`): how it was trained, its calibration."""
+    return Path(checkpoint).with_suffix(".json")
+
+
 def warn_outside_training(checkpoint: str | Path, num_variables: int, key: str = "task.checkpoint") -> bool:
     """Warn (and return True) when a table's number of variables lies outside the graph sizes the checkpoint
     was trained on (`trained_nodes` in its json sidecar, written by the training recipe): an amortised model
     answers there without having seen such graphs (the shipped one finds at most one edge on 3-4 variables)."""
-    sidecar = Path(checkpoint).expanduser().with_suffix(".json")
-    sizes = json.loads(sidecar.read_text()).get("trained_nodes") if sidecar.is_file() else None
+    path = sidecar(checkpoint)
+    sizes = json.loads(path.read_text()).get("trained_nodes") if path.is_file() else None
     if sizes is None or sizes[0] <= num_variables <= sizes[1]:
         return False
     log.warning(
