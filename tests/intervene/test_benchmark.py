@@ -21,28 +21,38 @@ def test_dowhy_case_scores_contrasts_with_the_treatments_coefficient():
     assert abs(coef[3] - 1.0) < 4 * se
 
 
-def test_main_tables_every_case_in_the_results_file_by_its_latest_record(tmp_path, monkeypatch):
+def test_main_resumes_and_averages_each_case_over_its_seeds(tmp_path, monkeypatch):
     import json
 
     from causal_engine.intervene import benchmark
 
+    ran = []
+
     def fake(case, out, trace=0):  # a record of the benchmark's shape, without fitting
-        cols = ["default_seconds", "default_do_rmse", "generous_do_rmse", "do_ratio", "default_cf_rmse",
-                "generous_cf_rmse", "cf_ratio", "default_do_coverage", "default_cf_coverage", "converged"]  # fmt: skip
-        return {"case": case.name, "n": len(case.frame), "epochs": 1, **dict.fromkeys(cols, 0.5)}
+        ran.append(case.name)
+        cols = ["default_seconds", "generous_do_rmse", "default_cf_rmse", "generous_cf_rmse", "cf_ratio",
+                "default_do_coverage", "default_cf_coverage", "converged"]  # fmt: skip
+        rmse = 1.0 + len(ran)  # every fit a different default do RMSE against a generous 1.0
+        return {"case": case.name, "n": len(case.frame), "epochs": 1, **dict.fromkeys(cols, 1.0),
+                "default_do_rmse": rmse, "do_ratio": rmse}  # fmt: skip
 
     monkeypatch.setattr(benchmark, "bench_case", fake)
     monkeypatch.setattr(
         benchmark, "CASES", {name: benchmark.CASES[name] for name in ("nonlin_simpson", "chain3_nonlin")}
     )
-    (tmp_path / "results.jsonl").write_text(json.dumps({**fake(benchmark.zoo_case("chain3_nonlin", 20, 0), None),
-                                                        "default_do_rmse": 9.0}) + "\n")  # fmt: skip
-    benchmark.main(["nonlin_simpson"], 20, 0, tmp_path)
-    benchmark.main(["chain3_nonlin"], 20, 0, tmp_path)
-    rows = [line for line in (tmp_path / "README.md").read_text().splitlines() if line.startswith("| ")][1:]
-    assert [row.split(" | ")[0] for row in rows] == ["| nonlin_simpson", "| chain3_nonlin"]  # CASES order
-    assert "9.000" not in (tmp_path / "README.md").read_text()  # chain3_nonlin's earlier record is replaced
-    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 3  # appended, never rewritten
+    stored = {**fake(benchmark.zoo_case("chain3_nonlin", 20, 0), None), "seed": 0, "default_do_rmse": 9.0,
+              "do_ratio": 9.0}  # fmt: skip
+    (tmp_path / "results.jsonl").write_text(json.dumps(stored) + "\n")
+    ran.clear()
+    benchmark.main(["chain3_nonlin", "nonlin_simpson"], 20, [0, 1], tmp_path)
+    assert ran == ["nonlin_simpson", "chain3_nonlin", "nonlin_simpson"]  # chain3_nonlin seed 0 is not re-run
+    rows = [line.split(" | ") for line in (tmp_path / "README.md").read_text().splitlines() if line.startswith("| ")]
+    assert [row[0] for row in rows[1:]] == ["| nonlin_simpson", "| chain3_nonlin"]  # CASES order
+    chain3 = dict(zip(rows[0], rows[2], strict=True))
+    # seed 0's stored 9.0 and seed 1's fresh 3.0: the mean over the seeds, the per-seed ratios' range
+    assert chain3["seeds"] == "2" and chain3["default_do_rmse"] == "6.000" and chain3["do_ratio"] == "6.000"
+    assert chain3["do_ratio_range"] == "3.00–9.00"
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 4  # appended, never rewritten
 
 
 def test_answer_trace_scores_the_answers_the_run_writes(tmp_path):

@@ -290,32 +290,57 @@ CASES: dict[str, Callable[[int, int], Case]] = {
 
 
 def summarise(records: list[dict]) -> str:
-    """A markdown table of the records and the pooled coverage."""
-    cols = ["case", "n", "converged", "epochs", "default_seconds", "default_do_rmse", "generous_do_rmse",
-            "do_ratio", "default_cf_rmse", "generous_cf_rmse", "cf_ratio", "default_do_coverage",
-            "default_cf_coverage"]  # fmt: skip
+    """Markdown: one row per case over its seeds (mean RMSE of each arm, the ratio of the means and the range
+    of the per-seed ratios, coverage pooled over the seeds' grid points and rows), then the pooled coverage."""
+    cols = ["case", "seeds", "epochs", "default_seconds", "default_do_rmse", "generous_do_rmse", "do_ratio",
+            "do_ratio_range", "default_cf_rmse", "generous_cf_rmse", "cf_ratio", "cf_ratio_range",
+            "default_do_coverage", "default_cf_coverage"]  # fmt: skip
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in records:
-        lines.append("| " + " | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
-    do_cov = np.nanmean([r["default_do_coverage"] for r in records])
-    cf_cov = np.mean([r["default_cf_coverage"] for r in records])
+    rows = []
+    for case in dict.fromkeys(r["case"] for r in records):
+        group = [r for r in records if r["case"] == case]
+        row = {"case": case, "seeds": len(group)}
+        for key in ("epochs", "default_seconds", "default_do_rmse", "generous_do_rmse", "default_cf_rmse",
+                    "generous_cf_rmse", "default_do_coverage", "default_cf_coverage"):  # fmt: skip
+            row[key] = float(np.mean([r[key] for r in group]))
+        for kind in ("do", "cf"):
+            row[f"{kind}_ratio"] = row[f"default_{kind}_rmse"] / max(row[f"generous_{kind}_rmse"], 1e-12)
+            ratios = [r[f"{kind}_ratio"] for r in group]
+            row[f"{kind}_ratio_range"] = f"{min(ratios):.2f}–{max(ratios):.2f}"
+        rows.append(row)
+        cells = (f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in cols)
+        lines.append("| " + " | ".join(cells) + " |")
+    do_cov = np.nanmean([r["default_do_coverage"] for r in rows])
+    cf_cov = np.mean([r["default_cf_coverage"] for r in rows])
     lines += ["", f"Mean coverage at nominal 95 %: interventional {do_cov:.3f}, counterfactual {cf_cov:.3f}."]
     return "\n".join(lines)
 
 
-def main(cases: list[str], n: int, seed: int, out: Path, trace: int = 0) -> str:
-    """Run every case, appending its record to out/results.jsonl as it finishes; after each, out/README.md
-    tables every case in the file (its latest record), so runs of a few cases at a time add up. `trace` > 0
-    also writes each point fit's answers every `trace` epochs to out/runs/<case>/<arm>/trace.jsonl."""
+def main(cases: list[str], n: int, seeds: list[int], out: Path, trace: int = 0) -> str:
+    """Run every case at every seed (its table drawn with that seed, the fits seeded by the task's default),
+    appending each record to out/results.jsonl as it finishes; a (case, n, seed) already there is not run
+    again, so an interrupted run resumes and runs of a few cases at a time add up. After each, out/README.md
+    tables every case over the seeds in the file. `trace` > 0 also writes each point fit's answers every
+    `trace` epochs to out/runs/<case>/<arm>/trace.jsonl (the seed's runs overwrite the previous seed's)."""
     out.mkdir(parents=True, exist_ok=True)
     store = out / "results.jsonl"
-    for name in cases:
-        record = bench_case(CASES[name](n, seed), out, trace)
-        with store.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        latest = {r["case"]: r for r in map(json.loads, store.read_text().splitlines())}
-        table = summarise([latest[c] for c in CASES if c in latest])
-        (out / "README.md").write_text(f"# bench_query (n={n}, seed={seed})\n\n{table}\n")
+
+    def stored() -> dict[tuple[str, int, int], dict]:
+        lines = store.read_text().splitlines() if store.exists() else []
+        return {(r["case"], r["n"], r.get("seed", 0)): r for r in map(json.loads, lines)}
+
+    table = ""
+    for seed in seeds:
+        for name in cases:
+            if (name, n, seed) not in stored():
+                record = {"seed": seed, **bench_case(CASES[name](n, seed), out, trace)}
+                with store.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+            done = [r for (case, rows, _), r in stored().items() if rows == n and case in CASES]
+            done.sort(key=lambda r: list(CASES).index(r["case"]))
+            table = summarise(done)
+            shown = sorted({r.get("seed", 0) for r in done})
+            (out / "README.md").write_text(f"# bench_query (n={n}, seeds {shown})\n\n{table}\n")
     return table
 
 
