@@ -28,9 +28,11 @@ NOT_DEFAULTS = {
     ("causal_engine.scm.prior.BroadPrior", "noises"),
     ("causal_engine.scm.prior.BroadPrior", "graphs"),
     # One stopping rule serves several fits: its defaults are plain early stopping (dml.convergence); task=query
-    # sets a plateau schedule (learning-rate decays) because its answers settle only at a lower rate.
+    # sets a plateau schedule (learning-rate decays) because its answers settle only at a lower rate, started at
+    # its own rate (the DML nuisances keep their modules' rates).
     ("causal_engine.convergence.Convergence", "patience"),
     ("causal_engine.convergence.Convergence", "decays"),
+    ("causal_engine.convergence.Convergence", "lr"),
 }
 
 # Targets that pass keyword arguments (**kwargs) on: their keys take the defaults of these callables.

@@ -89,7 +89,8 @@ class PlateauSchedule(Callback):
     """Early stopping that first lowers the learning rate: after `patience` epochs in which `monitor` has not
     improved on its best by a relative `min_delta`, every optimiser's learning rate is multiplied by `factor`
     and the search for a best starts again at the new rate; the plateau after the `decays`-th decay stops the
-    fit (`decays=0` is plain early stopping).
+    fit (`decays=0` is plain early stopping). With `lr` set, the fit starts at that rate instead of the
+    optimiser's.
 
     With a constant learning rate the iterates of a small-batch fit keep wandering around the optimum, and the
     answers read from them wander with them: on a table of a few hundred rows the held-out loss sits on a
@@ -105,6 +106,7 @@ class PlateauSchedule(Callback):
         decays: int = 0,
         factor: float = 0.3,
         min_delta: float = 0.0,
+        lr: float | None = None,
     ) -> None:
         super().__init__()
         self.monitor = monitor
@@ -112,10 +114,18 @@ class PlateauSchedule(Callback):
         self.decays = decays
         self.factor = factor
         self.min_delta = min_delta
+        self.lr = lr
         self.best_score = math.inf
         self.wait = 0  # epochs since the last improvement or decay
         self.decayed = 0
         self.stopped = False
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # The schedule's starting rate in place of the optimiser's; a fit resumed mid-way keeps its restored rate.
+        if self.lr is not None and trainer.global_step == 0:
+            for optimizer in trainer.optimizers:
+                for group in optimizer.param_groups:
+                    group["lr"] = self.lr
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -186,6 +196,7 @@ class Convergence:
         decays: how many times a plateau lowers the learning rate before one stops the fit (0: plain early
             stopping at the model's learning rate, the best epoch taken over the whole fit).
         factor: what each decay multiplies the learning rate by.
+        lr: the learning rate the fit starts at (null: the model's optimizer's).
         max_steps: optimiser steps the epoch ceiling allows (the safety net, sized from the data).
         min_epochs: the ceiling is never below this (tiny tables still get a few epochs of patience).
         max_epochs: a fixed ceiling instead of the one sized from the data (null = sized from the data).
@@ -201,6 +212,7 @@ class Convergence:
         patience: int = 150,
         decays: int = 0,
         factor: float = 0.3,
+        lr: float | None = None,
         max_steps: int = 20_000,
         min_epochs: int = 50,
         max_epochs: int | None = None,
@@ -219,9 +231,12 @@ class Convergence:
                 raise UserError(f"{config_key}.{name} must be >= {low}, got {value}")
         if not 0.0 < factor < 1.0:
             raise UserError(f"{config_key}.factor must be in (0, 1), got {factor}")
+        if lr is not None and not lr > 0:
+            raise UserError(f"{config_key}.lr must be > 0 (or null for the model's), got {lr}")
         self.patience = patience
         self.decays = decays
         self.factor = factor
+        self.lr = lr
         self.max_steps = max_steps
         self.min_epochs = min_epochs
         self.max_epochs = max_epochs
@@ -250,7 +265,7 @@ class Convergence:
 
     def schedule(self) -> PlateauSchedule:
         """A fresh learning-rate schedule and stopping rule on `monitor`."""
-        return PlateauSchedule(self.monitor, self.patience, self.decays, self.factor, self.min_delta)
+        return PlateauSchedule(self.monitor, self.patience, self.decays, self.factor, self.min_delta, self.lr)
 
     def callbacks(self) -> list[Callback]:
         """Fresh callbacks for one fit: the plateau schedule and the in-memory best weights."""

@@ -67,7 +67,7 @@ def test_answer_trace_scores_the_answers_the_run_writes(tmp_path):
                  "task.convergence.restore_best=false", "task.bootstrap=0", "trainer=cpu"]  # fmt: skip
     _run_query(case, tmp_path, run_dir, overrides, trace=1)
     trace = [json.loads(line) for line in (run_dir / "trace.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in trace] == [0, 1, 2] and all(r["lr"] == 0.003 for r in trace)
+    assert [r["epoch"] for r in trace] == [0, 1, 2] and all(r["lr"] == 0.01 for r in trace)  # task.convergence.lr
     written = _score(case, run_dir, with_intervals=False)
     assert trace[-1]["do_rmse"] == pytest.approx(written["do_rmse"], rel=1e-5)
     assert trace[-1]["cf_rmse"] == pytest.approx(written["cf_rmse"], rel=1e-5)

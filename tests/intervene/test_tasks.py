@@ -87,7 +87,8 @@ def test_query_end_to_end_on_a_small_csv(compose, table):
     metrics = run(cfg)
     out = Path(cfg.paths.output_dir)
     do = pd.read_csv(out / "interventional.csv")
-    assert list(do.columns) == ["query", "variable", "mean", "sd", "se", "ci_low", "ci_high"] and len(do) == 3
+    columns = ["query", "variable", "mean", "sd", "outside_support", "se", "ci_low", "ci_high"]
+    assert list(do.columns) == columns and len(do) == 3
     a = do[do.variable == "a"].iloc[0]
     assert (a["mean"], a["sd"], a["se"], a["ci_low"], a["ci_high"]) == (1.0, 0.0, 0.0, 1.0, 1.0)  # do(a = 1) exactly
     assert (
@@ -115,7 +116,7 @@ def test_query_is_seeded_and_bootstrap_zero_drops_the_intervals(compose, table):
     cfg.task.bootstrap = 0
     run(cfg)
     assert list(pd.read_csv(Path(cfg.paths.output_dir) / "interventional.csv").columns) == [
-        "query", "variable", "mean", "sd"
+        "query", "variable", "mean", "sd", "outside_support"
     ]  # fmt: skip
 
 
@@ -148,6 +149,9 @@ def test_query_reports_convergence_and_warns_when_the_ceiling_cuts_the_fit(compo
         ("task.level=1.5", "task.level"),
         ("task.convergence.patience=0", "task.convergence.patience"),
         ("task.convergence.max_epochs=10", "task.convergence.max_epochs=10 leaves no room"),
+        ("task.convergence.lr=0", "task.convergence.lr"),
+        ("task.support=1.0", "task.support must be in"),
+        ("task.support_warning=2", "task.support_warning must be a share"),
     ],
 )
 def test_query_bad_bootstrap_and_convergence_settings_are_user_errors(compose, table, override, message):
@@ -156,6 +160,30 @@ def test_query_bad_bootstrap_and_convergence_settings_are_user_errors(compose, t
     OmegaConf.update(cfg, key, yaml.safe_load(value))
     with pytest.raises(UserError, match=message):
         run(cfg)
+
+
+def test_query_says_which_answers_lie_outside_the_tables_support(compose, table, caplog):
+    """do(b = 50) needs noise far beyond any b | a the table shows, for every row; do(a = its mean) on a root
+    needs none; a unit shift of the root a leaves the support for the rows it takes past a's largest value."""
+    data, edges = table
+    mean_a = float(pd.read_csv(data).a.mean())
+    cfg = _query(compose, data, edges, f"{{far: {{b: 50.0}}, centre: {{a: {mean_a}}}}}")
+    cfg.task.rows = None
+    caplog.set_level(logging.WARNING, logger="causal_engine")
+    metrics = run(cfg)
+    assert metrics["query/far/outside_support"] == 1.0 and metrics["query/centre/outside_support"] == 0.0
+    assert 0.0 < metrics["query/a_up/outside_support"] < 0.5
+    out = Path(cfg.paths.output_dir)
+    do = pd.read_csv(out / "interventional.csv")
+    assert (do[do["query"] == "far"].outside_support == 1.0).all()
+    cf = pd.read_csv(out / "counterfactual.csv")
+    top = cf.a.to_numpy() + 1.0 > cf.a.max()
+    assert (
+        top.any()
+        and cf.outside_support.to_numpy()[top].all()
+        and cf.outside_support.mean() == pytest.approx(metrics["query/a_up/outside_support"])
+    )
+    assert "outside the table's support: far (100 %)" in caplog.text and "centre" not in caplog.text
 
 
 def _write(path: Path, text: str) -> Path:
@@ -232,9 +260,8 @@ def test_query_with_a_regime_column_keeps_do_rows_out_of_the_cut_mechanism(compo
     cfg.data.regime_column = "regime"
     run(cfg)
     cf = pd.read_csv(Path(cfg.paths.output_dir) / "counterfactual.csv")
-    assert list(cf.columns) == ["query", "row"] + [f"{n}_cf{e}" for n in "abc" for e in ("", "_low", "_high")] + [
-        "a", "b", "c"
-    ]  # fmt: skip
+    answers = [f"{n}_cf{e}" for n in "abc" for e in ("", "_low", "_high")]
+    assert list(cf.columns) == ["query", "row", "outside_support", *answers, "a", "b", "c"]
     frame.loc[3, "regime"] = "zz"
     frame.to_csv(data, index=False)
     with pytest.raises(UserError, match="row 4: 'zz' is not a variable"):

@@ -17,7 +17,8 @@ counterfactual. Both arms run the real `task=query` through `run()`:
   against the default's 0.39).
 
 Scores: RMSE of the interventional means over the grid and of the counterfactuals over the rows,
-the default run's wall time, and the share of the exact answers inside the default run's intervals.
+the default run's wall time, the share of the exact answers inside the default run's intervals, and the
+share of rows the do-queries take outside the table's support (`outside_support`, mean over the grid).
 """
 
 from __future__ import annotations
@@ -250,6 +251,8 @@ def _score(case: Case, run_dir: Path, with_intervals: bool) -> dict[str, float]:
     cf = pd.read_csv(run_dir / "counterfactual.csv").sort_values("row")
     y = f"{case.outcome}_cf"
     out = _rmse(do["mean"].to_numpy(), cf[y].to_numpy(), case.do_truth, case.cf_truth, case.do_contrast)
+    out["do_outside_support"] = float(do.outside_support.mean())  # share of rows, mean over the grid
+    out["cf_outside_support"] = float(cf.outside_support.mean())
     if with_intervals:
         # The intervals are for levels: a contrast-only case has no do coverage.
         covered = (do.ci_low <= case.do_truth) & (case.do_truth <= do.ci_high)
@@ -294,15 +297,16 @@ def summarise(records: list[dict]) -> str:
     of the per-seed ratios, coverage pooled over the seeds' grid points and rows), then the pooled coverage."""
     cols = ["case", "seeds", "epochs", "default_seconds", "default_do_rmse", "generous_do_rmse", "do_ratio",
             "do_ratio_range", "default_cf_rmse", "generous_cf_rmse", "cf_ratio", "cf_ratio_range",
-            "default_do_coverage", "default_cf_coverage"]  # fmt: skip
+            "default_do_coverage", "default_cf_coverage", "default_do_outside_support"]  # fmt: skip
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     rows = []
     for case in dict.fromkeys(r["case"] for r in records):
         group = [r for r in records if r["case"] == case]
         row = {"case": case, "seeds": len(group)}
         for key in ("epochs", "default_seconds", "default_do_rmse", "generous_do_rmse", "default_cf_rmse",
-                    "generous_cf_rmse", "default_do_coverage", "default_cf_coverage"):  # fmt: skip
-            row[key] = float(np.mean([r[key] for r in group]))
+                    "generous_cf_rmse", "default_do_coverage", "default_cf_coverage",
+                    "default_do_outside_support"):  # fmt: skip
+            row[key] = float(np.mean([r.get(key, np.nan) for r in group]))
         for kind in ("do", "cf"):
             row[f"{kind}_ratio"] = row[f"default_{kind}_rmse"] / max(row[f"generous_{kind}_rmse"], 1e-12)
             ratios = [r[f"{kind}_ratio"] for r in group]

@@ -18,6 +18,14 @@ console; a warning names the key to raise when it did not). Every answer has an 
 refits on Poisson-resampled rows (`intervene.bootstrap`) give each answer's standard error `se`, and the
 interval is the answer ± z · se at `task.level` (`ci_low`, `ci_high`; for counterfactuals
 `<variable>_cf_low`, `<variable>_cf_high`). `task.bootstrap=0` turns the intervals off.
+
+The intervals carry the noise of the rows and the fit, not the error of extrapolating: an intervention that
+sets a variable to a value its parents never produce in the table (do(x1 = v) where x1 | x0 has little
+spread) asks the children's fitted mechanisms about inputs they were never shown, and any answer there is
+the network's guess. Each answer says where that happens: `outside_support` is the share of rows (for a
+counterfactual, per row) whose intervened value needs noise outside the central `support` share of the
+noise the fit abducts from the observational rows, given the parents as they are under the intervention;
+a warning names every query above `support_warning`.
 """
 
 from __future__ import annotations
@@ -87,6 +95,26 @@ def _answers(
         torch.stack(sds) if sds else empty,
         torch.stack(cfs) if cfs else x.new_zeros(0, len(rows), x.shape[1]),
     )
+
+
+def _noise_range(net: StructuralMLP, x: Tensor, cut: Tensor | None, support: float) -> tuple[Tensor, Tensor]:
+    """The central `support` share [low, high] [D] of each variable's abducted noise over the rows x [N, D]
+    where it was not intervened (`cut` [N, D])."""
+    with torch.no_grad():
+        noise = net.abduct(x).double()  # [N, D] standardised
+    if cut is not None:
+        noise = noise.masked_fill(cut, float("nan"))
+    tail = (1.0 - support) / 2
+    return torch.nanquantile(noise, tail, dim=0).float(), torch.nanquantile(noise, 1.0 - tail, dim=0).float()
+
+
+@torch.no_grad()
+def _outside_support(net: StructuralMLP, samples: Tensor, iv: Interventions, low: Tensor, high: Tensor) -> Tensor:
+    """[N] bool: rows whose value of an intervened variable, in `samples` [N, D] (the variables under `iv`),
+    needs noise outside [low, high] [D] given its parents as they are under `iv`."""
+    noise = net.abduct(samples)  # [N, D]: the noise each value would need
+    outside = (noise < low) | (noise > high)
+    return (outside & iv.touched_mask(len(samples), samples.device)).any(1)
 
 
 def _graph(
@@ -183,10 +211,13 @@ def query(
     bootstrap: int = 20,
     level: float = 0.95,
     discovery: GraphDiscovery | None = None,
+    support: float = 0.99,
+    support_warning: float = 0.1,
 ) -> dict[str, float]:
     """Fit `cfg.model` (a StructuralMLP module) on `cfg.data` (a `TableSource`) to convergence and answer the
-    queries, each with a bootstrap interval (`bootstrap` replicates, coverage `level`). With
-    `data.graph_path=discover` the graph comes from `discovery` (the PFN, refined; see `graph_discovery`)."""
+    queries, each with a bootstrap interval (`bootstrap` replicates, coverage `level`) and the share of rows
+    it takes outside the table's support (`support`; module docstring). With `data.graph_path=discover` the
+    graph comes from `discovery` (the PFN, refined; see `graph_discovery`)."""
     source: TableSource = instantiate(cfg.data)
     if not isinstance(source, TableSource):
         raise UserError(
@@ -196,6 +227,10 @@ def query(
         raise UserError("task=query needs a structural model: add `model=structural_mlp`.")
     if bootstrap == 1:
         raise QueryError("task.bootstrap=1 gives no spread: use 0 (no intervals) or at least 2 (e.g. 20).")
+    if not 0.0 < support < 1.0:
+        raise QueryError(f"task.support must be in (0, 1) (the central share of the noise, e.g. 0.99), got {support}")
+    if not 0.0 <= support_warning <= 1.0:
+        raise QueryError(f"task.support_warning must be a share in [0, 1] (e.g. 0.1), got {support_warning}")
     convergence = convergence if convergence is not None else Convergence()
     interventional = (
         OmegaConf.to_container(interventional) if isinstance(interventional, DictConfig) else interventional
@@ -233,7 +268,28 @@ def query(
     def answer(net: nn.Module, weight: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         return _answers(net, x, weight, do_queries, cf_queries, row_index)
 
-    do_mean, do_sd, cf = answer(module.net.eval(), torch.ones(len(x)))  # [Q, D], [Q, D], [C, n, D]
+    net = module.net.eval()
+    do_mean, do_sd, cf = answer(net, torch.ones(len(x)))  # [Q, D], [Q, D], [C, n, D]
+    low, high = _noise_range(
+        net, x[datamodule.train_rows], None if cut is None else cut[datamodule.train_rows], support
+    )
+    do_outside = {q: _outside_support(net, net.interventional(x, iv), iv, low, high) for q, iv in do_queries.items()}
+    cf_outside = {
+        q: _outside_support(net, cf[c], iv, low, high) for c, (q, iv) in enumerate(cf_queries.items())
+    }  # [n] each
+    flagged = []
+    for qname, outside in (do_outside | cf_outside).items():
+        share = float(outside.float().mean())
+        metrics[f"query/{qname}/outside_support"] = share
+        if share > support_warning:
+            flagged.append(f"{qname} ({100 * share:.0f} %)")
+    if flagged:
+        log.warning(
+            "outside the table's support: %s of the rows need an intervened value whose noise, given its parents, "
+            "lies beyond the central %g of what the fit abducts; there the answers extrapolate the fitted "
+            "mechanisms, and their intervals do not carry that error (task.support, task.support_warning)",
+            ", ".join(flagged), support,
+        )  # fmt: skip
     if bootstrap:
         cut_all = cut if cut is not None else torch.zeros_like(x, dtype=torch.bool)
         found = _bootstrap_answers(
@@ -249,6 +305,7 @@ def query(
     for q, qname in enumerate(do_queries):
         for j, name in enumerate(names):
             record = {"query": qname, "variable": name, "mean": float(do_mean[q, j]), "sd": float(do_sd[q, j])}
+            record["outside_support"] = float(do_outside[qname].float().mean())
             if bootstrap:
                 se = float(do_se[q, j])
                 record |= {"se": se, "ci_low": record["mean"] - z * se, "ci_high": record["mean"] + z * se}
@@ -259,7 +316,7 @@ def query(
     cf_frames = []
     factual = frame.iloc[row_index].reset_index(drop=True)
     for c, qname in enumerate(cf_queries):
-        part = pd.DataFrame({"query": qname, "row": row_index})
+        part = pd.DataFrame({"query": qname, "row": row_index, "outside_support": cf_outside[qname].numpy()})
         for j, name in enumerate(names):
             part[f"{name}_cf"] = cf[c, :, j].numpy()
             if bootstrap:
