@@ -305,7 +305,7 @@ def query(
     for q, qname in enumerate(do_queries):
         for j, name in enumerate(names):
             record = {"query": qname, "variable": name, "mean": float(do_mean[q, j]), "sd": float(do_sd[q, j])}
-            record["outside_support"] = float(do_outside[qname].float().mean())
+            record["outside_support"] = metrics[f"query/{qname}/outside_support"]
             if bootstrap:
                 se = float(do_se[q, j])
                 record |= {"se": se, "ci_low": record["mean"] - z * se, "ci_high": record["mean"] + z * se}
