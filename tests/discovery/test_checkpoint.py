@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from causal_engine.discovery.checkpoint import CheckpointError, export_pfn, load_pfn, warn_outside_training
-from causal_engine.discovery.models import ModelD
+from causal_engine.discovery.encoder import NUM_PAIR_FEATURES
+from causal_engine.discovery.models import PAIR_INPUTS, ModelD
 from causal_engine.discovery.module import PFNModule
 
+from .conftest import small_batch
 from .test_discover import chain_table, overrides
 
 SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints" / "pfn.pt"
@@ -117,3 +119,36 @@ def test_tables_outside_the_trained_graph_sizes_warn(tmp_path, caplog):
     assert not warn_outside_training(bare, 3)
     bare.with_suffix(".json").write_text('{"steps": 1}')
     assert not warn_outside_training(bare, 3)
+
+
+def test_a_checkpoint_of_an_older_pair_feature_list_loads_and_predicts_as_trained(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A checkpoint trained on the first 12 pair features (today's list extends it) loads with zero weights for
+    the rest: its edges and deltas are those of a net that ignores the new features."""
+    net = tiny_net().eval()
+    new = NUM_PAIR_FEATURES - 12
+    old = {k: v[:, :-new] if k in PAIR_INPUTS else v for k, v in net.state_dict().items()}
+    path = tmp_path / "old.pt"
+    torch.save({"net_spec": net.net_spec(), "state_dict": old, "meta": {}}, path)
+    with caplog.at_level("WARNING"):
+        loaded = load_pfn(path)
+    assert f"trained on the first 12 of today's {NUM_PAIR_FEATURES} pair features" in caplog.text
+    with torch.no_grad():
+        for key in PAIR_INPUTS:
+            if key in dict(net.named_parameters()):
+                net.get_parameter(key)[:, -new:] = 0
+        batch = small_batch(sizes=(6,), graphs=2)
+        expected, got = net(batch), loaded(batch)
+    torch.testing.assert_close(got.edge_logits, expected.edge_logits)
+    torch.testing.assert_close(got.delta, expected.delta)
+
+
+def test_a_checkpoint_of_another_shape_is_still_refused(tmp_path: Path) -> None:
+    net = tiny_net()
+    state = net.state_dict()
+    state["edge_mlp.0.weight"] = state["edge_mlp.0.weight"][:-1]  # rows, not feature columns
+    path = tmp_path / "odd.pt"
+    torch.save({"net_spec": net.net_spec(), "state_dict": state, "meta": {}}, path)
+    with pytest.raises(CheckpointError, match=f"task.checkpoint: {path} does not fit its own net_spec"):
+        load_pfn(path)

@@ -39,7 +39,7 @@ def copula_scores(batch: DiscoveryBatch) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def reference_features(batch: DiscoveryBatch, shrinkage: float, space: str = "zscore") -> tuple[Tensor, ...]:
-    """Node [B, d, 7], query [B, Q, d, 3] and pair [B, d, d, 12] features, written the straightforward way."""
+    """Node [B, d, 7], query [B, Q, d, 3] and pair [B, d, d, 26] features, written the straightforward way."""
     node = batch.node_mask.float()
     mean, std = batch.observational.mean(1), batch.observational.std(1).clamp_min(EPS)  # [B, d]
 
@@ -108,7 +108,56 @@ def reference_features(batch: DiscoveryBatch, shrinkage: float, space: str = "zs
     forward = [pearson, spearman, partial, shift, abs_shift, slope, logstd, has_int]
     pair = torch.stack([*forward, shift.mT, abs_shift.mT, slope.mT, eye.expand_as(shift)], -1)
     pair = torch.cat([pair[..., :-1] * (1 - eye)[..., None], pair[..., -1:]], -1)
+    pair = torch.cat([pair, reference_structure(obs, pearson, prec, batch.node_mask) * (1 - eye)[..., None]], -1)
     return node_feats, query_feats, (pair * (node[:, :, None] * node[:, None, :])[..., None]).clamp(-CLIP, CLIP)
+
+
+def reference_structure(obs: Tensor, corr: Tensor, prec: Tensor, node_mask: Tensor) -> Tensor:
+    """The 14 structure features [B, d, d, 14], pair by pair in float64 over the real nodes only: first-order
+    partial correlations by their formula, additive-noise residuals from least squares."""
+    b, _, d = obs.shape
+    out = torch.zeros(b, d, d, 14, dtype=torch.float64)
+    x_all, c_all, p_all = obs.double(), corr.double(), prec.double()
+    for g in range(b):
+        real = node_mask[g].nonzero().flatten().tolist()
+        x, c, p = x_all[g], c_all[g], p_all[g]
+        xc = x.clamp(-5, 5)
+        resid = x @ p / p.diagonal().clamp_min(EPS)
+
+        def rho(i: int, j: int, k: int, c: Tensor = c) -> float:
+            denom = ((1 - c[i, k] ** 2) * (1 - c[j, k] ** 2)).clamp_min(1e-6).sqrt()
+            return float((c[i, j] - c[i, k] * c[j, k]) / denom)
+
+        def corr_of(a: Tensor, e: Tensor) -> float:
+            return float(torch.corrcoef(torch.stack([a, e]))[0, 1]) if e.std() > 0 and a.std() > 0 else 0.0
+
+        for i in real:
+            for j in real:
+                if i == j:
+                    continue
+                others = [k for k in real if k not in (i, j)]
+                ci = [abs(max(-1.0, min(1.0, rho(i, j, k)))) for k in others]
+                gain = [abs(max(-1.0, min(1.0, rho(i, k, j)))) - abs(float(c[i, k])) for k in others]
+                design = torch.stack([xc[:, i] ** a for a in range(4)], 1)
+                fit = design @ torch.linalg.lstsq(design, xc[:, j : j + 1]).solution
+                r2 = (xc[:, j] - fit[:, 0]) ** 2
+                var_j = xc[:, j].var(unbiased=False).clamp_min(EPS)
+                err = r2.mean().clamp_min(1e-3 * var_j)
+                het = [
+                    ((f * r2).mean() - f.mean() * err) / (f.std(unbiased=False).clamp_min(EPS) * err)
+                    for f in (xc[:, i], xc[:, i] ** 2)
+                ]
+                e2 = resid[:, j] ** 2
+                out[g, i, j, 0] = min(ci) if ci else abs(float(c[i, j]))
+                out[g, i, j, 1] = max(gain) if gain else 0.0
+                out[g, i, j, 3] = 1 - 1 / p[i, i].clamp_min(1.0)
+                out[g, i, j, 5] = 1 - err / var_j
+                out[g, i, j, 7], out[g, i, j, 9] = (h.clamp(-10, 10) for h in het)
+                out[g, i, j, 11] = (abs(corr_of(x[:, i], e2)) + abs(corr_of(x[:, i] ** 2, e2))) / 2
+                out[g, i, j, 13] = c[i, j] * (x[:, i] * torch.tanh(x[:, j]) - torch.tanh(x[:, i]) * x[:, j]).mean()
+    for forward, backward in ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12)):
+        out[..., backward] = out[..., forward].mT
+    return out.float()
 
 
 def saturated(batch: DiscoveryBatch) -> DiscoveryBatch:
@@ -140,7 +189,9 @@ def test_vectorised_features_equal_the_reference_features(batch: DiscoveryBatch,
     fast_query = query_features(b.query, b.query_targets, b.query_values, ctx.mean, ctx.std, b.node_mask)
     torch.testing.assert_close(ctx.node, node, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(fast_query, query, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(ctx.pair, pair, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ctx.pair[..., :12], pair[..., :12], atol=1e-5, rtol=1e-5)
+    # The structure features are float32 moments (the additive-noise ones differences of larger terms).
+    torch.testing.assert_close(ctx.pair[..., 12:], pair[..., 12:], atol=2e-2, rtol=1e-3)
 
 
 @pytest.mark.parametrize("space", ["zscore", "copula"])
@@ -187,7 +238,7 @@ def test_shipped_checkpoint_reads_the_reference_features() -> None:
 def test_edge_head_equals_the_mlp_on_the_concatenated_input(block: int, monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     net = ModelA(d_model=32, n_heads=4, n_layers=1, n_delta_layers=1).eval()
-    h, pair = torch.randn(3, 9, 32), torch.randn(3, 9, 9, 12)
+    h, pair = torch.randn(3, 9, 32), torch.randn(3, 9, 9, encoder.NUM_PAIR_FEATURES)
     p, c = net.parent(h), net.child(h)
     joint = torch.cat([p[:, :, None] + c[:, None, :], pair], -1)  # [B, d, d, D + F]
     expected = p @ c.mT / 32**0.5 + net.edge_mlp(joint).squeeze(-1)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from causal_engine.discovery import pairwise as P
 from causal_engine.discovery.baselines import GraphData, abs_partial_corr, correlation, partial_correlation
+from causal_engine.discovery.encoder import first_order_structure
 from causal_engine.errors import UserError
 from causal_engine.scm.prior import BroadPrior
 
@@ -39,8 +41,9 @@ def test_partial_correlation_without_shrinkage_is_the_textbook_formula() -> None
     pc = partial_correlation(corr, shrinkage=0.0)
     assert pc[0, 1] == pytest.approx(expected, rel=1e-12) and pc[1, 0] == pytest.approx(expected, rel=1e-12)
     assert np.diag(pc).tolist() == [0.0, 0.0, 0.0]
-    # first-order partial correlations of three nodes are the same numbers
-    assert P._first_order(corr)[0, 1, 2] == pytest.approx(expected, rel=1e-12)
+    # with three nodes, the smallest first-order partial correlation of (0, 1) is |rho_01.2|, the same number
+    min_ci, _ = first_order_structure(torch.from_numpy(corr)[None], torch.ones(1, 3))
+    assert float(min_ci[0, 0, 1]) == pytest.approx(abs(expected), rel=1e-12)
 
 
 def test_normal_scores_ignore_strictly_increasing_transforms_and_average_ties() -> None:

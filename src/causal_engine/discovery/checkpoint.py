@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from causal_engine.discovery.encoder import NUM_PAIR_FEATURES
 from causal_engine.discovery.models import PFNNet, build_net
 from causal_engine.errors import UserError
 
@@ -63,7 +64,24 @@ def load_pfn(path: str | Path, key: str = "task.checkpoint") -> PFNNet:
     ckpt = load_weights(path, key)
     state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if not k.startswith(("val_", "test_"))}
     net = build_net(ckpt["net_spec"])
-    net.load_state_dict(state)
+    state, seen = net.widen_pair_inputs(state)
+    if seen < NUM_PAIR_FEATURES:
+        log.warning(
+            "%s=%s was trained on the first %d of today's %d pair features; the others get zero weight, so it "
+            "predicts as trained (fine-tune it with model.init_checkpoint to use them).",
+            key,
+            path,
+            seen,
+            NUM_PAIR_FEATURES,
+        )
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as error:
+        first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
+        raise CheckpointError(
+            f"{key}: {path} does not fit its own net_spec ({first}); re-export it with "
+            f"causal_engine.discovery.checkpoint.export_pfn."
+        ) from None
     return net.eval()
 
 

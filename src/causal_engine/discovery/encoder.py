@@ -23,7 +23,10 @@ Pairwise features for the ordered pair (i, j), i the candidate parent, j the can
     Pearson, Spearman and shrunk partial correlation of the observational columns; the standardised shift of j
     under do(i) (mean and mean |.|) and its slope per unit of standardised intervention value; log std ratio
     of j under do(i); whether i was intervened on at all; the transposed shift features (j's effect on i);
-    and a diagonal flag.
+    and a diagonal flag (features 0-11); then structure statistics of the observational columns (12-25, see
+    `_structure_features`): conditional independence and collider statistics from first-order partial
+    correlations, node R², additive-noise fits in both directions with their residuals' heteroscedasticity,
+    the dependence of i and j's residual given all other nodes, and a pairwise LiNGAM score.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ from causal_engine.discovery.batch import DiscoveryBatch
 
 NUM_NODE_FEATURES = 7  # context features 0-3, 7-9 (query features are separate)
 NUM_QUERY_FEATURES = 3
-NUM_PAIR_FEATURES = 12
+NUM_PAIR_FEATURES = 26
+DIAGONAL_FEATURE = 11  # the diagonal flag: the one pair feature kept on the diagonal
 FEATURE_SPACES = ("zscore", "copula")  # what the context statistics are computed on (see context_features)
 _CLIP = 50.0  # standardised values beyond this carry no extra information and would only destabilise training
 _EPS = 1e-6
@@ -64,7 +68,7 @@ class ContextFeatures:
     """Everything the encoder reads from a dataset before any query (computed once per dataset)."""
 
     node: Tensor  # [B, d, 7] node context features
-    pair: Tensor  # [B, d, d, 12] pairwise features
+    pair: Tensor  # [B, d, d, 26] pairwise features
     mean: Tensor  # [B, d] observational location ...
     std: Tensor  # [B, d] ... and scale of every variable (the z-units of queries and deltas)
 
@@ -237,9 +241,9 @@ def _copula_columns(batch: DiscoveryBatch) -> _Columns:
     return _Columns(ordered, order, r_mean, r_logstd, (n > 1).float(), regime_values)
 
 
-def _corr_pair(columns: _Columns, node: Tensor) -> tuple[Tensor, Tensor]:
+def _corr_pair(columns: _Columns, node: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Pearson correlation of the columns and Spearman correlation (Pearson of the standardised ranks), [B, d, d]
-    each, zero for padding nodes.
+    each, zero for padding nodes, and the columns in row order [B, S, d].
 
     The ranks are the inverse of the sorting permutation: sorted, they are 0..S-1 in every column, with mean
     (S-1)/2 and std sqrt(S(S+1)/12) known exactly. The sorted columns and the sorted standardised ranks are
@@ -251,16 +255,123 @@ def _corr_pair(columns: _Columns, node: Tensor) -> tuple[Tensor, Tensor]:
     ordered = torch.stack([columns.ordered, ranks.view(1, s, 1) * node[:, None]], 1)  # [B, 2, S, d]
     x = torch.empty_like(ordered).scatter_(2, columns.order[:, None].expand_as(ordered), ordered)
     pearson, spearman = (x.transpose(2, 3) @ x / (s - 1)).unbind(1)  # [B, d, d] each
-    return pearson, spearman
+    return pearson, spearman, x[:, 0]
 
 
-def _partial_corr(corr: Tensor, node: Tensor, shrinkage: float) -> Tensor:
-    """Partial correlations from the shrunk correlation matrix (padding nodes get an identity block)."""
+def _precision(corr: Tensor, node: Tensor, shrinkage: float) -> Tensor:
+    """Inverse of the shrunk correlation matrix [B, d, d] (padding nodes get an identity block)."""
     eye = torch.eye(corr.shape[-1], device=corr.device)
     pad_eye = eye * (1 - node)[:, None, :]
-    prec = torch.linalg.inv((1 - shrinkage) * corr + shrinkage * eye * node[:, None, :] + pad_eye)
+    return torch.linalg.inv((1 - shrinkage) * corr + shrinkage * eye * node[:, None, :] + pad_eye)
+
+
+def _partial_corr(prec: Tensor) -> Tensor:
+    """Partial correlations [B, d, d] from a precision matrix (zero diagonal)."""
+    eye = torch.eye(prec.shape[-1], device=prec.device)
     dg = prec.diagonal(dim1=1, dim2=2).clamp_min(_EPS).sqrt()  # [B, d]
     return -prec / dg[:, :, None] / dg[:, None, :] * (1 - eye)
+
+
+def first_order_structure(corr: Tensor, node: Tensor) -> tuple[Tensor, Tensor]:
+    """From the first-order partial correlations rho_ij.k: (min_k |rho_ij.k| [B, i, j], the conditional
+    independence a separating node would show, and max_k |rho_ik.j| - |rho_ik| [B, i, j], how much conditioning
+    on j makes i dependent on some k: j a collider of i and k, so i -> j). k ranges over the real nodes other than
+    i and j; without one, the first is |rho_ij| and the second 0."""
+    d = corr.shape[-1]
+    ik, jk = corr[:, :, None, :], corr[:, None, :, :]  # [B, i, 1, k], [B, 1, j, k]
+    first = (corr[..., None] - ik * jk).div_(((1 - ik**2) * (1 - jk**2)).clamp_min(1e-6).sqrt_())
+    first = first.clamp_(-1.0, 1.0).abs_()  # [B, i, j, k] |rho_ij.k|
+    eye = torch.eye(d, dtype=torch.bool, device=corr.device)
+    # valid[b, i, j, k]: k a real node other than i and j (the same in the [i, k, j] layout, by symmetry in i, j).
+    valid = (node[:, None, None, :] > 0) & ~eye[:, None, :] & ~eye[None, :, :]
+    min_ci = torch.where(valid, first, torch.inf).amin(-1)
+    min_ci = torch.where(min_ci.isinf(), corr.abs(), min_ci)
+    # first[b, i, k, j] = |rho_ik.j|: the gain over |rho_ik|, maximised over k (valid moved to that layout).
+    gain = first - corr.abs()[..., None]
+    collider = torch.where(valid.transpose(2, 3), gain, -torch.inf).amax(2)
+    return min_ci, torch.where(collider.isinf(), 0.0, collider)
+
+
+def _standard(a: Tensor) -> Tensor:
+    """Each column of a [B, S, d] centred and scaled to unit variance (constant columns stay zero)."""
+    a = a - a.mean(1, keepdim=True)
+    return a / a.std(1, keepdim=True).clamp_min(_EPS)
+
+
+def _additive_noise(x: Tensor, node: Tensor) -> list[Tensor]:
+    """Additive-noise fits of every column j on a cubic in every column i, in closed form: [B, i, j] each of
+    R² of the fit, and the residual r's heteroscedasticity in x_i, cov(x_i, r²) and cov(x_i², r²), each over
+    sd(.) E[r²] (zero when the noise is independent of the cause, as in the causal direction of an additive
+    noise model).
+
+    Everything is a moment E[x_i^p x_j^q] (p <= 8, q <= 2), so no [S, d, d] residual is ever formed: r = x_j -
+    X_i beta with X_i = (1, x_i, x_i², x_i³) and beta from the 4 x 4 normal equations.
+    """
+    b, s, d = x.shape
+    x = x.clamp(-5.0, 5.0)
+    powers = torch.cat([x**p for p in range(6)], 2)  # [B, S, 6d]: x_i^p at p d + i
+    cross = powers.transpose(1, 2) @ torch.cat([x, x * x], 2) / s  # [B, 6d, 2d]
+    cross = cross.view(b, 6, d, 2, d).permute(0, 3, 2, 4, 1)  # [B, q, i, j, p] = E[x_i^p x_j^(q+1)]
+    m = torch.stack([(x**p).mean(1) for p in range(9)], -1)  # [B, d, 9] E[x^p]
+    idx = torch.arange(4, device=x.device)
+    idx = idx[:, None] + idx  # [4, 4] a + b
+    eye4 = torch.eye(4, dtype=m.dtype, device=x.device)
+    ridge = (1e-4 + (1 - node))[..., None, None] * eye4  # padding nodes: identity
+    gram_inv = torch.linalg.inv(m[..., idx] + ridge)  # [B, i, 4, 4]
+    rhs = cross[:, 0, ..., :4]  # [B, i, j, 4] E[x_i^a x_j]
+    beta = rhs @ gram_inv  # [B, i, j, 4] (the Gram matrix is symmetric)
+    m_j, m_i = m[:, None], m[:, :, None]  # [B, 1, j, 9], [B, i, 1, 9]
+    var_j = (m_j[..., 2] - m_j[..., 1] ** 2).clamp_min(_EPS)
+    err = (m_j[..., 2] - (beta * rhs).sum(-1)).clamp_min(1e-3 * var_j)  # E[r²]
+
+    def moment_r2(k: int) -> Tensor:
+        """E[x_i^k r²] = E[x_i^k x_j²] - 2 sum_a beta_a E[x_i^(a+k) x_j] + beta' E[x_i^(a+b+k)] beta."""
+        linear = (beta * cross[:, 0, ..., k : k + 4]).sum(-1)
+        return cross[:, 1, ..., k] - 2 * linear + ((beta @ m[..., idx + k]) * beta).sum(-1)
+
+    sd1 = (m_i[..., 2] - m_i[..., 1] ** 2).clamp_min(_EPS).sqrt()
+    sd2 = (m_i[..., 4] - m_i[..., 2] ** 2).clamp_min(_EPS).sqrt()
+    het1 = (moment_r2(1) - m_i[..., 1] * err) / (sd1 * err)
+    het2 = (moment_r2(2) - m_i[..., 2] * err) / (sd2 * err)
+    return [1 - err / var_j, het1.clamp(-10, 10), het2.clamp(-10, 10)]
+
+
+def _structure_features(x: Tensor, corr: Tensor, prec: Tensor, node: Tensor) -> list[Tensor]:
+    """The structure statistics of the observational columns x [B, S, d] (row order), 14 x [B, i, j]:
+
+    min_k |rho_ij.k| and the collider gains of j and of i (`first_order_structure`); R² of i and of j given all
+    other nodes (1 - 1 / P_ii of the shrunk precision P); additive-noise R², cov(x_i, r²) and cov(x_i², r²) of j
+    on i and of i on j (`_additive_noise`); the dependence of x_i and j's residual given all other nodes, and its
+    transpose (a node's residual is independent of its parents, not of its children, outside the linear-Gaussian
+    case); pairwise LiNGAM with a tanh nonlinearity (Hyvärinen & Smith 2013; positive favours i -> j).
+    """
+    s = x.shape[1]
+    min_ci, collider = first_order_structure(corr, node)
+    r2 = (1 - 1 / prec.diagonal(dim1=1, dim2=2).clamp_min(1.0)) * node  # [B, d]
+    d = r2.shape[-1]
+    anm_r2, het1, het2 = _additive_noise(x, node)
+    resid = _standard(x @ prec / prec.diagonal(dim1=1, dim2=2)[:, None].clamp_min(_EPS))  # [B, S, d]
+    resid_sq = _standard(resid**2)
+    dep = ((_standard(x).transpose(1, 2) @ resid_sq).abs() + (_standard(x * x).transpose(1, 2) @ resid_sq).abs()) / (
+        2 * (s - 1)
+    )  # [B, i, j]
+    lingam = corr * (x.transpose(1, 2) @ torch.tanh(x) - torch.tanh(x).transpose(1, 2) @ x) / s
+    return [
+        min_ci,
+        collider,
+        collider.transpose(1, 2),
+        r2[:, :, None].expand(-1, d, d),
+        r2[:, None, :].expand(-1, d, d),
+        anm_r2,
+        anm_r2.transpose(1, 2),
+        het1,
+        het1.transpose(1, 2),
+        het2,
+        het2.transpose(1, 2),
+        dep,
+        dep.transpose(1, 2),
+        lingam,
+    ]
 
 
 def _sorted_quantile(ordered: Tensor, f: float) -> Tensor:
@@ -272,7 +383,7 @@ def _sorted_quantile(ordered: Tensor, f: float) -> Tensor:
 
 
 def context_features(batch: DiscoveryBatch, shrinkage: float, feature_space: str = "zscore") -> ContextFeatures:
-    """Node context features [B, d, 7] and pair features [B, d, d, 12] of a batch (see the module docstring).
+    """Node context features [B, d, 7] and pair features [B, d, d, 26] of a batch (see the module docstring).
 
     ``feature_space="zscore"``: statistics of each column standardised with its observational mean and sd (invariant
     to x -> a x + c). ``feature_space="copula"``: statistics of the columns' normal scores (``_copula_columns``),
@@ -280,8 +391,9 @@ def context_features(batch: DiscoveryBatch, shrinkage: float, feature_space: str
     shifts of interventions are in probit units. Queries and deltas stay in z-units either way (``mean``/``std``).
 
     Cost: one sort of the observational samples (quartiles and Spearman ranks share it) and a few passes over
-    the interventional samples (standardise or score, regime means, regime spreads); everything else is
-    [B, d, d].
+    the interventional samples (standardise or score, regime means, regime spreads); a few products over the
+    observational rows (the additive-noise moments, the residual dependence); the first-order partial
+    correlations, [B, d, d, d]; everything else is [B, d, d].
     """
     if feature_space not in FEATURE_SPACES:
         raise ValueError(f"model.net.feature_space must be one of {FEATURE_SPACES}, got {feature_space!r}")
@@ -313,8 +425,9 @@ def context_features(batch: DiscoveryBatch, shrinkage: float, feature_space: str
     node_feats = node_feats * node[..., None]
 
     # Pairwise: observational dependence.
-    pearson, spearman = _corr_pair(columns, node)
-    partial = _partial_corr(pearson, node, shrinkage)
+    pearson, spearman, x = _corr_pair(columns, node)
+    prec = _precision(pearson, node, shrinkage)
+    partial = _partial_corr(prec)
     # Pairwise: effect of do(i) on j, over regimes targeting i where j is not a target.
     n_i = targets.sum(1).clamp_min(1)[:, :, None]  # [B, d, 1]
     ti = targets.transpose(1, 2)  # [B, d_i, R]
@@ -337,12 +450,14 @@ def context_features(batch: DiscoveryBatch, shrinkage: float, feature_space: str
             abs_shift.transpose(1, 2),
             slope.transpose(1, 2),
             eye.expand_as(shift),
+            *_structure_features(x, pearson, prec, node),
         ],
         -1,
-    )  # [B, d, d, 12]
+    )  # [B, d, d, 26]
     pair_mask = node[:, :, None] * node[:, None, :]  # [B, d, d]
-    pair[..., :-1] *= ((1 - eye) * pair_mask)[..., None]  # off-diagonal real pairs; the flag keeps its diagonal
-    pair[..., -1] *= pair_mask
+    keep = ((1 - eye) * pair_mask)[..., None].expand_as(pair).clone()  # off-diagonal real pairs ...
+    keep[..., DIAGONAL_FEATURE] = pair_mask  # ... and the flag keeps its diagonal
+    pair *= keep
     return ContextFeatures(node=node_feats, pair=pair.clamp_(-_CLIP, _CLIP), mean=mean, std=std)
 
 

@@ -51,6 +51,8 @@ from causal_engine.discovery.encoder import (
 # Elements per block of the edge head's hidden layer: larger than the encoder's blocks, because a block of the head
 # is a handful of operations, each doing more work per element, so the per-operation overhead weighs more.
 EDGE_BLOCK = 1 << 18
+# The weights that read the pair features (their input columns, after the edge MLP's D token columns).
+PAIR_INPUTS = ("edge_mlp.0.weight", "trunk_bias.mlp.0.weight", "delta_bias.mlp.0.weight")
 
 
 @dataclass
@@ -130,6 +132,21 @@ class PFNNet(nn.Module):
     def net_spec(self) -> dict[str, Any]:
         """Class path and constructor arguments: a checkpoint carries them so the net can be rebuilt alone."""
         return {"target": f"{type(self).__module__}.{type(self).__qualname__}", "kwargs": dict(self.init_kwargs)}
+
+    def widen_pair_inputs(self, state: dict[str, Tensor]) -> tuple[dict[str, Tensor], int]:
+        """A state dict trained on an earlier, shorter list of pair features (a prefix of today's, see the encoder),
+        with zero weights for the features it never saw, so it predicts exactly as it was trained and fine-tuning
+        (`model.init_checkpoint`) learns to use them. Returns (state, pair features the checkpoint had)."""
+        own, out, seen = self.state_dict(), dict(state), NUM_PAIR_FEATURES
+        for key in PAIR_INPUTS:
+            if key not in state or key not in own or state[key].shape == own[key].shape:
+                continue
+            weight, missing = state[key], own[key].shape[1] - state[key].shape[1]
+            if weight.shape[0] != own[key].shape[0] or missing <= 0:
+                continue  # not an older feature list: load_state_dict reports the mismatch
+            out[key] = torch.cat([weight, weight.new_zeros(weight.shape[0], missing)], 1)
+            seen = NUM_PAIR_FEATURES - missing
+        return out, seen
 
     def update_schedule(self, step: int) -> None:
         """Called by the LightningModule before every training step (model C anneals its temperature)."""

@@ -45,6 +45,7 @@ from causal_engine.discovery.baselines import (
     standardise_columns,
 )
 from causal_engine.discovery.data import Prior, sample_graphs
+from causal_engine.discovery.encoder import first_order_structure
 from causal_engine.errors import UserError
 
 _VIEW_FEATURES = ("corr", "pcorr", "pcorr_rank_row", "pcorr_rank_col", "min_ci", "collider_j", "collider_i")
@@ -86,14 +87,6 @@ def normal_scores(x: np.ndarray) -> np.ndarray:
     return ndtri((ranks + 0.5) / n)
 
 
-def _first_order(corr: np.ndarray) -> np.ndarray:
-    """rho_ij.k for every (i, j, k), [d, d, d] (the correlation of i and j given k alone)."""
-    ik = corr[:, None, :]
-    jk = corr[None, :, :]
-    denom = np.sqrt(np.clip((1 - ik**2) * (1 - jk**2), 1e-12, None))
-    return np.clip((corr[:, :, None] - ik * jk) / denom, -1.0, 1.0)
-
-
 def _row_rank(values: np.ndarray) -> np.ndarray:
     """Rank of each entry within its row, scaled to [0, 1] (1 = the row's largest); the diagonal is ignored."""
     d = values.shape[0]
@@ -107,13 +100,7 @@ def _view_features(x: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
     d = x.shape[1]
     corr = correlation(x)
     pcorr = np.abs(partial_correlation(corr))
-    first = np.abs(_first_order(corr))  # [i, j, k]
-    eye = np.eye(d, dtype=bool)
-    k_is_ij = eye[:, None, :] | eye[None, :, :]  # [i, j, k]: k == i or k == j
-    min_ci = np.where(k_is_ij, np.inf, first).min(2) if d > 2 else np.abs(corr)
-    # gain[i, k, j] = |rho_ik.j| - |rho_ik|: conditioning on j makes i and k dependent (j a collider of both).
-    gain = np.where(k_is_ij.transpose(0, 2, 1), -np.inf, first - np.abs(corr)[:, :, None])
-    collider_j = gain.max(1) if d > 2 else np.zeros((d, d))  # [i, j]
+    min_ci, collider_j = (t[0].numpy() for t in first_order_structure(torch.from_numpy(corr)[None], torch.ones(1, d)))
     r2 = 1 - 1 / np.diag(shrunk_precision(corr))  # [d]
     pair = [np.abs(corr), pcorr, _row_rank(pcorr), _row_rank(pcorr.T).T, min_ci, collider_j, collider_j.T]
     return pair, [np.broadcast_to(r2[:, None], (d, d)), np.broadcast_to(r2[None, :], (d, d))]
