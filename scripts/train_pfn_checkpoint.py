@@ -2,6 +2,8 @@
 
     python scripts/train_pfn_checkpoint.py --steps 200000      # train, or resume, in ~/.cache/causal-engine/train_pfn
     python scripts/train_pfn_checkpoint.py --export-only       # write checkpoints/pfn.pt + pfn.json from it
+    python scripts/train_pfn_checkpoint.py --steps 3000 --state-dir ~/.cache/causal-engine/train_pfn_ft \
+        +model.init_checkpoint=PATH/pfn.pt                     # fine-tune a trained export (its json is kept)
     python scripts/train_pfn_checkpoint.py --steps 300 --state-dir /tmp/pfn_smoke --val-every 100   # a smoke run
 
 All state (Lightning checkpoints, CSV logs, the test metrics) lives in `--state-dir`, outside the repository.
@@ -28,7 +30,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from causal_engine.discovery.checkpoint import best_checkpoint, export_pfn
+from causal_engine.discovery.checkpoint import best_checkpoint, export_pfn, sidecar
 from causal_engine.run import run
 from causal_engine.train import compose
 
@@ -139,6 +141,16 @@ def trained_nodes(overrides: list[str], run_dir: Path) -> list[int]:
     return [int(data.curriculum_start[0]), int(data.node_range[1])]
 
 
+def initialised_from(overrides: list[str]) -> dict:
+    """How the checkpoint a recipe fine-tunes (`+model.init_checkpoint=PATH`) was trained: its json sidecar (steps,
+    graphs, validation curve, its own start), or just its path when it has none; {} for a recipe from scratch."""
+    path = next((o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith("model.init_checkpoint=")), None)
+    if path is None:
+        return {}
+    info = sidecar(path)
+    return json.loads(info.read_text()) if info.is_file() else {"checkpoint": path}
+
+
 def export(run_dir: Path, out: Path, recipe: dict) -> None:
     """Export the best-validation weights (else the last) with `export_pfn`, and write pfn.json beside them."""
     curve, sessions = validation_curve(run_dir)
@@ -149,15 +161,17 @@ def export(run_dir: Path, out: Path, recipe: dict) -> None:
         raise SystemExit(f"{out} is {size / 1e6:.1f} MB, above the {MAX_BYTES / 1e6:.0f} MB limit; train a smaller net")
     step = stored["steps"]
     test_file = run_dir / "test_metrics.json"
+    start = initialised_from(recipe["overrides"])
     meta = {
         **stored,
-        "graphs_seen": step * 8,
+        "graphs_seen": step * 8 + start.get("graphs_seen", 0),
         "trained_nodes": trained_nodes(recipe["overrides"], run_dir),
         "wall_hours": round(hours, 2),  # every session's, steps repeated after a resume included
         "sessions": sessions,
         "validation_at_export": next((c for c in curve if c["step"] in (step - 1, step)), None),
         "validation_curve": curve,
         "test": json.loads(test_file.read_text()) if test_file.exists() else {},
+        **({"initialised_from": start} if start else {}),
     }
     out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     auroc = [c["val/auroc"] for c in curve if "val/auroc" in c]
