@@ -277,18 +277,24 @@ def first_order_structure(corr: Tensor, node: Tensor) -> tuple[Tensor, Tensor]:
     independence a separating node would show, and max_k |rho_ik.j| - |rho_ik| [B, i, j], how much conditioning
     on j makes i dependent on some k: j a collider of i and k, so i -> j). k ranges over the real nodes other than
     i and j; without one, the first is |rho_ij| and the second 0."""
-    d = corr.shape[-1]
     ik, jk = corr[:, :, None, :], corr[:, None, :, :]  # [B, i, 1, k], [B, 1, j, k]
-    first = (corr[..., None] - ik * jk).div_(((1 - ik**2) * (1 - jk**2)).clamp_min(1e-6).sqrt_())
-    first = first.clamp_(-1.0, 1.0).abs_()  # [B, i, j, k] |rho_ij.k|
-    eye = torch.eye(d, dtype=torch.bool, device=corr.device)
-    # valid[b, i, j, k]: k a real node other than i and j (the same in the [i, k, j] layout, by symmetry in i, j).
-    valid = (node[:, None, None, :] > 0) & ~eye[:, None, :] & ~eye[None, :, :]
-    min_ci = torch.where(valid, first, torch.inf).amin(-1)
-    min_ci = torch.where(min_ci.isinf(), corr.abs(), min_ci)
-    # first[b, i, k, j] = |rho_ik.j|: the gain over |rho_ik|, maximised over k (valid moved to that layout).
+    first = torch.mul(ik, jk).sub_(corr[..., None]).neg_()  # [B, i, j, k] c_ij - c_ik c_jk
+    first.mul_(((1 - ik**2) * (1 - jk**2)).clamp_min_(1e-6).rsqrt_()).clamp_(-1.0, 1.0).abs_()  # |rho_ij.k|
+    padding = None if bool(node.all()) else node == 0  # [B, d]
+    # first[b, i, k, j] = |rho_ik.j|: its gain over |rho_ik|, maximised over the real k other than i and j.
     gain = first - corr.abs()[..., None]
-    collider = torch.where(valid.transpose(2, 3), gain, -torch.inf).amax(2)
+    gain.diagonal(dim1=1, dim2=2).fill_(-torch.inf)  # k == i
+    gain.diagonal(dim1=2, dim2=3).fill_(-torch.inf)  # k == j
+    if padding is not None:
+        gain.masked_fill_(padding[:, None, :, None], -torch.inf)
+    collider = gain.amax(2)
+    # min over the real k other than i and j of |rho_ij.k| (the layout [i, j, k]).
+    first.diagonal(dim1=1, dim2=3).fill_(torch.inf)  # k == i
+    first.diagonal(dim1=2, dim2=3).fill_(torch.inf)  # k == j
+    if padding is not None:
+        first.masked_fill_(padding[:, None, None, :], torch.inf)
+    min_ci = first.amin(-1)
+    min_ci = torch.where(min_ci.isinf(), corr.abs(), min_ci)
     return min_ci, torch.where(collider.isinf(), 0.0, collider)
 
 
