@@ -77,9 +77,9 @@ def load_pfn(path: str | Path, key: str = "task.checkpoint") -> PFNNet:
     try:
         net.load_state_dict(state)
     except RuntimeError as error:
-        first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
+        lines = str(error).splitlines()  # torch: a header line, then one line per mismatched tensor
         raise CheckpointError(
-            f"{key}: {path} does not fit its own net_spec ({first}); re-export it with "
+            f"{key}: {path} does not fit its own net_spec ({lines[-1].strip()}); re-export it with "
             f"causal_engine.discovery.checkpoint.export_pfn."
         ) from None
     return net.eval()

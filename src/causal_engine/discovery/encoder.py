@@ -461,9 +461,8 @@ def context_features(batch: DiscoveryBatch, shrinkage: float, feature_space: str
         -1,
     )  # [B, d, d, 26]
     pair_mask = node[:, :, None] * node[:, None, :]  # [B, d, d]
-    keep = ((1 - eye) * pair_mask)[..., None].expand_as(pair).clone()  # off-diagonal real pairs ...
-    keep[..., DIAGONAL_FEATURE] = pair_mask  # ... and the flag keeps its diagonal
-    pair *= keep
+    pair *= ((1 - eye) * pair_mask)[..., None]  # off-diagonal real pairs ...
+    pair[..., DIAGONAL_FEATURE] = eye * pair_mask  # ... and the flag, which lives on the diagonal
     return ContextFeatures(node=node_feats, pair=pair.clamp_(-_CLIP, _CLIP), mean=mean, std=std)
 
 
