@@ -39,7 +39,7 @@ def copula_scores(batch: DiscoveryBatch) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def reference_features(batch: DiscoveryBatch, shrinkage: float, space: str = "zscore") -> tuple[Tensor, ...]:
-    """Node [B, d, 7], query [B, Q, d, 3] and pair [B, d, d, 26] features, written the straightforward way."""
+    """Node [B, d, 7], query [B, Q, d, 3] and pair [B, d, d, 29] features, written the straightforward way."""
     node = batch.node_mask.float()
     mean, std = batch.observational.mean(1), batch.observational.std(1).clamp_min(EPS)  # [B, d]
 
@@ -113,10 +113,11 @@ def reference_features(batch: DiscoveryBatch, shrinkage: float, space: str = "zs
 
 
 def reference_structure(obs: Tensor, corr: Tensor, prec: Tensor, node_mask: Tensor) -> Tensor:
-    """The 14 structure features [B, d, d, 14], pair by pair in float64 over the real nodes only: first-order
-    partial correlations by their formula, additive-noise residuals from least squares."""
-    b, _, d = obs.shape
-    out = torch.zeros(b, d, d, 14, dtype=torch.float64)
+    """The 17 structure features [B, d, d, 17], pair by pair in float64 over the real nodes only: first-order
+    partial correlations by their formula, additive-noise residuals from least squares, the nonlinear dependence
+    as the correlations of sin and cos views one pair at a time."""
+    b, s, d = obs.shape
+    out = torch.zeros(b, d, d, 17, dtype=torch.float64)
     x_all, c_all, p_all = obs.double(), corr.double(), prec.double()
     for g in range(b):
         real = node_mask[g].nonzero().flatten().tolist()
@@ -130,6 +131,15 @@ def reference_structure(obs: Tensor, corr: Tensor, prec: Tensor, node_mask: Tens
 
         def corr_of(a: Tensor, e: Tensor) -> float:
             return float(torch.corrcoef(torch.stack([a, e]))[0, 1]) if e.std() > 0 and a.std() > 0 else 0.0
+
+        def views(a: Tensor) -> list[Tensor]:
+            return [f(w * a) for w in (1.0, 2.0) for f in (torch.sin, torch.cos)]
+
+        def nonlinear(a: Tensor, e: Tensor) -> float:
+            power = sum(corr_of(u, v) ** 2 for u in views(a) for v in views(e)) / 16 - 1 / (s - 1)
+            return max(power, 0.0) ** 0.5
+
+        r_std = (resid - resid.mean(0)) / resid.std(0).clamp_min(EPS)
 
         for i in real:
             for j in real:
@@ -155,7 +165,9 @@ def reference_structure(obs: Tensor, corr: Tensor, prec: Tensor, node_mask: Tens
                 out[g, i, j, 7], out[g, i, j, 9] = (h.clamp(-10, 10) for h in het)
                 out[g, i, j, 11] = (abs(corr_of(x[:, i], e2)) + abs(corr_of(x[:, i] ** 2, e2))) / 2
                 out[g, i, j, 13] = c[i, j] * (x[:, i] * torch.tanh(x[:, j]) - torch.tanh(x[:, i]) * x[:, j]).mean()
-    for forward, backward in ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12)):
+                out[g, i, j, 14] = nonlinear(x[:, i], x[:, j])
+                out[g, i, j, 15] = nonlinear(x[:, i], r_std[:, j])
+    for forward, backward in ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (15, 16)):
         out[..., backward] = out[..., forward].mT
     return out.float()
 
@@ -192,6 +204,7 @@ def test_vectorised_features_equal_the_reference_features(batch: DiscoveryBatch,
     torch.testing.assert_close(ctx.pair[..., :12], pair[..., :12], atol=1e-5, rtol=1e-5)
     # The structure features are float32 moments (the additive-noise ones differences of larger terms).
     torch.testing.assert_close(ctx.pair[..., 12:], pair[..., 12:], atol=2e-2, rtol=1e-3)
+    torch.testing.assert_close(ctx.pair[..., 26:], pair[..., 26:], atol=1e-5, rtol=1e-5)  # nonlinear dependence
 
 
 @pytest.mark.parametrize("space", ["zscore", "copula"])

@@ -23,10 +23,13 @@ Pairwise features for the ordered pair (i, j), i the candidate parent, j the can
     Pearson, Spearman and shrunk partial correlation of the observational columns; the standardised shift of j
     under do(i) (mean and mean |.|) and its slope per unit of standardised intervention value; log std ratio
     of j under do(i); whether i was intervened on at all; the transposed shift features (j's effect on i);
-    and a diagonal flag (features 0-11); then structure statistics of the observational columns (12-25, see
+    and a diagonal flag (features 0-11); then structure statistics of the observational columns (12-28, see
     `_structure_features`): conditional independence and collider statistics from first-order partial
     correlations, node R², additive-noise fits in both directions with their residuals' heteroscedasticity,
-    the dependence of i and j's residual given all other nodes, and a pairwise LiNGAM score.
+    the dependence of i and j's residual given all other nodes, a pairwise LiNGAM score, and a nonlinear
+    (Fourier-feature) dependence of i and j and of i and j's residual.
+The list only grows at its end: a checkpoint trained on a prefix of it loads with zero weights for the rest
+(`PFNNet.widen_pair_inputs`).
 """
 
 from __future__ import annotations
@@ -43,9 +46,10 @@ from causal_engine.discovery.batch import DiscoveryBatch
 
 NUM_NODE_FEATURES = 7  # context features 0-3, 7-9 (query features are separate)
 NUM_QUERY_FEATURES = 3
-NUM_PAIR_FEATURES = 26
+NUM_PAIR_FEATURES = 29
 DIAGONAL_FEATURE = 11  # the diagonal flag: the one pair feature kept on the diagonal
 FEATURE_SPACES = ("zscore", "copula")  # what the context statistics are computed on (see context_features)
+_FREQUENCIES = (1.0, 2.0)  # of the Fourier views in `_nonlinear_dependence` (columns have unit variance)
 _CLIP = 50.0  # standardised values beyond this carry no extra information and would only destabilise training
 _EPS = 1e-6
 
@@ -68,7 +72,7 @@ class ContextFeatures:
     """Everything the encoder reads from a dataset before any query (computed once per dataset)."""
 
     node: Tensor  # [B, d, 7] node context features
-    pair: Tensor  # [B, d, d, 26] pairwise features
+    pair: Tensor  # [B, d, d, 29] pairwise features
     mean: Tensor  # [B, d] observational location ...
     std: Tensor  # [B, d] ... and scale of every variable (the z-units of queries and deltas)
 
@@ -342,14 +346,39 @@ def _additive_noise(x: Tensor, node: Tensor) -> list[Tensor]:
     return [1 - err / var_j, het1.clamp(-10, 10), het2.clamp(-10, 10)]
 
 
+def _fourier(a: Tensor) -> Tensor:
+    """Bounded nonlinear views of the columns of a [B, S, d]: sin and cos at each of `_FREQUENCIES`, each
+    standardised, [B, S, K d] with view k of column i at k d + i (K = 2 len(_FREQUENCIES))."""
+    return _standard(torch.cat([f(w * a) for w in _FREQUENCIES for f in (torch.sin, torch.cos)], 2))
+
+
+def _nonlinear_dependence(x: Tensor, resid: Tensor) -> tuple[Tensor, Tensor]:
+    """Dependence that correlation misses (y = x², a sine, a GP draw), [B, i, j] each for (x_i, x_j) and for
+    (x_i, resid_j): the root mean squared correlation between the K Fourier views of the two columns, less its
+    mean 1 / (S - 1) under independence (so about zero for independent columns at any sample size).
+
+    A finite-feature version of HSIC with a translation-invariant kernel (random Fourier features, Rahimi &
+    Recht 2007, with fixed frequencies so it is deterministic); on normal scores it is unchanged by monotone
+    transforms. One product serves both: [B, K d, S] @ [B, S, 2 K d].
+    """
+    b, s, d = x.shape
+    k = 2 * len(_FREQUENCIES)
+    phi = _fourier(x)  # [B, S, K d]
+    cross = phi.transpose(1, 2) @ torch.cat([phi, _fourier(resid)], 2) / (s - 1)  # [B, K d, 2 K d]
+    power = cross.view(b, k, d, 2, k, d).square().mean((1, 4)) - 1 / max(s - 1, 1)  # [B, i, 2, j]
+    dep = power.clamp_min(0).sqrt()
+    return dep[:, :, 0], dep[:, :, 1]
+
+
 def _structure_features(x: Tensor, corr: Tensor, prec: Tensor, node: Tensor) -> list[Tensor]:
-    """The structure statistics of the observational columns x [B, S, d] (row order), 14 x [B, i, j]:
+    """The structure statistics of the observational columns x [B, S, d] (row order), 17 x [B, i, j]:
 
     min_k |rho_ij.k| and the collider gains of j and of i (`first_order_structure`); R² of i and of j given all
     other nodes (1 - 1 / P_ii of the shrunk precision P); additive-noise R², cov(x_i, r²) and cov(x_i², r²) of j
     on i and of i on j (`_additive_noise`); the dependence of x_i and j's residual given all other nodes, and its
     transpose (a node's residual is independent of its parents, not of its children, outside the linear-Gaussian
-    case); pairwise LiNGAM with a tanh nonlinearity (Hyvärinen & Smith 2013; positive favours i -> j).
+    case); pairwise LiNGAM with a tanh nonlinearity (Hyvärinen & Smith 2013; positive favours i -> j); the
+    nonlinear dependence of x_i and x_j, of x_i and j's residual, and its transpose (`_nonlinear_dependence`).
     """
     s = x.shape[1]
     min_ci, collider = first_order_structure(corr, node)
@@ -362,6 +391,7 @@ def _structure_features(x: Tensor, corr: Tensor, prec: Tensor, node: Tensor) -> 
         2 * (s - 1)
     )  # [B, i, j]
     lingam = corr * (x.transpose(1, 2) @ torch.tanh(x) - torch.tanh(x).transpose(1, 2) @ x) / s
+    nonlinear, nonlinear_resid = _nonlinear_dependence(x, resid)
     return [
         min_ci,
         collider,
@@ -377,6 +407,9 @@ def _structure_features(x: Tensor, corr: Tensor, prec: Tensor, node: Tensor) -> 
         dep,
         dep.transpose(1, 2),
         lingam,
+        nonlinear,
+        nonlinear_resid,
+        nonlinear_resid.transpose(1, 2),
     ]
 
 
@@ -389,7 +422,7 @@ def _sorted_quantile(ordered: Tensor, f: float) -> Tensor:
 
 
 def context_features(batch: DiscoveryBatch, shrinkage: float, feature_space: str = "zscore") -> ContextFeatures:
-    """Node context features [B, d, 7] and pair features [B, d, d, 26] of a batch (see the module docstring).
+    """Node context features [B, d, 7] and pair features [B, d, d, 29] of a batch (see the module docstring).
 
     ``feature_space="zscore"``: statistics of each column standardised with its observational mean and sd (invariant
     to x -> a x + c). ``feature_space="copula"``: statistics of the columns' normal scores (``_copula_columns``),
@@ -459,7 +492,7 @@ def context_features(batch: DiscoveryBatch, shrinkage: float, feature_space: str
             *_structure_features(x, pearson, prec, node),
         ],
         -1,
-    )  # [B, d, d, 26]
+    )  # [B, d, d, 29]
     pair_mask = node[:, :, None] * node[:, None, :]  # [B, d, d]
     pair *= ((1 - eye) * pair_mask)[..., None]  # off-diagonal real pairs ...
     pair[..., DIAGONAL_FEATURE] = eye * pair_mask  # ... and the flag, which lives on the diagonal
