@@ -82,11 +82,21 @@ def _z(x: Tensor, mean: Tensor, scale: Tensor) -> Tensor:
     return (x - mean).mul_(scale).clamp_(-_CLIP, _CLIP)
 
 
+def _centre(a: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Each column of a [B, S, d]: its mean [B, 1, d], the centred columns [B, S, d] and the sample sd [B, 1, d].
+
+    The sd is a sum of squares of the centred columns: torch's std reducing the middle dimension is about ten
+    times slower, a visible share of a small graph's inference."""
+    mean = a.mean(1, keepdim=True)
+    centred = a - mean
+    return mean, centred, (centred.square().sum(1, keepdim=True) / max(a.shape[1] - 1, 1)).sqrt()
+
+
 def _location_scale(batch: DiscoveryBatch) -> tuple[Tensor, Tensor]:
     """Observational mean and std per graph and variable, [B, d] each."""
-    obs = batch.observational  # [B, S, d]
+    mean, _, std = _centre(batch.observational)  # [B, 1, d]
     # A constant column is rejected upstream for users' data; the clamp only guards padding nodes.
-    return obs.mean(1), obs.std(1).clamp_min(_EPS)
+    return mean[:, 0], std[:, 0].clamp_min(_EPS)
 
 
 def _node_scale(batch: DiscoveryBatch, std: Tensor) -> Tensor:
@@ -304,8 +314,8 @@ def first_order_structure(corr: Tensor, node: Tensor) -> tuple[Tensor, Tensor]:
 
 def _standard(a: Tensor) -> Tensor:
     """Each column of a [B, S, d] centred and scaled to unit variance (constant columns stay zero)."""
-    a = a - a.mean(1, keepdim=True)
-    return a / a.std(1, keepdim=True).clamp_min(_EPS)
+    _, centred, sd = _centre(a)
+    return centred / sd.clamp_min(_EPS)
 
 
 def _additive_noise(x: Tensor, node: Tensor) -> list[Tensor]:
