@@ -27,7 +27,9 @@ Pairwise features for the ordered pair (i, j), i the candidate parent, j the can
     `_structure_features`): conditional independence and collider statistics from first-order partial
     correlations, node R², additive-noise fits in both directions with their residuals' heteroscedasticity,
     the dependence of i and j's residual given all other nodes, a pairwise LiNGAM score, and a nonlinear
-    (Fourier-feature) dependence of i and j and of i and j's residual.
+    (Fourier-feature) dependence of i and j and of i and j's residual; and 1 / sqrt(S - 1) for S observational
+    rows (29), the scale of chance dependence, which the other features cannot tell; the rank of |partial
+    correlation| within row i and within column j (30, 31): how strong the pair is among the node's candidates.
 The list only grows at its end: a checkpoint trained on a prefix of it loads with zero weights for the rest
 (`PFNNet.widen_pair_inputs`).
 """
@@ -46,7 +48,7 @@ from causal_engine.discovery.batch import DiscoveryBatch
 
 NUM_NODE_FEATURES = 7  # context features 0-3, 7-9 (query features are separate)
 NUM_QUERY_FEATURES = 3
-NUM_PAIR_FEATURES = 29
+NUM_PAIR_FEATURES = 32
 DIAGONAL_FEATURE = 11  # the diagonal flag: the one pair feature kept on the diagonal
 FEATURE_SPACES = ("zscore", "copula")  # what the context statistics are computed on (see context_features)
 _FREQUENCIES = (1.0, 2.0)  # of the Fourier views in `_nonlinear_dependence` (columns have unit variance)
@@ -72,7 +74,7 @@ class ContextFeatures:
     """Everything the encoder reads from a dataset before any query (computed once per dataset)."""
 
     node: Tensor  # [B, d, 7] node context features
-    pair: Tensor  # [B, d, d, 29] pairwise features
+    pair: Tensor  # [B, d, d, 32] pairwise features
     mean: Tensor  # [B, d] observational location ...
     std: Tensor  # [B, d] ... and scale of every variable (the z-units of queries and deltas)
 
@@ -423,6 +425,19 @@ def _structure_features(x: Tensor, corr: Tensor, prec: Tensor, node: Tensor) -> 
     ]
 
 
+def _row_rank(a: Tensor, node: Tensor) -> Tensor:
+    """Rank of a[b, i, j] among the real k != i of row i, scaled to [0, 1] (1 = the row's largest), [B, i, j].
+
+    The diagonal and padding entries are set below every real one, counted and taken off again."""
+    d = a.shape[-1]
+    eye = torch.eye(d, device=a.device)
+    real = (1 - eye) * node[:, None, :]  # [B, i, k] the real candidates of row i
+    a = torch.where(real > 0, a, -1.0)
+    below = (a[..., None, :] < a[..., :, None]).sum(-1)  # [B, i, j] entries of row i below a_ij
+    n = node.sum(1)[:, None, None]  # [B, 1, 1]
+    return ((below - (d - n + 1)).clamp_min(0) / (n - 2).clamp_min(1)).clamp_max(1.0)
+
+
 def _sorted_quantile(ordered: Tensor, f: float) -> Tensor:
     """Quantile f of sorted samples along dim 1, linear interpolation (torch.quantile's default)."""
     pos = f * (ordered.shape[1] - 1)
@@ -432,7 +447,7 @@ def _sorted_quantile(ordered: Tensor, f: float) -> Tensor:
 
 
 def context_features(batch: DiscoveryBatch, shrinkage: float, feature_space: str = "zscore") -> ContextFeatures:
-    """Node context features [B, d, 7] and pair features [B, d, d, 29] of a batch (see the module docstring).
+    """Node context features [B, d, 7] and pair features [B, d, d, 32] of a batch (see the module docstring).
 
     ``feature_space="zscore"``: statistics of each column standardised with its observational mean and sd (invariant
     to x -> a x + c). ``feature_space="copula"``: statistics of the columns' normal scores (``_copula_columns``),
@@ -500,9 +515,13 @@ def context_features(batch: DiscoveryBatch, shrinkage: float, feature_space: str
             slope.transpose(1, 2),
             eye.expand_as(shift),
             *_structure_features(x, pearson, prec, node),
+            # The null sd of a correlation, 1 / sqrt(S - 1): how far from zero these statistics wander by chance.
+            shift.new_full((), 1 / math.sqrt(max(x.shape[1] - 1, 1))).expand_as(shift),
+            _row_rank(partial.abs(), node),
+            _row_rank(partial.abs().mT, node).mT,
         ],
         -1,
-    )  # [B, d, d, 29]
+    )  # [B, d, d, 32]
     pair_mask = node[:, :, None] * node[:, None, :]  # [B, d, d]
     pair *= ((1 - eye) * pair_mask)[..., None]  # off-diagonal real pairs ...
     pair[..., DIAGONAL_FEATURE] = eye * pair_mask  # ... and the flag, which lives on the diagonal
