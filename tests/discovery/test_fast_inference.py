@@ -8,6 +8,7 @@ blocks) and edge head must reproduce them up to float rounding, or the checkpoin
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def copula_scores(batch: DiscoveryBatch) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def reference_features(batch: DiscoveryBatch, shrinkage: float, space: str = "zscore") -> tuple[Tensor, ...]:
-    """Node [B, d, 7], query [B, Q, d, 3] and pair [B, d, d, 29] features, written the straightforward way."""
+    """Node [B, d, 7], query [B, Q, d, 3] and pair [B, d, d, 32] features, written the straightforward way."""
     node = batch.node_mask.float()
     mean, std = batch.observational.mean(1), batch.observational.std(1).clamp_min(EPS)  # [B, d]
 
@@ -109,7 +110,27 @@ def reference_features(batch: DiscoveryBatch, shrinkage: float, space: str = "zs
     pair = torch.stack([*forward, shift.mT, abs_shift.mT, slope.mT, eye.expand_as(shift)], -1)
     pair = torch.cat([pair[..., :-1] * (1 - eye)[..., None], pair[..., -1:]], -1)
     pair = torch.cat([pair, reference_structure(obs, pearson, prec, batch.node_mask) * (1 - eye)[..., None]], -1)
+    pair = torch.cat([pair, reference_size_and_ranks(partial, batch.node_mask, obs.shape[1])], -1)
     return node_feats, query_feats, (pair * (node[:, :, None] * node[:, None, :])[..., None]).clamp(-CLIP, CLIP)
+
+
+def reference_size_and_ranks(partial: Tensor, node_mask: Tensor, s: int) -> Tensor:
+    """Features 29-31 [B, d, d, 3] by counting: 1 / sqrt(S - 1), and the rank of |partial_ij| among the real
+    |partial_ik| of row i (k != i), and among the real |partial_kj| of column j (k != j), over n - 2."""
+    b, d, _ = partial.shape
+    out = torch.zeros(b, d, d, 3)
+    a = partial.abs()
+    for g in range(b):
+        real = node_mask[g].nonzero().flatten().tolist()
+        n = len(real)
+        for i in real:
+            for j in real:
+                if i == j:
+                    continue
+                out[g, i, j, 0] = 1 / math.sqrt(s - 1)
+                out[g, i, j, 1] = sum(bool(a[g, i, k] < a[g, i, j]) for k in real if k != i) / max(n - 2, 1)
+                out[g, i, j, 2] = sum(bool(a[g, k, j] < a[g, i, j]) for k in real if k != j) / max(n - 2, 1)
+    return out
 
 
 def reference_structure(obs: Tensor, corr: Tensor, prec: Tensor, node_mask: Tensor) -> Tensor:
@@ -204,7 +225,7 @@ def test_vectorised_features_equal_the_reference_features(batch: DiscoveryBatch,
     torch.testing.assert_close(ctx.pair[..., :12], pair[..., :12], atol=1e-5, rtol=1e-5)
     # The structure features are float32 moments (the additive-noise ones differences of larger terms).
     torch.testing.assert_close(ctx.pair[..., 12:], pair[..., 12:], atol=2e-2, rtol=1e-3)
-    torch.testing.assert_close(ctx.pair[..., 26:], pair[..., 26:], atol=1e-5, rtol=1e-5)  # nonlinear dependence
+    torch.testing.assert_close(ctx.pair[..., 26:], pair[..., 26:], atol=1e-5, rtol=1e-5)  # nonlinear, rows, ranks
 
 
 @pytest.mark.parametrize("space", ["zscore", "copula"])
