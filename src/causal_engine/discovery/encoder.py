@@ -456,8 +456,8 @@ def context_features(batch: DiscoveryBatch, shrinkage: float, feature_space: str
 
     Cost: one sort of the observational samples (quartiles and Spearman ranks share it) and a few passes over
     the interventional samples (standardise or score, regime means, regime spreads); a few products over the
-    observational rows (the additive-noise moments, the residual dependence); the first-order partial
-    correlations, [B, d, d, d]; everything else is [B, d, d].
+    observational rows (the additive-noise moments, the residual and Fourier-view dependence); the first-order partial
+    correlations and the partial-correlation ranks, [B, d, d, d]; everything else is [B, d, d].
     """
     if feature_space not in FEATURE_SPACES:
         raise ValueError(f"model.net.feature_space must be one of {FEATURE_SPACES}, got {feature_space!r}")
