@@ -374,10 +374,10 @@ def _nonlinear_dependence(x: Tensor, resid: Tensor) -> tuple[Tensor, Tensor]:
     transforms. One product serves both: [B, K d, S] @ [B, S, 2 K d].
     """
     b, s, d = x.shape
-    k = 2 * len(_FREQUENCIES)
+    k, dof = 2 * len(_FREQUENCIES), max(s - 1, 1)
     phi = _fourier(x)  # [B, S, K d]
-    cross = phi.transpose(1, 2) @ torch.cat([phi, _fourier(resid)], 2) / (s - 1)  # [B, K d, 2 K d]
-    power = cross.view(b, k, d, 2, k, d).square().mean((1, 4)) - 1 / max(s - 1, 1)  # [B, i, 2, j]
+    cross = phi.transpose(1, 2) @ torch.cat([phi, _fourier(resid)], 2) / dof  # [B, K d, 2 K d]
+    power = cross.view(b, k, d, 2, k, d).square().mean((1, 4)) - 1 / dof  # [B, i, 2, j]
     dep = power.clamp_min(0).sqrt()
     return dep[:, :, 0], dep[:, :, 1]
 
