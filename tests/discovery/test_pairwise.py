@@ -54,6 +54,15 @@ def test_normal_scores_ignore_strictly_increasing_transforms_and_average_ties() 
     assert tied[1] == pytest.approx(0.0, abs=1e-12)  # ranks 1 and 2 of 0..3 average to the middle
 
 
+@pytest.mark.parametrize("d", [2, 3, 7])
+def test_row_rank_keeps_the_scale_the_booster_was_trained_on(d: int) -> None:
+    # Trained on: the off-diagonal entries of a row ranked 1 .. d - 1 (the diagonal ranks 0), over d - 1.
+    values = np.abs(np.random.default_rng(d).normal(size=(d, d)))
+    masked = values.copy()
+    np.fill_diagonal(masked, -np.inf)
+    assert np.allclose(P._row_rank(values), masked.argsort(1).argsort(1) / (d - 1), atol=1e-12)
+
+
 def test_collider_statistics_point_into_the_collider() -> None:
     f = P.pair_features(collider())
     # population values: |rho_01.2| - |rho_01| = 0.8 - 0 (into X2), |rho_21.0| - |rho_21| = 0.894 - 0.667 = 0.228;

@@ -425,7 +425,7 @@ def _structure_features(x: Tensor, corr: Tensor, prec: Tensor, node: Tensor) -> 
     ]
 
 
-def _row_rank(a: Tensor, node: Tensor) -> Tensor:
+def row_rank(a: Tensor, node: Tensor) -> Tensor:
     """Rank of a[b, i, j] among the real k != i of row i, scaled to [0, 1] (1 = the row's largest), [B, i, j].
 
     The diagonal and padding entries are set below every real one, counted and taken off again."""
@@ -517,8 +517,8 @@ def context_features(batch: DiscoveryBatch, shrinkage: float, feature_space: str
             *_structure_features(x, pearson, prec, node),
             # The null sd of a correlation, 1 / sqrt(S - 1): how far from zero these statistics wander by chance.
             shift.new_full((), 1 / math.sqrt(max(x.shape[1] - 1, 1))).expand_as(shift),
-            _row_rank(partial.abs(), node),
-            _row_rank(partial.abs().mT, node).mT,
+            row_rank(partial.abs(), node),
+            row_rank(partial.abs().mT, node).mT,
         ],
         -1,
     )  # [B, d, d, 32]

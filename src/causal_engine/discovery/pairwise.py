@@ -45,7 +45,7 @@ from causal_engine.discovery.baselines import (
     standardise_columns,
 )
 from causal_engine.discovery.data import Prior, sample_graphs
-from causal_engine.discovery.encoder import first_order_structure
+from causal_engine.discovery.encoder import first_order_structure, row_rank
 from causal_engine.errors import UserError
 
 _VIEW_FEATURES = ("corr", "pcorr", "pcorr_rank_row", "pcorr_rank_col", "min_ci", "collider_j", "collider_i")
@@ -88,11 +88,13 @@ def normal_scores(x: np.ndarray) -> np.ndarray:
 
 
 def _row_rank(values: np.ndarray) -> np.ndarray:
-    """Rank of each entry within its row, scaled to [0, 1] (1 = the row's largest); the diagonal is ignored."""
+    """Rank of each entry within its row among the off-diagonal ones, on the scale the shipped booster was trained
+    on: the diagonal counts as the row's smallest, so the smallest entry is 1 / (d - 1) and the largest 1.
+
+    The rank itself is the encoder's (`encoder.row_rank`, 0 for the smallest, 1 for the largest, over d - 2)."""
     d = values.shape[0]
-    v = values.copy()
-    np.fill_diagonal(v, -np.inf)
-    return v.argsort(1).argsort(1) / max(d - 1, 1)
+    rank = row_rank(torch.from_numpy(values)[None], torch.ones(1, d, dtype=torch.float64))[0].numpy()
+    return (rank * max(d - 2, 1) + 1) * (1 - np.eye(d)) / max(d - 1, 1)
 
 
 def _view_features(x: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
