@@ -100,9 +100,14 @@ def main() -> None:
     session = f"session_{len(list((run_dir / 'csv').glob('session_*'))):03d}"
     resume = [f"ckpt_path={last}"] if last.exists() else []
     cfg = compose([*overrides, f"logger.csv.version={session}", *resume], run_dir)
+    prior = OmegaConf.to_container(cfg.data.prior, resolve=True)
+    if recipe.exists() and json.loads(recipe.read_text()).get("prior", prior) != prior:
+        raise SystemExit(
+            f"{recipe} records another prior than conf/data/scm_prior.yaml now gives; resume it from a checkout "
+            "whose default is the recorded prior (recipe.json's 'prior'), or train in a new --state-dir"
+        )
     (run_dir / "csv" / session).mkdir(parents=True, exist_ok=True)
     (run_dir / "csv" / session / "started").write_text(f"{time.time()}\n")
-    prior = OmegaConf.to_container(cfg.data.prior, resolve=True)
     recipe.write_text(json.dumps({"overrides": overrides, "threads": args.threads, "prior": prior}, indent=2) + "\n")
     print(f"{'resuming from ' + str(last) if last.exists() else 'starting'}; state in {args.state_dir}", flush=True)
     metrics = run(cfg)

@@ -288,7 +288,7 @@ class BroadPrior:
     graphs: Mapping[str, float] = field(default_factory=lambda: dict.fromkeys(GRAPH_TYPES, 1.0))
     expected_parents: Sequence[float] = (1.0, 3.0)
     weight: Sequence[float] = (0.1, 2.0)
-    noise_scale: Sequence[float] = (0.2, 1.0)
+    noise_scale: Sequence[float] = (0.05, 1.0)
     signal: Sequence[float] = (0.5, 1.5)
     hetero_share: float = 0.3
     num_obs: Sequence[int] = (50, 2000)
