@@ -22,7 +22,7 @@ Out-of-prior mode (`--out-of-prior`): tables from generators written outside thi
 never used for training, scored for the PFN at --checkpoint, the boosted pairwise baseline at --pairwise and
 the classical baselines, each set raw and with every column standardised first, plus raw vs log vs rank copies
 of every table for the PFN and the boosted baseline; edges are predicted at the discover task's threshold.
-The classical baselines' rows are cached under --out/cache (keyed by the table settings), so a stopped run
+The classical baselines' rows are cached under --out/cache (keyed by a digest of the tables), so a stopped run
 resumes and another --checkpoint or --pairwise is compared without rerunning them.
 
     python scripts/bench_discovery.py --out-of-prior                # d = 20, 300 rows, 12 tables per set
@@ -98,8 +98,7 @@ def run_out_of_prior(args: argparse.Namespace) -> None:
             sets[f"{family}+int"] = [
                 external_table(family, args.d, args.rows, seed, interventions=args.interventions) for seed in seeds
             ]
-    key = f"d{args.d}_rows{args.rows}_int{args.interventions}_seed{args.seed}_tables{args.tables}"
-    rows = out_of_prior(methods, sets, cache=args.out / "cache" / key)
+    rows = out_of_prior(methods, sets, cache=args.out / "cache")
     invariant = {name: methods[name] for name in ("causal PFN", "boosted", "abs-corr") if name in methods}
     tables = [g for family in args.families for g in sets[family]]
     monotone = {name: monotone_row(method, tables) for name, method in invariant.items()}

@@ -43,10 +43,12 @@ def test_tables_have_the_asked_shape_and_a_dag_for_truth(family: str) -> None:
     assert np.isfinite(g.observational).all() and g.regimes == []
 
 
-def test_tables_are_reproducible_from_their_seed() -> None:
-    a, b = (external_table("cdt-nn", d=6, rows=40, seed=11) for _ in range(2))
-    assert np.array_equal(a.observational, b.observational) and np.array_equal(a.adjacency, b.adjacency)
-    c = external_table("cdt-nn", d=6, rows=40, seed=12)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tables_are_reproducible_from_their_seed(family: str) -> None:
+    interventions = 2 if family in INTERVENTIONAL else 0
+    a, b = (external_table(family, d=6, rows=40, seed=11, interventions=interventions) for _ in range(2))
+    assert np.array_equal(all_rows(a), all_rows(b)) and np.array_equal(a.adjacency, b.adjacency)
+    c = external_table(family, d=6, rows=40, seed=12, interventions=interventions)
     assert not np.array_equal(a.observational, c.observational)
 
 

@@ -21,6 +21,7 @@ takes milliseconds, so its time is the mean of `repeats` passes per batch.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -299,6 +300,16 @@ def monotone_row(method: EdgeMethod, tables: Sequence[GraphData]) -> dict[str, f
     }
 
 
+def tables_digest(tables: Sequence[GraphData]) -> str:
+    """A short digest of the tables' values, regimes and true graphs: what a cached result is valid for."""
+    h = hashlib.sha256()
+    for g in tables:
+        for part in (g.observational, g.adjacency, *(x for _, x in g.regimes)):
+            h.update(np.ascontiguousarray(part, dtype=float).tobytes())
+        h.update(repr([list(t) for t, _ in g.regimes]).encode())
+    return h.hexdigest()[:12]
+
+
 def out_of_prior(
     methods: Mapping[str, EdgeMethod], sets: Mapping[str, Sequence[GraphData]], cache: Path | None = None
 ) -> list[dict[str, Any]]:
@@ -307,9 +318,9 @@ def out_of_prior(
     Rows: {method, set, scaling, shd, sid, auroc, auprc, f1, s_per_graph, per_table}. A `SCALE_FREE` method's
     standardised row is its raw row (it standardises its input itself); a `REGIMES_ONLY` method runs only on
     sets with interventional regimes. With `cache`, a classical method's (an `EDGE_METHODS` name: deterministic
-    given its tables) rows are kept in `cache/<set>/<method>.json` and read back instead of rerun, so a stopped
-    benchmark resumes and a new checkpoint is compared without rerunning the slow baselines; the caller keys
-    `cache` by everything that makes the tables.
+    given its tables) rows are kept in `cache/<set>-<digest>/<method>.json` and read back instead of rerun, so a
+    stopped benchmark resumes and a new checkpoint is compared without rerunning the slow baselines; the digest
+    (`tables_digest`) is of the tables themselves, so other settings or a changed generator never read stale rows.
     """
     rows = []
     for set_name, tables in sets.items():
@@ -318,7 +329,8 @@ def out_of_prior(
         for name, method in methods.items():
             if name in REGIMES_ONLY and not has_regimes:
                 continue
-            file = cache / set_name / f"{name}.json" if cache is not None and name in EDGE_METHODS else None
+            cached_here = cache is not None and name in EDGE_METHODS
+            file = cache / f"{set_name}-{tables_digest(tables)}" / f"{name}.json" if cached_here else None
             cached = json.loads(file.read_text()) if file is not None and file.is_file() else None
             if cached is not None and all("sid" in row for row in cached):  # rows from before SID are rerun
                 raw, std = cached

@@ -83,8 +83,8 @@ def _anm_assignment(k: int, rng: np.random.Generator) -> Callable[[np.ndarray], 
 def _sempler_model(family: str, d: int, rng: np.random.Generator):
     sempler = _sempler()
     w = _sempler_dag(d, rng)
-    if family == "sempler-linear":
-        return sempler.LGANM(w, (0.0, 0.0), (0.5, 2.0)), w != 0
+    if family == "sempler-linear":  # its variances and samples come from its own, unseeded, default stream
+        return sempler.LGANM(w, (0.0, 0.0), (0.5, 2.0), random_state=int(rng.integers(2**31))), w != 0
     noises = [sempler.noise.laplace(0, 0.7), sempler.noise.uniform(-1.2, 1.2), sempler.noise.normal(0, 1)]
     assignments = [_anm_assignment(int((w[:, j] != 0).sum()), rng) for j in range(d)]
     noise = [noises[i] for i in rng.integers(len(noises), size=d)]
@@ -93,19 +93,24 @@ def _sempler_model(family: str, d: int, rng: np.random.Generator):
 
 def _sempler_table(family: str, d: int, rows: int, interventions: int, rng: np.random.Generator) -> GraphData:
     model, adjacency = _sempler_model(family, d, rng)
-    state = np.random.get_state()  # sempler.ANM and its noise draw from numpy's global stream: seed, then restore
+    linear = family == "sempler-linear"
+
+    def draw(n: int, do: dict | None = None) -> np.ndarray:
+        """n rows under `do`: LGANM seeded per call from rng (unseeded, it draws from a fresh stream), ANM from
+        numpy's global stream (seeded below)."""
+        seed = {"random_state": int(rng.integers(2**31))} if linear else {}
+        return model.sample(n, do_interventions=do or {}, **seed)
+
+    state = np.random.get_state()  # seed numpy's global stream for ANM and its noise, then restore it
     np.random.seed(int(rng.integers(2**31)))
     try:
-        obs = model.sample(rows)
+        obs = draw(rows)
         mean, std = obs.mean(0), obs.std(0)
         regimes = []
         for target in rng.choice(d, size=min(interventions, d), replace=False).tolist():
             value = mean[target] + rng.choice([-1, 1]) * rng.uniform(2, 4) * std[target]
-            if family == "sempler-linear":
-                x = model.sample(rows // 2, do_interventions={target: (value, 0.01)})
-            else:
-                x = model.sample(rows // 2, do_interventions={target: _sempler().noise.normal(value, 0.01)})
-            regimes.append(([target], x))
+            do = (value, 0.01) if linear else _sempler().noise.normal(value, 0.01)
+            regimes.append(([target], draw(rows // 2, {target: do})))
     finally:
         np.random.set_state(state)
     return GraphData(obs, regimes, adjacency.astype(float))
