@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from causal_engine.discovery.checkpoint import load_pfn
-from causal_engine.discovery.discover import table_batch
+from causal_engine.discovery.discover import table_batch, warn_deterministic_pairs
 from causal_engine.discovery.models import ModelD
 from causal_engine.errors import UserError
 from causal_engine.tables import regime_targets
@@ -203,3 +203,13 @@ def test_the_shipped_checkpoint_loads_and_predicts() -> None:
     with torch.no_grad():
         out = net(table_batch(table, regime_targets(regime, list(table.columns)), queries={"q": {"X1": 1.0}})[0])
     assert out.edge_logits.shape == (1, 3, 3) and torch.isfinite(out.delta).all()
+
+
+def test_columns_that_are_functions_of_each_other_are_named_in_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    table = chain_table(rows=200).iloc[:200].drop(columns="regime")
+    assert warn_deterministic_pairs(table) == [] and not caplog.text  # a noisy chain is not deterministic
+    table["X1_cubed"] = -(table["X1"] ** 3)  # a derived column: monotone, decreasing
+    with caplog.at_level("WARNING"):
+        pairs = warn_deterministic_pairs(table)
+    assert pairs == [("X1", "X1_cubed", -1.0)]
+    assert "X1~X1_cubed (-1.0000)" in caplog.text and "not identifiable" in caplog.text

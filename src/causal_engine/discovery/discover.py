@@ -164,6 +164,34 @@ def _check_table(frame: pd.DataFrame, targets: np.ndarray | None, max_nodes: int
         )
 
 
+DETERMINISTIC_RANK_CORR = 0.999  # |Spearman| from which two columns count as functions of each other
+
+
+def warn_deterministic_pairs(obs: pd.DataFrame) -> list[tuple[str, str, float]]:
+    """Warn about, and return, the pairs of columns that are (almost) strictly monotone functions of each other in
+    the observational rows `obs`, |Spearman| >= DETERMINISTIC_RANK_CORR, with that correlation: a copy, a unit
+    change, a derived column.
+
+    Between such columns, and for their neighbours, the rows cannot say which of the two a third variable depends
+    on (the graph is not identifiable there; faithfulness fails), so their edges are not to be trusted. Ranks
+    make it invariant to the monotone transforms the PFN ignores."""
+    rho = obs.rank().corr().to_numpy()  # [d, d] Spearman
+    i, j = np.where(np.triu(np.abs(rho) >= DETERMINISTIC_RANK_CORR, 1))
+    pairs = [(str(obs.columns[a]), str(obs.columns[b]), float(rho[a, b])) for a, b in zip(i, j, strict=True)]
+    if pairs:
+        shown = ", ".join(f"{a}~{b} ({r:+.4f})" for a, b, r in pairs[:10])
+        log.warning(
+            "data.path: %d column pair(s) are monotone functions of each other in the observational rows "
+            "(|Spearman| >= %s): %s%s. Which of the two a third variable depends on is not identifiable, so edges "
+            "at these columns are unreliable; drop one of each pair if it is a copy, a unit change or derived.",
+            len(pairs),
+            DETERMINISTIC_RANK_CORR,
+            shown,
+            " ..." if len(pairs) > 10 else "",
+        )
+    return pairs
+
+
 @torch.no_grad()
 def predict(net: PFNNet, batch: DiscoveryBatch, query_batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """Edge probabilities [d, d] and deltas in the variables' units [Q, d].
@@ -206,6 +234,7 @@ def discover(
     targets = regime_targets(regime, columns, regime_column) if regime is not None else None  # [N, d]
     _check_table(frame, targets, net.max_nodes)
     warn_outside_training(checkpoint, len(columns))
+    warn_deterministic_pairs(frame if targets is None else frame[~targets.any(1)])
     if isinstance(counterfactual, DictConfig):
         counterfactual = OmegaConf.to_container(counterfactual, resolve=True)
     true = load_graph(data.graph_path, columns) if data.get("graph_path") else None
