@@ -325,12 +325,12 @@ def out_of_prior(
     rows = []
     for set_name, tables in sets.items():
         standardised = [standardise_table(g) for g in tables]
+        set_cache = cache / f"{set_name}-{tables_digest(tables)}" if cache is not None else None
         has_regimes = any(g.regimes for g in tables)
         for name, method in methods.items():
             if name in REGIMES_ONLY and not has_regimes:
                 continue
-            cached_here = cache is not None and name in EDGE_METHODS
-            file = cache / f"{set_name}-{tables_digest(tables)}" / f"{name}.json" if cached_here else None
+            file = set_cache / f"{name}.json" if set_cache is not None and name in EDGE_METHODS else None
             cached = json.loads(file.read_text()) if file is not None and file.is_file() else None
             if cached is not None and all("sid" in row for row in cached):  # rows from before SID are rerun
                 raw, std = cached

@@ -141,7 +141,9 @@ def table_batch(
     return batch, labels
 
 
-def _check_table(frame: pd.DataFrame, targets: np.ndarray | None, max_nodes: int) -> None:
+def _check_table(frame: pd.DataFrame, targets: np.ndarray | None, max_nodes: int) -> pd.DataFrame:
+    """Refuse a table with too few or too many variables, too few observational rows or a constant column;
+    return its observational rows."""
     columns = list(frame.columns)
     if len(columns) < 2:
         raise DiscoverError(f"data.path: the table has {len(columns)} numeric variable(s); discovery needs at least 2.")
@@ -162,6 +164,7 @@ def _check_table(frame: pd.DataFrame, targets: np.ndarray | None, max_nodes: int
             f"data.path: column(s) {constant} are constant in the observational rows; a constant "
             f"carries no causal information - drop the column(s)."
         )
+    return obs
 
 
 DETERMINISTIC_RANK_CORR = 0.999  # |Spearman| from which two columns count as functions of each other
@@ -232,9 +235,9 @@ def discover(
     regime = frame.pop(regime_column) if regime_column else None
     columns = list(frame.columns)
     targets = regime_targets(regime, columns, regime_column) if regime is not None else None  # [N, d]
-    _check_table(frame, targets, net.max_nodes)
+    obs = _check_table(frame, targets, net.max_nodes)
     warn_outside_training(checkpoint, len(columns))
-    warn_deterministic_pairs(frame if targets is None else frame[~targets.any(1)])
+    warn_deterministic_pairs(obs)
     if isinstance(counterfactual, DictConfig):
         counterfactual = OmegaConf.to_container(counterfactual, resolve=True)
     true = load_graph(data.graph_path, columns) if data.get("graph_path") else None
