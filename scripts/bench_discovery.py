@@ -22,8 +22,10 @@ Out-of-prior mode (`--out-of-prior`): tables from generators written outside thi
 never used for training, scored for the PFN at --checkpoint, the boosted pairwise baseline at --pairwise and
 the classical baselines, each set raw and with every column standardised first, plus raw vs log vs rank copies
 of every table for the PFN and the boosted baseline; edges are predicted at the discover task's threshold.
-The classical baselines' rows are cached under --out/cache (keyed by a digest of the tables), so a stopped run
-resumes and another --checkpoint or --pairwise is compared without rerunning them.
+Measured data with a published graph (--real, default: Sachs et al.'s flow cytometry as cdt ships it) is scored
+the same way and reported in its own section, outside the simulated sets' means and goals. The classical
+baselines' rows are cached under --out/cache (keyed by a digest of the tables), so a stopped run resumes and
+another --checkpoint or --pairwise is compared without rerunning them.
 
     python scripts/bench_discovery.py --out-of-prior                # d = 20, 300 rows, 12 tables per set
     python scripts/bench_discovery.py --out-of-prior --tables 2 --d 6 --rows 80 --methods abs-corr   # quick
@@ -60,10 +62,11 @@ from causal_engine.discovery.compare import (  # noqa: E402
     out_of_prior_report,
     pfn_method,
     pooled_reliability,
+    real_data_report,
     run_method,
     run_pfn,
 )
-from causal_engine.discovery.external import FAMILIES, INTERVENTIONAL, external_table  # noqa: E402
+from causal_engine.discovery.external import FAMILIES, INTERVENTIONAL, REAL, external_table, real_table  # noqa: E402
 from causal_engine.discovery.pairwise import PairwiseModel  # noqa: E402
 from causal_engine.metrics import binned_calibration_error  # noqa: E402
 from causal_engine.train import compose  # noqa: E402
@@ -98,11 +101,17 @@ def run_out_of_prior(args: argparse.Namespace) -> None:
             sets[f"{family}+int"] = [
                 external_table(family, args.d, args.rows, seed, interventions=args.interventions) for seed in seeds
             ]
-    rows = out_of_prior(methods, sets, cache=args.out / "cache")
+    real = {name: [real_table(name)] for name in args.real}
+    every = out_of_prior(methods, {**sets, **real}, cache=args.out / "cache")
+    rows = [r for r in every if r["set"] not in real]
     invariant = {name: methods[name] for name in ("causal PFN", "boosted", "abs-corr") if name in methods}
     tables = [g for family in args.families for g in sets[family]]
     monotone = {name: monotone_row(method, tables) for name, method in invariant.items()}
     report = out_of_prior_report(rows, monotone, goals(rows))
+    if real:
+        real_tables = [g for group in real.values() for g in group]
+        real_monotone = {name: monotone_row(method, real_tables) for name, method in invariant.items()}
+        report += "\n\n" + real_data_report([r for r in every if r["set"] in real], real_monotone)
     args.out.mkdir(parents=True, exist_ok=True)
     curves = {name: pooled_reliability(rows, name) for name in methods if name in PROBABILISTIC}
     calibration_lines = [
@@ -123,11 +132,11 @@ def run_out_of_prior(args: argparse.Namespace) -> None:
     (args.out / "README.md").write_text(f"{header}\n\n{report}\n\n{calibration_text}\n")
     print(calibration_text)
     drop = ("per_table", "reliability")
-    flat = pd.DataFrame([{k: v for k, v in r.items() if k not in drop} for r in rows])
+    flat = pd.DataFrame([{k: v for k, v in r.items() if k not in drop} for r in every])
     flat.to_csv(args.out / "rows.csv", index=False)
     per_table = [
         {"method": r["method"], "set": r["set"], "scaling": r["scaling"], "table": k, "auroc": v}
-        for r in rows
+        for r in every
         for k, v in enumerate(r["per_table"])
     ]
     pd.DataFrame(per_table).to_csv(args.out / "per_table.csv", index=False)
@@ -155,6 +164,14 @@ def main() -> None:
     oop.add_argument("--rows", type=int, default=300, help="observational rows per table")
     oop.add_argument("--interventions", type=int, default=4, help="single-node regimes of the +int sets (0: none)")
     oop.add_argument("--seed", type=int, default=0, help="table k of every set uses seed + k")
+    oop.add_argument(
+        "--real",
+        nargs="*",
+        default=list(REAL),
+        choices=REAL,
+        help="measured data sets (external.REAL), reported apart from the simulated sets' means and goals; "
+        "--real alone: none",
+    )
     oop.add_argument("--pairwise", type=Path, default=REPO / "checkpoints" / "pairwise.txt")
     args = parser.parse_args()
     torch.set_num_threads(1)

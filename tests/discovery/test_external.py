@@ -10,6 +10,7 @@ from causal_engine.discovery.external import (
     INTERVENTIONAL,
     external_table,
     monotone_copies,
+    real_table,
     standardise_table,
 )
 from causal_engine.errors import UserError
@@ -69,6 +70,16 @@ def test_interventions_set_their_target_and_mark_it(family: str) -> None:
         roots = [j for j in range(8) if g.adjacency[:, j].sum() == 0 and j != target]
         for j in roots:
             assert abs(x[:, j].mean() - g.observational[:, j].mean()) < 5 * obs_std[j] / np.sqrt(100)
+
+
+def test_the_measured_sachs_table_comes_from_the_package_with_its_consensus_graph() -> None:
+    g = real_table("sachs")
+    assert g.observational.shape == (7466, 11) and not g.regimes
+    assert np.isfinite(g.observational).all() and (g.observational > 0).all()  # raw intensities
+    assert g.adjacency.sum() == 18 and not np.diag(g.adjacency).any()
+    assert not is_dag(g.adjacency)  # its one feedback loop, plcg -> PIP2 -> PIP3 -> plcg
+    with pytest.raises(UserError, match=r"real data set 'dream4' is unknown; available: \['sachs'\]"):
+        real_table("dream4")
 
 
 def test_a_family_without_interventions_refuses_them() -> None:

@@ -393,10 +393,8 @@ def _fmt(value: float, digits: int = 3) -> str:
     return "—" if value is None or np.isnan(value) else f"{value:.{digits}f}"
 
 
-def out_of_prior_report(
-    rows: Sequence[Mapping[str, Any]], monotone: Mapping[str, Mapping[str, float]], summary: Mapping[str, float]
-) -> str:
-    """Markdown: per-set table (raw | standardised), per-method means over sets, the monotone row, the goals."""
+def _set_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Markdown lines: one row per set and method, raw | standardised."""
     by_key = {(r["method"], r["set"], r["scaling"]): r for r in rows}
     methods = list(dict.fromkeys(r["method"] for r in rows))
     sets = list(dict.fromkeys(r["set"] for r in rows))
@@ -414,6 +412,33 @@ def out_of_prior_report(
             cells += [_fmt(raw["shd"], 1), _fmt(std["shd"], 1), _fmt(raw["sid"]), _fmt(raw["ece"])]
             cells.append(_fmt(raw["s_per_graph"], 4))
             lines.append(f"| {s} | {m} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _monotone_table(monotone: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """Markdown lines: each method's `monotone_row`."""
+    lines = ["| method | AUROC raw | AUROC log | AUROC rank | mean max gap | top-k raw=log | top-k raw=rank |"]
+    lines += ["|---|---|---|---|---|---|---|"]
+    for m, r in monotone.items():
+        keys = ("auroc_raw", "auroc_log", "auroc_rank", "auroc_gap", "topk_log", "topk_rank")
+        lines.append(f"| {m} | " + " | ".join(_fmt(r[k]) for k in keys) + " |")
+    return lines
+
+
+def real_data_report(rows: Sequence[Mapping[str, Any]], monotone: Mapping[str, Mapping[str, float]]) -> str:
+    """Markdown: the measured data sets' rows (`out_of_prior` on `external.real_table`s) and their raw vs log vs
+    rank copies, apart from the simulated sets' means and goals (one table each weighs little in a mean)."""
+    lines = ["Measured data (`external.real_table`; not in the means or goals above):", "", *_set_table(rows)]
+    lines += ["", "Its raw vs log vs rank copies:", "", *_monotone_table(monotone)]
+    return "\n".join(lines)
+
+
+def out_of_prior_report(
+    rows: Sequence[Mapping[str, Any]], monotone: Mapping[str, Mapping[str, float]], summary: Mapping[str, float]
+) -> str:
+    """Markdown: per-set table (raw | standardised), per-method means over sets, the monotone row, the goals."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    lines = _set_table(rows)
     lines += ["", "Mean over sets (each set weighted equally):", ""]
     columns = (("AUROC", "auroc", 3), ("AUPRC", "auprc", 3), ("SHD", "shd", 1), ("SID", "sid", 3), ("ECE", "ece", 3))
     lines += ["| method | sets | " + " | ".join(f"{c} {s}" for c, _, _ in columns for s in ("raw", "std")) + " |"]
@@ -427,11 +452,7 @@ def out_of_prior_report(
         count = sum(1 for r in rows if r["method"] == m and r["scaling"] == "raw")
         lines.append(f"| {m} | {count} | " + " | ".join(cells) + " |")
     lines += ["", "Monotone transforms (raw vs log vs rank copies of each table; top-k = true edge count):", ""]
-    lines += ["| method | AUROC raw | AUROC log | AUROC rank | mean max gap | top-k raw=log | top-k raw=rank |"]
-    lines += ["|---|---|---|---|---|---|---|"]
-    for m, r in monotone.items():
-        keys = ("auroc_raw", "auroc_log", "auroc_rank", "auroc_gap", "topk_log", "topk_rank")
-        lines.append(f"| {m} | " + " | ".join(_fmt(r[k]) for k in keys) + " |")
+    lines += _monotone_table(monotone)
     lines += ["", "Goals (issue #18; raw and standardised rows together):", ""]
     targets = {
         "auroc_minus_boosted": (">=", 0.0),
