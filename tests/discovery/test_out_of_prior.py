@@ -43,7 +43,7 @@ def test_goals_compare_the_pfn_with_each_baseline_per_table() -> None:
         return {"method": method, "set": "s", "scaling": scaling, **metrics}
 
     rows = [
-        row("causal PFN", 0.9, 10.0, [0.9, 0.7, 0.8]),
+        row("causal PFN", 0.9, 10.0, [0.9, 0.7, 0.9]),
         row("boosted", 0.85, 12.0, [0.8, 0.8, 0.8]),
         row("abs-corr", 0.7, 30.0, [0.6, 0.75, 0.7]),
         row("partial-corr", 0.8, 20.0, [0.8, 0.8, 0.8]),
@@ -60,6 +60,26 @@ def test_goals_compare_the_pfn_with_each_baseline_per_table() -> None:
     assert "shd_minus_GES: — (goal < 0.00: not run)" in report
     assert "auroc_minus_boosted: 0.050 (goal >= 0.00: met)" in report
     assert "| s | boosted | 0.850 | 0.850 |" in report
+    assert "auroc_minus_boosted: 0.050 (goal >= 0.00: met); per table 0.033 ± 0.067 (standard error)" in report
+
+
+def test_per_table_differences_weigh_sets_equally_with_the_tables_spread_as_error() -> None:
+    def row(method: str, set_name: str, per_table: list[float], scaling: str = "raw") -> dict:
+        return {"method": method, "set": set_name, "scaling": scaling, "per_table": per_table}
+
+    rows = [
+        row("causal PFN", "s", [0.9, 0.7, 0.8]),
+        row("boosted", "s", [0.8, 0.8, 0.8]),
+        row("causal PFN", "t", [0.9, 0.9]),
+        row("causal PFN", "t", [0.9, 0.7], "standardised"),  # averaged with its raw copy: differences 0.2, 0.1
+        row("boosted", "t", [0.7, 0.7]),
+        row("boosted", "t", [0.7, 0.7], "standardised"),
+    ]
+    diff, se = C.per_table_differences(rows, "boosted")
+    # set s: 0.1, -0.1, 0.0 (mean 0, variance 0.01); set t: 0.2, 0.1 (mean 0.15, variance 0.005)
+    assert diff == pytest.approx(0.075)
+    assert se == pytest.approx(np.sqrt(0.01 / 3 + 0.005 / 2) / 2)
+    assert all(np.isnan(C.per_table_differences(rows, "PC")))
 
 
 def test_scale_free_methods_reuse_the_raw_row_and_gies_skips_observational_sets() -> None:

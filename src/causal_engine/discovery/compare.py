@@ -377,6 +377,30 @@ def goals(rows: Sequence[Mapping[str, Any]], pfn: str = "causal PFN") -> dict[st
     return out
 
 
+def per_table_differences(
+    rows: Sequence[Mapping[str, Any]], other: str, pfn: str = "causal PFN"
+) -> tuple[float, float]:
+    """The PFN's AUROC minus `other`'s, table by table (raw and standardised copies averaged), as a mean over
+    sets of each set's mean, with its standard error: sqrt(sum_s var_s / n_s) / S for S sets of n_s tables.
+
+    The goals compare pooled AUROCs, which have no simple standard error; this per-table version says whether a
+    gap of a few thousandths is larger than the spread of the tables (NaN when `other` was not run)."""
+    diffs: dict[str, dict[int, list[float]]] = {}
+    by_key = {(r["method"], r["set"], r["scaling"]): r for r in rows}
+    for (method, set_name, scaling), r in by_key.items():
+        theirs = by_key.get((other, set_name, scaling))
+        if method != pfn or theirs is None:
+            continue
+        for k, (a, b) in enumerate(zip(r["per_table"], theirs["per_table"], strict=True)):
+            if not (np.isnan(a) or np.isnan(b)):
+                diffs.setdefault(set_name, {}).setdefault(k, []).append(a - b)
+    per_set = [np.array([np.mean(v) for v in tables.values()]) for tables in diffs.values()]
+    if not per_set:
+        return float("nan"), float("nan")
+    variance = sum(x.var(ddof=1) / len(x) if len(x) > 1 else 0.0 for x in per_set)
+    return float(np.mean([x.mean() for x in per_set])), float(np.sqrt(variance) / len(per_set))
+
+
 def pooled_reliability(
     rows: Sequence[Mapping[str, Any]], method: str, scaling: str = "raw"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -466,5 +490,9 @@ def out_of_prior_report(
         op, goal = targets[key]
         met = value >= goal if op == ">=" else value < goal
         verdict = "not run" if np.isnan(value) else "met" if met else "missed"
-        lines.append(f"- {key}: {_fmt(value)} (goal {op} {goal:.2f}: {verdict})")
+        line = f"- {key}: {_fmt(value)} (goal {op} {goal:.2f}: {verdict})"
+        if key.startswith("auroc_minus_"):
+            diff, se = per_table_differences(rows, key.removeprefix("auroc_minus_"))
+            line += f"; per table {_fmt(diff)} ± {_fmt(se)} (standard error)"
+        lines.append(line)
     return "\n".join(lines)
