@@ -7,7 +7,9 @@ s/graph).
 The graphs are the fixed test sets of `data=scm_prior` (seed 42): the first --graphs graphs of the sets that
 `experiment=pfn` logs as test/<set>/<metric>. Edge metrics pool every off-diagonal pair of the set's graphs;
 SHD is the mean per graph; a CPDAG's undirected edge counts as both directions. Delta RMSE is in
-observational z-units over non-intervened nodes (the PFN, and the zero / mean-shift delta baselines).
+observational z-units over non-intervened nodes (the PFN, and the zero / mean-shift delta baselines), also
+split by whether the query's do-value lies within the do-values the checkpoint's prior drew (its json's
+`prior.intervention_z`, in observational sd) or beyond them.
 Slow methods are skipped above --max-d (default 20 for GES, GIES, NOTEARS). Writes README.md and
 metrics.png into --out and prints the table and the PFN's speed-up over PC.
 
@@ -53,6 +55,7 @@ from hydra.utils import instantiate  # noqa: E402
 from causal_engine import plots  # noqa: E402
 from causal_engine.discovery.baselines import EDGE_METHODS, mean_shift_delta, zero_delta  # noqa: E402
 from causal_engine.discovery.calibration import read_calibration, sidecar  # noqa: E402
+from causal_engine.discovery.checkpoint import trained_do_range  # noqa: E402
 from causal_engine.discovery.compare import (  # noqa: E402
     PROBABILISTIC,
     delta_rmse,
@@ -66,6 +69,7 @@ from causal_engine.discovery.compare import (  # noqa: E402
     run_method,
     run_pfn,
 )
+from causal_engine.discovery.discover import do_distance  # noqa: E402
 from causal_engine.discovery.external import FAMILIES, INTERVENTIONAL, REAL, external_table, real_table  # noqa: E402
 from causal_engine.discovery.pairwise import PairwiseModel  # noqa: E402
 from causal_engine.metrics import binned_calibration_error  # noqa: E402
@@ -191,6 +195,7 @@ def main() -> None:
     datamodule.setup("test")
 
     rows: list[tuple[str, str, dict[str, float]]] = []
+    split: list[str] = []
     for name in args.sets:
         batches = datamodule.test_batches[name]
         d = batches[0].num_nodes
@@ -205,6 +210,15 @@ def main() -> None:
         nan = dict.fromkeys(("shd", "sid", "auroc", "auprc", "f1", "s_per_graph", "s_with_deltas"), float("nan"))
         rows.append(("zero delta", name, {**nan, "delta_rmse": delta_rmse(batches, zero_delta)}))
         rows.append(("mean-shift delta", name, {**nan, "delta_rmse": delta_rmse(batches, mean_shift_delta)}))
+        if args.checkpoint.is_file() and "delta_rmse_beyond" in pfn:
+            limit = trained_do_range(args.checkpoint)
+            within = delta_rmse(batches, mean_shift_delta, lambda b, z=limit: do_distance(b) <= z)
+            beyond = delta_rmse(batches, mean_shift_delta, lambda b, z=limit: do_distance(b) > z)
+            split.append(
+                f"- {name}: delta RMSE with do-values within {limit:g} sd (the trained range) / beyond: causal PFN "
+                f"{pfn['delta_rmse_in_range']:.3f} / {pfn['delta_rmse_beyond']:.3f}, mean-shift {within:.3f} / "
+                f"{beyond:.3f}"
+            )
 
     header = "| method | set | " + " | ".join(COLUMNS) + " |"
     lines = [header, "|" + "---|" * (len(COLUMNS) + 2)]
@@ -215,7 +229,7 @@ def main() -> None:
         for name in args.sets
         if ("PC", name) in seconds and ("causal PFN", name) in seconds
     ]
-    table = "\n".join([*lines, "", *speed])
+    table = "\n".join([*lines, "", *speed, "", *split])
     args.out.mkdir(parents=True, exist_ok=True)
     command = " ".join(["python scripts/bench_discovery.py", *sys.argv[1:]])
     (args.out / "README.md").write_text(f"# bench_discovery\n\n`{command}`\n\n{table}\n")

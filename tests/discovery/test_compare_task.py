@@ -1,14 +1,22 @@
-"""task=compare logs like every other run: scalars per method and set, and one HParams session per method."""
+"""task=compare logs like every other run: scalars per method and set, and one HParams session per method; the
+delta RMSE it reports splits by how far the do-values reach."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from causal_engine.discovery.baselines import zero_delta
+from causal_engine.discovery.compare import delta_rmse
+from causal_engine.discovery.data import fixed_set
+from causal_engine.discovery.discover import do_distance
+from causal_engine.discovery.loss import delta_mask
 from causal_engine.discovery.models import ModelD
+from causal_engine.scm.prior import SeedPrior
 
 
 @pytest.fixture
@@ -49,3 +57,17 @@ def test_compare_writes_scalars_and_hparams_for_each_method(run_experiment, chec
         assert "_hparams_/session_start_info" in plugins
     empty = events(board / "er_d10" / "empty").Scalars("hp/auroc")[0].value
     assert empty == pytest.approx(metrics["compare/er_d10/empty/auroc"]) == pytest.approx(0.5)
+
+
+def test_delta_rmse_splits_by_the_do_distance_into_parts_that_add_up() -> None:
+    batches = fixed_set(num_graphs=4, batch_size=2, num_nodes=6, prior=SeedPrior(), seed=0)
+    far = [do_distance(b) > 3.0 for b in batches]  # [B, Q] each
+    assert any(f.any() for f in far) and any((~f).any() for f in far)  # the seed prior's do-values: both kinds
+    near_rmse = delta_rmse(batches, zero_delta, lambda b: do_distance(b) <= 3.0)
+    far_rmse = delta_rmse(batches, zero_delta, lambda b: do_distance(b) > 3.0)
+    entries = [int((delta_mask(b) & f[..., None]).sum()) for b, f in zip(batches, far, strict=True)]
+    total = sum(int(delta_mask(b).sum()) for b in batches)
+    n_far = sum(entries)
+    combined = ((total - n_far) * near_rmse**2 + n_far * far_rmse**2) / total
+    assert combined == pytest.approx(delta_rmse(batches, zero_delta) ** 2)
+    assert np.isnan(delta_rmse(batches, zero_delta, lambda b: do_distance(b) < 0))

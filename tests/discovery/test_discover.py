@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 import torch
 
 from causal_engine.discovery.checkpoint import load_pfn
-from causal_engine.discovery.discover import table_batch, warn_deterministic_pairs
+from causal_engine.discovery.discover import DiscoverError, table_batch, warn_deterministic_pairs
 from causal_engine.discovery.models import ModelD
 from causal_engine.errors import UserError
 from causal_engine.tables import regime_targets
@@ -81,7 +83,7 @@ def test_discover_writes_graph_edges_heatmap_metrics_and_deltas(run_experiment, 
     assert len(edges) == 6 and edges["probability"].is_monotonic_decreasing
     assert (out / "adjacency.png").stat().st_size > 0
     deltas = pd.read_csv(out / "deltas.csv")
-    assert len(deltas) == 80 and list(deltas.columns) == ["query", "row", "X1", "X2", "X3"]
+    assert len(deltas) == 80 and list(deltas.columns) == ["query", "row", "do_sd", "X1", "X2", "X3"]
     assert deltas["query"].tolist() == ["set_x1"] * 40 + ["nudge_x2"] * 40
     assert deltas["row"].tolist() == list(range(40)) * 2
     table = chain_table()
@@ -91,6 +93,33 @@ def test_discover_writes_graph_edges_heatmap_metrics_and_deltas(run_experiment, 
     assert metrics["discover/num_regimes"] == 2 and metrics["discover/num_variables"] == 3
     assert {"discover/shd", "discover/auroc", "discover/f1"} <= set(metrics)
     assert 0 <= metrics["discover/shd"] <= 3
+
+
+def test_do_values_beyond_the_checkpoints_trained_range_are_flagged_and_warned(
+    run_experiment, compose, write, checkpoint, caplog
+) -> None:
+    table = chain_table()
+    obs = table[table["regime"] == ""]
+    mean, sd = obs["X1"].mean(), obs["X1"].std()
+    checkpoint.with_suffix(".json").write_text(json.dumps({"prior": {"intervention_z": [1.0, 3.0]}}))
+    queries = f"+task.counterfactual={{near: {{X1: {mean + 2 * sd}}}, far: {{X1: {mean - 5 * sd}}}}}"
+    with caplog.at_level(logging.WARNING):
+        metrics = run_experiment(overrides(write(table), checkpoint, queries))
+    deltas = pd.read_csv(Path(compose([]).paths.output_dir) / "deltas.csv")
+    assert list(deltas.columns[:4]) == ["query", "row", "do_sd", "outside_training"]
+    near, far = deltas[deltas["query"] == "near"], deltas[deltas["query"] == "far"]
+    np.testing.assert_allclose(near["do_sd"], 2.0, rtol=1e-4)
+    np.testing.assert_allclose(far["do_sd"], 5.0, rtol=1e-4)
+    assert not near["outside_training"].any() and far["outside_training"].all()
+    assert metrics["discover/near/outside_training"] == 0.0 and metrics["discover/far/outside_training"] == 1.0
+    warned = [r.getMessage() for r in caplog.records if "extrapolated" in r.getMessage()]
+    assert len(warned) == 1 and "far (100 % of rows, up to 5.0 sd)" in warned[0] and "near" not in warned[0]
+
+
+def test_a_column_named_like_a_deltas_label_is_refused(run_experiment, write, checkpoint) -> None:
+    table = chain_table().rename(columns={"X3": "row"})
+    with pytest.raises(DiscoverError, match=r"\['row'\] would collide with deltas.csv"):
+        run_experiment(overrides(write(table), checkpoint, "+task.counterfactual={q: {X1: 1.0}}"))
 
 
 def test_delta_rows_are_the_tables_row_positions_from_zero() -> None:

@@ -110,6 +110,16 @@ def warn_outside_training(checkpoint: str | Path, num_variables: int, key: str =
     return True
 
 
+def trained_do_range(checkpoint: str | Path) -> float | None:
+    """The largest do-value, in observational standard deviations from the variable's mean, that the
+    checkpoint's prior drew (`prior.intervention_z` in its json sidecar); None when the sidecar does not say
+    (no sidecar, or a prior with fixed do-values such as the seed notebook's)."""
+    path = sidecar(checkpoint)
+    prior = json.loads(path.read_text()).get("prior") or {} if path.is_file() else {}
+    z = prior.get("intervention_z")
+    return float(z[1]) if z else None
+
+
 def best_checkpoint(run_dir: Path) -> Path:
     """The newest best-validation checkpoint of a training run (`best-*.ckpt`), else its `last.ckpt`."""
     best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)

@@ -35,6 +35,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
+from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from torchmetrics.functional.classification import binary_auroc, binary_average_precision, binary_f1_score
 
@@ -42,8 +43,8 @@ from causal_engine import metrics as M
 from causal_engine.discovery.baselines import EDGE_METHODS, GraphData, split_graphs
 from causal_engine.discovery.batch import DiscoveryBatch
 from causal_engine.discovery.calibration import Calibration
-from causal_engine.discovery.checkpoint import load_pfn
-from causal_engine.discovery.discover import predict, table_batch
+from causal_engine.discovery.checkpoint import load_pfn, trained_do_range
+from causal_engine.discovery.discover import do_distance, predict, table_batch
 from causal_engine.discovery.external import monotone_copies, standardise_table
 from causal_engine.discovery.loss import delta_mask
 from causal_engine.discovery.module import true_delta_z
@@ -84,13 +85,17 @@ def edge_scores(results: list[tuple[np.ndarray, np.ndarray, np.ndarray]], method
     }
 
 
-def delta_rmse(batches: list, predict) -> float:
+def delta_rmse(batches: list, predict, queries: Callable[[DiscoveryBatch], Tensor] | None = None) -> float:
+    """RMSE of `predict(batch)` against the true deltas (z-units), over the query rows `queries(batch)` [B, Q]
+    selects (all by default); NaN when none is selected."""
     err, n = 0.0, 0
     for batch in batches:
         mask = delta_mask(batch)
+        if queries is not None:
+            mask = mask & queries(batch)[..., None]
         diff = (predict(batch) - true_delta_z(batch))[mask]
         err, n = err + float((diff**2).sum()), n + int(mask.sum())
-    return (err / max(n, 1)) ** 0.5
+    return (err / n) ** 0.5 if n else float("nan")
 
 
 def _mean_seconds(fn: Callable[[], object], repeats: int) -> float:
@@ -120,6 +125,11 @@ def run_pfn(checkpoint: Path, batches: list, repeats: int = 5) -> dict[str, floa
                 results.append((p, p > 0.5, batch.adjacency[b, :d, :d].numpy()))
     row = edge_scores(results)
     row["delta_rmse"] = delta_rmse(batches, lambda batch: cache[id(batch)])
+    limit = trained_do_range(checkpoint)
+    if limit is not None:  # the deltas within and beyond the do-values the checkpoint was trained on
+        cached = lambda batch: cache[id(batch)]  # noqa: E731
+        row["delta_rmse_in_range"] = delta_rmse(batches, cached, lambda b: do_distance(b) <= limit)
+        row["delta_rmse_beyond"] = delta_rmse(batches, cached, lambda b: do_distance(b) > limit)
     row["s_per_graph"] = graph_s / graphs
     row["s_per_graph_with_deltas"] = full_s / graphs
     return row

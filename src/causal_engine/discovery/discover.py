@@ -16,7 +16,11 @@ its weights (`scripts/calibrate_pfn.py`); with data.graph_path, metrics against 
 task.counterfactual (named intervention sets in the grammar of `causal_engine.interventions`, hard values or
 shifts), deltas.csv: for every query and every observational row (`row`: its position in the table from 0, as in
 task=query's counterfactual.csv), the predicted counterfactual change of every variable, in the variables'
-units. Every input problem is reported before anything is written.
+units, and `do_sd`, how far the row's intervened values lie from their observational means in standard
+deviations. A checkpoint whose json records the do-values its prior drew (`prior.intervention_z`, up to 3 sd
+for the shipped one) adds `outside_training` (do_sd beyond that range: the deltas there are extrapolated, and
+far less accurate) and a warning naming each query that has such rows. Every input problem is reported
+before anything is written.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from causal_engine import metrics as M
 from causal_engine import plots
 from causal_engine.discovery.batch import DiscoveryBatch
 from causal_engine.discovery.calibration import read_calibration
-from causal_engine.discovery.checkpoint import load_pfn, warn_outside_training
+from causal_engine.discovery.checkpoint import load_pfn, trained_do_range, warn_outside_training
 from causal_engine.discovery.models import PFNNet
 from causal_engine.errors import UserError
 from causal_engine.interventions import Intervention, parse_named_interventions
@@ -43,6 +47,7 @@ from causal_engine.tables import load_graph, load_table, regime_targets
 
 log = logging.getLogger(__name__)
 MIN_ROWS = 10
+DELTA_LABELS = ("query", "row", "do_sd", "outside_training")  # deltas.csv's columns before the variables
 
 
 class DiscoverError(UserError):
@@ -217,6 +222,32 @@ def predict(net: PFNNet, batch: DiscoveryBatch, query_batch: int = 256) -> tuple
     return probs * (1 - torch.eye(batch.num_nodes)), torch.cat(deltas)
 
 
+def do_distance(batch: DiscoveryBatch) -> torch.Tensor:
+    """[B, Q] for each query row, the largest |value - mean| / sd over its intervened variables, with each
+    variable's observational mean and sd: how far outside the data the question reaches (0 without one)."""
+    obs = batch.observational  # [B, S, d]
+    mean, sd = obs.mean(1, keepdim=True), obs.std(1, keepdim=True).clamp_min(1e-12)  # [B, 1, d]
+    distance = (batch.query_values - mean).abs() / sd  # [B, Q, d]
+    return (distance * (batch.query_targets & batch.node_mask[:, None])).amax(-1)
+
+
+def warn_extrapolated(labels: pd.DataFrame, limit: float, checkpoint: str) -> dict[str, float]:
+    """Flag the query rows whose do-values lie beyond `limit` sd (`labels` has query and do_sd; adds
+    outside_training), warn naming each query with such rows, and return each query's share of them."""
+    labels["outside_training"] = labels["do_sd"] > limit
+    share = labels.groupby("query", sort=False)["outside_training"].mean()
+    flagged = [f"{q} ({100 * s:.0f} % of rows, up to {labels.do_sd[labels['query'] == q].max():.1f} sd)"
+               for q, s in share.items() if s > 0]  # fmt: skip
+    if flagged:
+        log.warning(
+            "task.counterfactual: %s set a variable further than %g sd from its observational mean, beyond "
+            "every do-value task.checkpoint=%s was trained on (its json's prior.intervention_z); those rows' "
+            "deltas are extrapolated and far less accurate (outside_training in deltas.csv)",
+            ", ".join(flagged), limit, checkpoint,
+        )  # fmt: skip
+    return {f"discover/{q}/outside_training": float(s) for q, s in share.items()}
+
+
 def discover(
     cfg: DictConfig,
     checkpoint: str,
@@ -240,6 +271,12 @@ def discover(
     warn_deterministic_pairs(obs)
     if isinstance(counterfactual, DictConfig):
         counterfactual = OmegaConf.to_container(counterfactual, resolve=True)
+    clash = sorted(set(columns) & set(DELTA_LABELS)) if counterfactual else []
+    if clash:
+        raise DiscoverError(
+            f"data.path: column(s) {clash} would collide with deltas.csv's own columns {list(DELTA_LABELS)}; "
+            "rename them in the table."
+        )
     true = load_graph(data.graph_path, columns) if data.get("graph_path") else None
 
     batch, labels = table_batch(frame, targets, queries=counterfactual, max_values_per_target=max_values_per_target)
@@ -265,6 +302,10 @@ def discover(
         "discover/num_edges": float(pred.sum()),
     }
     if counterfactual:
+        labels["do_sd"] = do_distance(batch)[0].numpy()
+        limit = trained_do_range(checkpoint)
+        if limit is not None:
+            metrics.update(warn_extrapolated(labels, limit, checkpoint))
         pd.concat([labels, pd.DataFrame(deltas.numpy(), columns=columns)], axis=1).to_csv(
             out / "deltas.csv", index=False
         )
