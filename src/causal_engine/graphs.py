@@ -89,6 +89,14 @@ def reachability(adjacency: Tensor | np.ndarray) -> Tensor:
     return reach | torch.eye(reach.shape[-1], dtype=torch.bool, device=reach.device)
 
 
+def marginally_independent(adjacency: Tensor | np.ndarray) -> Tensor:
+    """``indep[i, j]`` (bool ``[d, d]``): the DAG makes x_i and x_j independent in every distribution that is
+    Markov to it, because no node is an ancestor-or-self of both (no directed path either way, no common
+    ancestor). The diagonal is False."""
+    reach = reachability(adjacency).float()  # [a, i]: i is a or a descendant of a
+    return (reach.T @ reach) == 0  # [i, j]: no a reaches both
+
+
 def reachable(adjacency: Tensor, order: Tensor, sources: Tensor) -> Tensor:
     """``reach[b, q, j]`` (bool ``[B, Q, d]``): node j is one of the ``sources[b, q]`` (bool ``[B, Q, d]``) or one
     of their descendants.

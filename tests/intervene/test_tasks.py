@@ -4,6 +4,7 @@ import logging
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -13,6 +14,7 @@ from omegaconf import OmegaConf
 
 from causal_engine.errors import UserError
 from causal_engine.intervene.data import ZooDataModule
+from causal_engine.intervene.graph_discovery import unexplained_dependences
 from causal_engine.intervene.zoo import get_scm
 from causal_engine.run import run
 
@@ -305,3 +307,37 @@ def test_phase1_summary_is_scored_against_the_exact_truth_and_logged_to_tensorbo
         acc.Reload()
         images += acc.Tags()["images"]
     assert "phase1/training_summary" in images
+
+
+def test_query_warns_when_the_graph_cannot_explain_the_tables_dependences(compose, table, tmp_path, caplog):
+    """mediator_linear is a -> b -> c, a -> c; a graph with only b -> c makes a independent of b and c, which
+    the rows contradict: both pairs are named, with the count as a metric. The true graph explains them all."""
+    data, edges = table
+    partial = _write(tmp_path / "partial.csv", "source,target\nb,c\na,\n")
+    caplog.set_level(logging.WARNING, logger="causal_engine")
+    metrics = run(_query(compose, data, partial))
+    assert metrics["graph/unexplained_dependences"] == 2.0
+    warned = [r.getMessage() for r in caplog.records if "show dependent" in r.getMessage()]
+    assert len(warned) == 1 and "a~b" in warned[0] and "a~c" in warned[0] and str(partial) in warned[0]
+    caplog.clear()
+    assert run(_query(compose, data, edges))["graph/unexplained_dependences"] == 0.0
+    assert "show dependent" not in caplog.text
+
+
+def test_unexplained_dependences_test_only_pairs_the_graph_separates_at_the_bonferroni_level():
+    rng = np.random.default_rng(0)
+    n = 400
+    a, noise = rng.normal(size=n), rng.normal(size=(n, 2))
+    frame = pd.DataFrame({"a": a, "b": np.exp(a + noise[:, 0]), "c": noise[:, 1]})  # b depends on a, c on nothing
+    empty = np.zeros((3, 3))
+    assert [(i, j) for i, j, _ in unexplained_dependences(frame, empty)] == [("a", "b")]
+    explained = np.zeros((3, 3))
+    explained[0, 1] = 1.0
+    assert unexplained_dependences(frame, explained) == []
+    # A common cause explains a dependence too: c -> a, c -> b leaves no pair the graph separates.
+    fork = np.zeros((3, 3))
+    fork[2, 0] = fork[2, 1] = 1.0
+    assert unexplained_dependences(frame, fork) == []
+    # Independent columns stay silent at the corrected level over many seeds' worth of pairs.
+    wide = pd.DataFrame(rng.normal(size=(n, 12)))
+    assert unexplained_dependences(wide, np.zeros((12, 12))) == []
