@@ -1,5 +1,6 @@
 """Graph utilities every system shares: topological order, descendants, reachability, the NOTEARS term, a DAG
-from edge scores and the structural intervention distance.
+from edge scores, the structural intervention distance, and the check of a graph against a table (the
+dependences the table shows that the graph's marginal independences deny).
 
 Convention everywhere in ``causal_engine``: ``adjacency[..., i, j] != 0`` iff ``i -> j`` (row = parent, column =
 child). The functions take dense adjacency tensors, batched over any leading dimensions where the maths allows
@@ -10,9 +11,11 @@ question the same way. Sampling random graphs is the prior's business and lives 
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
 import networkx as nx
 import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor
 
@@ -177,3 +180,30 @@ def structural_intervention_distance(
     except RuntimeError:  # gadjid's refusal of a graph it cannot read as a DAG or CPDAG
         return float("nan")
     return float(normalised)
+
+
+def unexplained_dependences(
+    frame: pd.DataFrame, adjacency: np.ndarray, alpha: float = 0.01
+) -> list[tuple[str, str, float]]:
+    """(i, j, Spearman rho) for every pair of `frame`'s columns that the graph `adjacency` [D, D] makes
+    marginally independent (`marginally_independent`) but whose rank correlation in `frame` is significant at
+    `alpha` after a Bonferroni correction over the pairs tested, strongest first: dependences a model on that
+    graph cannot reproduce (an intervention on one of a pair shows no effect on the other). task=query checks
+    the graph it follows with it, task=discover the graph it predicts.
+
+    The test: Fisher's z of Spearman's rho, sd sqrt(1.06 / (n - 3)) under independence (Fieller, Hartley and
+    Pearson 1957); ranks make it blind to units and monotone transforms, as the PFN is."""
+    names = list(frame.columns)
+    pairs = [(i, j) for i, j in zip(*np.nonzero(marginally_independent(adjacency).numpy()), strict=True) if i < j]
+    n = len(frame)
+    if not pairs or n < 4:
+        return []
+    rho = frame.rank().corr().to_numpy()  # [D, D] Spearman
+    limit = NormalDist().inv_cdf(1 - alpha / (2 * len(pairs)))
+    sd = math.sqrt(1.06 / (n - 3))
+    found = [
+        (names[i], names[j], float(rho[i, j]))
+        for i, j in pairs
+        if abs(math.atanh(min(abs(rho[i, j]), 1 - 1e-12))) / sd > limit
+    ]
+    return sorted(found, key=lambda f: -abs(f[2]))

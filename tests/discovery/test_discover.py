@@ -116,6 +116,17 @@ def test_do_values_beyond_the_checkpoints_trained_range_are_flagged_and_warned(
     assert len(warned) == 1 and "far (100 % of rows, up to 5.0 sd)" in warned[0] and "near" not in warned[0]
 
 
+def test_a_predicted_graph_too_sparse_for_the_tables_dependences_is_named_with_the_fix(
+    run_experiment, write, checkpoint, caplog
+) -> None:
+    # At a threshold no probability reaches, the graph is empty: the chain's three dependent pairs are unexplained.
+    with caplog.at_level(logging.WARNING):
+        metrics = run_experiment(overrides(write(chain_table()), checkpoint, "task.threshold=0.999999"))
+    assert metrics["discover/num_edges"] == 0 and metrics["discover/unexplained_dependences"] == 3
+    warned = [r.getMessage() for r in caplog.records if "show dependent" in r.getMessage()]
+    assert len(warned) == 1 and all(p in warned[0] for p in ("X1~X2", "X2~X3", "X1~X3", "lower task.threshold"))
+
+
 def test_a_column_named_like_a_deltas_label_is_refused(run_experiment, write, checkpoint) -> None:
     table = chain_table().rename(columns={"X3": "row"})
     with pytest.raises(DiscoverError, match=r"\['row'\] would collide with deltas.csv"):

@@ -13,8 +13,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from causal_engine.errors import UserError
+from causal_engine.graphs import unexplained_dependences
 from causal_engine.intervene.data import ZooDataModule
-from causal_engine.intervene.graph_discovery import unexplained_dependences
 from causal_engine.intervene.zoo import get_scm
 from causal_engine.run import run
 

@@ -11,17 +11,11 @@
    added from the most to the least probable, skipping any that would close a cycle.
 
 The PFN sees observational rows only (rows a regime column marks as intervened are left out of this step).
-
-`unexplained_dependences` checks any graph task=query follows, discovered or given, against the table: pairs
-the graph makes independent but the observational rows show dependent are dependences the fitted model
-cannot reproduce (an intervention on one of them shows no effect on the other).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -31,7 +25,7 @@ from torch import Tensor
 from causal_engine.discovery.checkpoint import load_pfn, warn_outside_training
 from causal_engine.discovery.discover import predict, table_batch
 from causal_engine.errors import UserError
-from causal_engine.graphs import greedy_dag, marginally_independent
+from causal_engine.graphs import greedy_dag
 from causal_engine.intervene.losses import intervention_loss
 from causal_engine.intervene.models import StructuralMLP
 
@@ -126,28 +120,3 @@ def edge_adjacency(edges: pd.DataFrame, names: list[str]) -> np.ndarray:
     for s, t in zip(edges["source"], edges["target"], strict=True):
         adjacency[names.index(s), names.index(t)] = 1.0
     return adjacency
-
-
-def unexplained_dependences(
-    frame: pd.DataFrame, adjacency: np.ndarray, alpha: float = 0.01
-) -> list[tuple[str, str, float]]:
-    """(i, j, Spearman rho) for every pair of `frame`'s columns that the DAG `adjacency` [D, D] makes
-    marginally independent (`graphs.marginally_independent`) but whose rank correlation in `frame` is
-    significant at `alpha` after a Bonferroni correction over the pairs tested, strongest first.
-
-    The test: Fisher's z of Spearman's rho, sd sqrt(1.06 / (n - 3)) under independence (Fieller, Hartley and
-    Pearson 1957); ranks make it blind to units and monotone transforms, as the PFN is."""
-    names = list(frame.columns)
-    pairs = [(i, j) for i, j in zip(*np.nonzero(marginally_independent(adjacency).numpy()), strict=True) if i < j]
-    n = len(frame)
-    if not pairs or n < 4:
-        return []
-    rho = frame.rank().corr().to_numpy()  # [D, D] Spearman
-    limit = NormalDist().inv_cdf(1 - alpha / (2 * len(pairs)))
-    sd = math.sqrt(1.06 / (n - 3))
-    found = [
-        (names[i], names[j], float(rho[i, j]))
-        for i, j in pairs
-        if abs(math.atanh(min(abs(rho[i, j]), 1 - 1e-12))) / sd > limit
-    ]
-    return sorted(found, key=lambda f: -abs(f[2]))

@@ -47,15 +47,11 @@ from torch import Tensor, nn
 
 from causal_engine.convergence import Convergence
 from causal_engine.errors import UserError
+from causal_engine.graphs import unexplained_dependences
 from causal_engine.intervene.bootstrap import BootstrapEnsemble, fit_ensemble, poisson_counts
 from causal_engine.intervene.data import ArrayDataModule, GraphInfo
 from causal_engine.intervene.do import Interventions
-from causal_engine.intervene.graph_discovery import (
-    DISCOVER,
-    GraphDiscovery,
-    edge_adjacency,
-    unexplained_dependences,
-)
+from causal_engine.intervene.graph_discovery import DISCOVER, GraphDiscovery, edge_adjacency
 from causal_engine.intervene.models import StructuralMLP
 from causal_engine.intervene.module import InterveneModule, build_net
 from causal_engine.interventions import parse_named_interventions
