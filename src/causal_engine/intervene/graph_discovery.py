@@ -8,7 +8,11 @@
    an L1 sparsity penalty and the NOTEARS acyclicity term (`causal_engine.graphs.notears`), so the data can
    confirm, drop or re-orient what the PFN proposed while the penalties push towards a sparse DAG;
 3. the refined probabilities are made a DAG deterministically: edges with probability > `threshold` are
-   added from the most to the least probable, skipping any that would close a cycle.
+   added from the most to the least probable, skipping any that would close a cycle;
+4. with `explain_dependences` (the default), edges below the threshold are added in the same order while the
+   table shows a dependence the graph cannot explain (`graphs.unexplained_dependences`: two variables with
+   no common ancestor and no path between them, yet correlated), so an out-of-prior table whose
+   probabilities all fall below the threshold does not get an empty graph whose every answer is "no effect".
 
 The PFN sees observational rows only (rows a regime column marks as intervened are left out of this step).
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import networkx as nx
 import numpy as np
 import pandas as pd
 import torch
@@ -25,7 +30,7 @@ from torch import Tensor
 from causal_engine.discovery.checkpoint import load_pfn, warn_outside_training
 from causal_engine.discovery.discover import predict, table_batch
 from causal_engine.errors import UserError
-from causal_engine.graphs import greedy_dag
+from causal_engine.graphs import greedy_dag, marginally_independent, unexplained_dependences
 from causal_engine.intervene.losses import intervention_loss
 from causal_engine.intervene.models import StructuralMLP
 
@@ -70,6 +75,30 @@ def refine(
     return net.dag.adjacency().detach() * (1 - torch.eye(d))
 
 
+def explain_dependences(frame: pd.DataFrame, probs: np.ndarray, adjacency: np.ndarray) -> np.ndarray:
+    """`adjacency` [D, D] (a DAG over `frame`'s columns) with edges added from the most to the least probable
+    under `probs` [D, D], skipping any that would close a cycle, until it explains every dependence
+    `unexplained_dependences` finds in `frame` (or no edge is left)."""
+    names = list(frame.columns)
+    missed = unexplained_dependences(frame, adjacency)
+    pairs = [(names.index(a), names.index(b)) for a, b, _ in missed]
+    graph = nx.DiGraph(adjacency)
+    graph.add_nodes_from(range(len(names)))
+    adjacency = adjacency.copy()
+    candidates = sorted(((float(probs[i, j]), i, j) for i, j in zip(*np.nonzero(1 - adjacency), strict=True)
+                         if i != j), key=lambda e: (-e[0], e[1], e[2]))  # fmt: skip
+    for _, i, j in candidates:
+        if not pairs:
+            break
+        if nx.has_path(graph, j, i):
+            continue
+        graph.add_edge(i, j)
+        adjacency[i, j] = 1.0
+        independent = marginally_independent(adjacency).numpy()
+        pairs = [(a, b) for a, b in pairs if independent[a, b]]
+    return adjacency
+
+
 @dataclass
 class GraphDiscovery:
     """`task.discovery`: the PFN checkpoint and the refinement's settings (see the module docstring)."""
@@ -80,10 +109,12 @@ class GraphDiscovery:
     lr: float = 0.01
     sparsity_weight: float = 0.001
     acyclicity_weight: float = 0.02
+    explain_dependences: bool = True
 
     def __call__(self, frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
         """The graph for `frame`'s (observational, numeric) columns: an edge list with columns source, target,
-        pfn_probability and refined_probability, in the order the DAG step added them."""
+        pfn_probability, refined_probability and added_for (threshold: above `threshold`; dependence: added
+        to explain a dependence, step 4 of the module docstring), most probable first."""
         names = list(frame.columns)
         net = load_pfn(self.checkpoint, key="task.discovery.checkpoint")
         if len(names) > net.max_nodes:
@@ -101,7 +132,8 @@ class GraphDiscovery:
         probs, _ = predict(net, batch)  # [D, D]
         x = torch.tensor(frame.to_numpy(), dtype=torch.float32)  # [N, D]
         refined = refine(x, probs, self.steps, self.lr, self.sparsity_weight, self.acyclicity_weight, seed=seed)
-        adjacency = greedy_dag(refined.numpy(), self.threshold)
+        kept = greedy_dag(refined.numpy(), self.threshold)
+        adjacency = explain_dependences(frame, refined.numpy(), kept) if self.explain_dependences else kept
         src, dst = np.nonzero(adjacency)
         edges = pd.DataFrame(
             {
@@ -109,6 +141,7 @@ class GraphDiscovery:
                 "target": [names[j] for j in dst],
                 "pfn_probability": probs.numpy()[src, dst],
                 "refined_probability": refined.numpy()[src, dst],
+                "added_for": np.where(kept[src, dst] > 0, "threshold", "dependence"),
             }
         )
         return edges.sort_values("refined_probability", ascending=False, ignore_index=True)
