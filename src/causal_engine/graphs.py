@@ -207,3 +207,9 @@ def unexplained_dependences(
         if abs(math.atanh(min(abs(rho[i, j]), 1 - 1e-12))) / sd > limit
     ]
     return sorted(found, key=lambda f: -abs(f[2]))
+
+
+def describe_dependences(found: list[tuple[str, str, float]], shown: int = 6) -> str:
+    """`unexplained_dependences`'s pairs for a message: the `shown` strongest as a~b (rho), then a count."""
+    text = ", ".join(f"{a}~{b} ({rho:+.2f})" for a, b, rho in found[:shown])
+    return text + (f" and {len(found) - shown} more" if len(found) > shown else "")

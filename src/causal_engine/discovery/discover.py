@@ -42,7 +42,7 @@ from causal_engine.discovery.calibration import read_calibration
 from causal_engine.discovery.checkpoint import load_pfn, trained_do_range, warn_outside_training
 from causal_engine.discovery.models import PFNNet
 from causal_engine.errors import UserError
-from causal_engine.graphs import unexplained_dependences
+from causal_engine.graphs import describe_dependences, unexplained_dependences
 from causal_engine.interventions import Intervention, parse_named_interventions
 from causal_engine.tables import load_graph, load_table, regime_targets
 
@@ -299,13 +299,11 @@ def discover(
     plots.save_figure(plots.adjacency_figure(true, probs.numpy(), names=columns), out / "adjacency.png")
     missed = unexplained_dependences(obs, pred.numpy())
     if missed:
-        shown = ", ".join(f"{a}~{b} ({rho:+.2f})" for a, b, rho in missed[:6])
-        shown += f" and {len(missed) - 6} more" if len(missed) > 6 else ""
         log.warning(
             "discover: the predicted graph (edges with probability >= task.threshold=%g) makes %d pair(s) of "
             "variables independent that the observational rows show dependent (Spearman, Bonferroni at 0.01): "
             "%s. It is missing edges; edges.csv still ranks every pair, and a lower task.threshold adds edges.",
-            threshold, len(missed), shown,
+            threshold, len(missed), describe_dependences(missed),
         )  # fmt: skip
     metrics = {
         "discover/num_variables": float(len(columns)),

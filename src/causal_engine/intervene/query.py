@@ -47,7 +47,7 @@ from torch import Tensor, nn
 
 from causal_engine.convergence import Convergence
 from causal_engine.errors import UserError
-from causal_engine.graphs import unexplained_dependences
+from causal_engine.graphs import describe_dependences, unexplained_dependences
 from causal_engine.intervene.bootstrap import BootstrapEnsemble, fit_ensemble, poisson_counts
 from causal_engine.intervene.data import ArrayDataModule, GraphInfo
 from causal_engine.intervene.do import Interventions
@@ -247,14 +247,12 @@ def query(
     observational = frame if regimes is None else frame[(regimes == "").to_numpy()]
     missed = unexplained_dependences(observational, adjacency)
     if missed:
-        shown = ", ".join(f"{a}~{b} ({rho:+.2f})" for a, b, rho in missed[:6])
-        shown += f" and {len(missed) - 6} more" if len(missed) > 6 else ""
         log.warning(
             "graph: the graph used (%s) makes %d pair(s) of variables independent that the table's observational "
             "rows show dependent (Spearman, Bonferroni at 0.01): %s. The model cannot reproduce these "
             "dependences: an intervention on one of a pair shows no effect on the other. Give an edge list that "
             "explains them (data.graph_path=EDGES.csv).",
-            "discovered" if graph_used is not None else source.graph_path, len(missed), shown,
+            "discovered" if graph_used is not None else source.graph_path, len(missed), describe_dependences(missed),
         )  # fmt: skip
     cut = torch.from_numpy(regime_targets(regimes, names, regime)) if regimes is not None else None  # [N, D]
     do_queries = _queries("interventional", interventional, names)
