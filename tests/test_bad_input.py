@@ -128,6 +128,15 @@ def test_cyclic_graph_is_a_clear_error(compose, tmp_path):
     assert _no_outputs(Path(cfg.paths.output_dir))
 
 
+def test_crossfit_without_covariates_offers_the_tables_columns(compose, tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text(_csv(_frame()))
+    overrides = [o for o in crossfit_table_entry(tmp_path, path) if not o.startswith("data.covariates")]
+    with pytest.raises(UserError, match=r"needs data.covariates: .*the table's columns: a, b, t, y\. Covariates"):
+        run(compose(overrides))
+    assert not list(tmp_path.glob("**/metrics.json"))
+
+
 def test_non_binary_treatment_is_a_clear_error(compose, tmp_path):
     frame = _frame()
     frame.loc[0, "t"] = 2.0

@@ -269,6 +269,10 @@ class TableSource:
         """The validated table (see `load_table`)."""
         return load_table(self.path, columns=columns, text_columns=text_columns, min_rows=min_rows)
 
+    def columns(self) -> list[str]:
+        """The table's column names, as its header has them (no values checked): for messages that offer them."""
+        return list(_read(_check_file(self.path, "data.path"), "data.path").columns)
+
     def graph(self, columns: Sequence[str], *, require_all: bool = False) -> np.ndarray:
         """The adjacency of `graph_path` over `columns`; an error when no graph was given."""
         if self.graph_path is None:

@@ -142,9 +142,15 @@ def load_sample(data_cfg: DictConfig) -> CausalSample:
     if isinstance(data, TableSource):
         missing = [k for k in ("treatment", "outcome", "covariates") if not getattr(data, k)]
         if missing:
+            # Confounders are a causal choice (a mediator or a collider among them biases the estimate), so
+            # they are never defaulted to "every other column"; the message offers the columns to choose from.
+            names = data.columns()
+            shown = ", ".join(names[:30]) + (f" and {len(names) - 30} more" if len(names) > 30 else "")
             raise DMLInputError(
                 f"task=crossfit with data=table needs data.{', data.'.join(missing)}: e.g. "
-                f"`data.treatment=qsmk data.outcome=wt82_71 data.covariates=[age,sex]`."
+                f"`data.treatment=qsmk data.outcome=wt82_71 data.covariates=[age,sex]`; the table's columns: "
+                f"{shown}. Covariates are the confounders to adjust for: pre-treatment causes of the "
+                f"treatment or the outcome, never a mediator or a consequence of either."
             )
         covariates = list(data.covariates)
         clash = {data.treatment, data.outcome} & set(covariates)
