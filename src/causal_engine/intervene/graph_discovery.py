@@ -13,6 +13,8 @@
    table shows a dependence the graph cannot explain (`graphs.unexplained_dependences`: two variables with
    no common ancestor and no path between them, yet correlated), so an out-of-prior table whose
    probabilities all fall below the threshold does not get an empty graph whose every answer is "no effect".
+   In effect the threshold drops to the highest one whose graph explains the table. Every edge down to it is
+   kept, also one that explains no further pair: a missing edge biases an answer, an extra one costs variance.
 
 The PFN sees observational rows only (rows a regime column marks as intervened are left out of this step).
 """
