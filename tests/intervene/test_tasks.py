@@ -244,6 +244,24 @@ def test_bad_config_values_fail_before_any_work(compose, override, key):
         run(compose(["experiment=structural_mlp", override]))
 
 
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("task.discovery.threshold=1.5", "task.discovery.threshold"),
+        ("task.discovery.steps=-1", "task.discovery.steps"),
+        ("task.discovery.sparsity_weight=-0.1", "task.discovery.sparsity_weight"),
+        ("task.discovery.explain_dependences=maybe", "task.discovery.explain_dependences"),
+    ],
+)
+def test_bad_discovery_settings_fail_before_any_work(compose, table, override, key):
+    data, _ = table
+    cfg = _query(compose, data, Path("discover"))
+    OmegaConf.update(cfg, override.split("=")[0], yaml.safe_load(override.split("=")[1]))
+    with pytest.raises(UserError, match=key):
+        run(cfg)
+    assert not (Path(cfg.paths.output_dir) / "graph_used.csv").exists()
+
+
 def test_unknown_scm_is_a_user_error_listing_the_zoo(compose):
     with pytest.raises(UserError, match="nonlin_simpson"):
         run(compose(["experiment=structural_mlp", "data.scm=nope", "trainer=debug"]))

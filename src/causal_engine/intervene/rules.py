@@ -26,4 +26,9 @@ RULES: list[Rule] = [
     Rule("task.val_fraction", "float", low=0, high=1, low_open=True, high_open=True),
     Rule("task.bootstrap", "int", low=0),
     Rule("task.level", "float", low=0, high=1, low_open=True, high_open=True),
+    Rule("task.discovery.threshold", "float", low=0, high=1, low_open=True, high_open=True),
+    Rule("task.discovery.steps", "int", low=0),
+    Rule("task.discovery.lr", "float", low=0, low_open=True),
+    Rule("task.discovery.*_weight", "float", low=0),
+    Rule("task.discovery.explain_dependences", "bool"),
 ]
