@@ -23,7 +23,9 @@ Out-of-prior mode (`--out-of-prior`): tables from generators written outside thi
 (causal_engine.discovery.external: sempler and cdt families, the sempler ones also with interventions),
 never used for training, scored for the PFN at --checkpoint, the boosted pairwise baseline at --pairwise and
 the classical baselines, each set raw and with every column standardised first, plus raw vs log vs rank copies
-of every table for the PFN and the boosted baseline; edges are predicted at the discover task's threshold.
+of every table for the PFN and the boosted baseline, and discretised copies (some columns cut into a few levels,
+rows also sorted by one of them) for the PFN, the boosted model, |corr| and |partial corr|; edges are predicted at
+the discover task's threshold.
 Measured data with a published graph (--real, default: Sachs et al.'s flow cytometry as cdt ships it) is scored
 the same way and reported in its own section, outside the simulated sets' means and goals. The classical
 baselines' rows are cached under --out/cache (keyed by a digest of the tables), so a stopped run resumes and
@@ -59,6 +61,7 @@ from causal_engine.discovery.checkpoint import trained_do_range  # noqa: E402
 from causal_engine.discovery.compare import (  # noqa: E402
     PROBABILISTIC,
     delta_rmse,
+    discrete_row,
     goals,
     monotone_row,
     out_of_prior,
@@ -111,7 +114,9 @@ def run_out_of_prior(args: argparse.Namespace) -> None:
     invariant = {name: methods[name] for name in ("causal PFN", "boosted", "abs-corr") if name in methods}
     tables = [g for family in args.families for g in sets[family]]
     monotone = {name: monotone_row(method, tables) for name, method in invariant.items()}
-    report = out_of_prior_report(rows, monotone, goals(rows))
+    cheap = {name: methods[name] for name in ("causal PFN", "boosted", "abs-corr", "partial-corr") if name in methods}
+    discrete = {name: discrete_row(method, tables, args.seed) for name, method in cheap.items()}
+    report = out_of_prior_report(rows, monotone, goals(rows), discrete)
     if real:
         real_tables = [g for group in real.values() for g in group]
         real_monotone = {name: monotone_row(method, real_tables) for name, method in invariant.items()}

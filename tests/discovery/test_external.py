@@ -6,11 +6,14 @@ import numpy as np
 import pytest
 
 from causal_engine.discovery.external import (
+    DISCRETE_LEVELS,
     FAMILIES,
     INTERVENTIONAL,
+    discretised,
     external_table,
     monotone_copies,
     real_table,
+    sorted_rows,
     standardise_table,
 )
 from causal_engine.errors import UserError
@@ -104,3 +107,20 @@ def test_standardised_and_monotone_copies_keep_the_graph_and_the_order_of_every_
         # strictly increasing in every column over all rows: each column orders the rows the same way
         for j in range(6):
             assert np.array_equal(np.argsort(before[:, j], kind="stable"), np.argsort(after[:, j], kind="stable"))
+
+
+def test_discretised_copies_cut_a_share_of_columns_into_few_ordered_levels_in_every_regime() -> None:
+    g = external_table("sempler-anm", d=10, rows=200, seed=3, interventions=2)
+    copy = discretised(g, seed=0)
+    before, after = all_rows(g), all_rows(copy)
+    cut = [j for j in range(10) if not np.array_equal(before[:, j], after[:, j])]
+    assert len(cut) == 4 and np.array_equal(copy.adjacency, g.adjacency)  # 40 % of the columns
+    for j in cut:
+        levels = np.unique(copy.observational[:, j])
+        assert len(levels) in DISCRETE_LEVELS and np.array_equal(levels, np.arange(len(levels)))
+        # the same cuts in every regime: the levels never reverse the order of the values
+        order = np.argsort(before[:, j], kind="stable")
+        assert (np.diff(after[order, j]) >= 0).all()
+    assert np.array_equal(discretised(g, seed=0).observational, copy.observational)  # reproducible
+    rows = sorted_rows(copy, cut[0])
+    assert (np.diff(rows.observational[:, cut[0]]) >= 0).all() and rows.regimes is copy.regimes

@@ -120,6 +120,22 @@ def test_the_cache_serves_the_same_tables_and_never_other_ones(tmp_path: Path) -
 
 
 @pytest.mark.slow
+def test_discrete_row_scores_both_copies_and_sees_a_method_that_reads_the_row_order() -> None:
+    tables = [external_table("sempler-linear", 6, 80, seed) for seed in range(2)]
+
+    def corr(g: GraphData) -> tuple[np.ndarray, np.ndarray]:
+        a = np.nan_to_num(np.abs(np.corrcoef(g.observational.T))) * (1 - np.eye(g.observational.shape[1]))
+        return a, a > 0.5
+
+    def first_rows(g: GraphData) -> tuple[np.ndarray, np.ndarray]:  # reads only the file's first 20 rows
+        return corr(GraphData(g.observational[:20], g.regimes, g.adjacency))
+
+    row = C.discrete_row(corr, tables)
+    assert row["row_order_change"] < 1e-12 and 0 <= row["auroc_discrete"] <= 1
+    assert row["auroc_continuous"] == np.mean([C.table_auroc(corr(g)[0], g.adjacency) for g in tables])
+    assert C.discrete_row(first_rows, tables)["row_order_change"] > 0.05
+
+
 def test_bench_out_of_prior_quick_mode_writes_its_tables(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     model = tmp_path / "pairwise.txt"
@@ -146,6 +162,8 @@ def test_bench_out_of_prior_quick_mode_writes_its_tables(tmp_path: Path) -> None
     assert rows.loc[~simulated, "sid"].isna().all()
     assert rows.loc[rows["method"] == "PC", "sid"].between(0, 1).any()
     assert rows.loc[rows["method"] == "abs-corr", "sid"].isna().all()
+    report = (out / "README.md").read_text()
+    assert "Discrete columns" in report and "| causal PFN | " in report.split("Discrete columns")[1]
     per_table = pd.read_csv(out / "per_table.csv")
     assert len(per_table) == 2 * simulated.sum() + (~simulated).sum()  # 2 tables per simulated set, Sachs is 1
     readme = (out / "README.md").read_text()

@@ -45,7 +45,14 @@ from causal_engine.discovery.batch import DiscoveryBatch
 from causal_engine.discovery.calibration import Calibration
 from causal_engine.discovery.checkpoint import load_pfn, trained_do_range
 from causal_engine.discovery.discover import do_distance, predict, table_batch
-from causal_engine.discovery.external import monotone_copies, standardise_table
+from causal_engine.discovery.external import (
+    DISCRETE_LEVELS,
+    DISCRETE_SHARE,
+    discretised,
+    monotone_copies,
+    sorted_rows,
+    standardise_table,
+)
 from causal_engine.discovery.loss import delta_mask
 from causal_engine.discovery.module import true_delta_z
 from causal_engine.errors import UserError
@@ -310,6 +317,25 @@ def monotone_row(method: EdgeMethod, tables: Sequence[GraphData]) -> dict[str, f
     }
 
 
+def discrete_row(method: EdgeMethod, tables: Sequence[GraphData], seed: int = 0) -> dict[str, float]:
+    """Each table and its `external.discretised` copy (table k with seed + k): mean AUROC of both, and the mean
+    largest change of any edge score when the copy's rows are sorted by its column with the fewest values
+    (`external.sorted_rows`; zero for a method that does not read the row order)."""
+    continuous, discrete, moved = [], [], []
+    for k, g in enumerate(tables):
+        copy = discretised(g, seed + k)
+        tied = int(np.argmin([len(np.unique(c)) for c in copy.observational.T]))  # a discretised column
+        score = method(copy)[0]
+        continuous.append(table_auroc(method(g)[0], g.adjacency))
+        discrete.append(table_auroc(score, g.adjacency))
+        moved.append(float(np.abs(method(sorted_rows(copy, tied))[0] - score).max()))
+    return {
+        "auroc_continuous": float(np.nanmean(continuous)),
+        "auroc_discrete": float(np.nanmean(discrete)),
+        "row_order_change": float(np.mean(moved)),
+    }
+
+
 def tables_digest(tables: Sequence[GraphData]) -> str:
     """A short digest of the tables' values, regimes and true graphs: what a cached result is valid for."""
     h = hashlib.sha256()
@@ -459,6 +485,15 @@ def _monotone_table(monotone: Mapping[str, Mapping[str, float]]) -> list[str]:
     return lines
 
 
+def _discrete_table(discrete: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """Markdown lines: each method's `discrete_row`."""
+    lines = ["| method | AUROC continuous | AUROC discretised | row-order change |", "|---|---|---|---|"]
+    for m, r in discrete.items():
+        keys = ("auroc_continuous", "auroc_discrete", "row_order_change")
+        lines.append(f"| {m} | " + " | ".join(_fmt(r[k]) for k in keys) + " |")
+    return lines
+
+
 def real_data_report(rows: Sequence[Mapping[str, Any]], monotone: Mapping[str, Mapping[str, float]]) -> str:
     """Markdown: the measured data sets' rows (`out_of_prior` on `external.real_table`s) and their raw vs log vs
     rank copies, apart from the simulated sets' means and goals (one table each weighs little in a mean)."""
@@ -468,9 +503,13 @@ def real_data_report(rows: Sequence[Mapping[str, Any]], monotone: Mapping[str, M
 
 
 def out_of_prior_report(
-    rows: Sequence[Mapping[str, Any]], monotone: Mapping[str, Mapping[str, float]], summary: Mapping[str, float]
+    rows: Sequence[Mapping[str, Any]],
+    monotone: Mapping[str, Mapping[str, float]],
+    summary: Mapping[str, float],
+    discrete: Mapping[str, Mapping[str, float]] | None = None,
 ) -> str:
-    """Markdown: per-set table (raw | standardised), per-method means over sets, the monotone row, the goals."""
+    """Markdown: per-set table (raw | standardised), per-method means over sets, the monotone row, the discrete
+    columns' row (`discrete_row`, when given), the goals."""
     methods = list(dict.fromkeys(r["method"] for r in rows))
     lines = _set_table(rows)
     lines += ["", "Mean over sets (each set weighted equally):", ""]
@@ -487,6 +526,15 @@ def out_of_prior_report(
         lines.append(f"| {m} | {count} | " + " | ".join(cells) + " |")
     lines += ["", "Monotone transforms (raw vs log vs rank copies of each table; top-k = true edge count):", ""]
     lines += _monotone_table(monotone)
+    if discrete:
+        levels = ", ".join(map(str, DISCRETE_LEVELS))
+        lines += [
+            "",
+            f"Discrete columns (each table with {DISCRETE_SHARE:.0%} of its columns cut into {levels} ordered ",
+        ]
+        lines[-1] += "levels, `external.discretised`; row-order change: the mean largest move of an edge score when "
+        lines[-1] += "the rows are sorted by such a column):"
+        lines += ["", *_discrete_table(discrete)]
     lines += ["", "Goals (issue #18; raw and standardised rows together):", ""]
     targets = {
         "auroc_minus_boosted": (">=", 0.0),

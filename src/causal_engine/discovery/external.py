@@ -15,8 +15,8 @@ baseline) on data that no training run here ever drew. Two packages from the ind
 
 Tables come out in the generator's own units (`rescale=False` for cdt), columns in a random order so that no
 method can read the topological order off the column index; `standardise_table` makes the other half of the
-benchmark (scale order along the graph is a simulation artifact, not a causal cue), and `monotone_copies` the
-raw / log / rank copies of one table.
+benchmark (scale order along the graph is a simulation artifact, not a causal cue), `monotone_copies` the
+raw / log / rank copies of one table, and `discretised` a copy with some columns cut into a few ordered levels.
 
 `real_table` gives measured data with a published graph, from files shipped inside a package (nothing is
 downloaded): `sachs`, the flow-cytometry data of Sachs et al. (2005) as cdt ships it.
@@ -216,3 +216,34 @@ def monotone_copies(g: GraphData) -> dict[str, GraphData]:
         return x.argsort(0, kind="stable").argsort(0, kind="stable").astype(float)
 
     return {"raw": g, "log": _columnwise(g, log), "rank": _columnwise(g, rank)}
+
+
+DISCRETE_LEVELS = (2, 3, 5)  # levels of a `discretised` column: a binary flag, a grade, a short count
+DISCRETE_SHARE = 0.4  # of a table's columns
+
+
+def discretised(g: GraphData, seed: int, share: float = DISCRETE_SHARE) -> GraphData:
+    """A copy of `g` with a random `share` of its columns (at least one) cut at their observational quantiles
+    into 2, 3 or 5 ordered levels 0, 1, ... (every regime with the same cuts): the binary treatments, grades and
+    short counts of users' tables, whose values tie. The graph is the same; each such column carries less."""
+    rng = np.random.default_rng(seed)
+    d = g.observational.shape[1]
+    columns = rng.choice(d, size=max(1, round(share * d)), replace=False)
+    cuts = {
+        int(j): np.quantile(g.observational[:, j], np.linspace(0, 1, int(rng.choice(DISCRETE_LEVELS)) + 1)[1:-1])
+        for j in columns
+    }
+
+    def cut(x: np.ndarray) -> np.ndarray:
+        x = x.copy()
+        for j, edges in cuts.items():
+            x[:, j] = np.searchsorted(edges, x[:, j])
+        return x
+
+    return _columnwise(g, cut)
+
+
+def sorted_rows(g: GraphData, column: int) -> GraphData:
+    """The same table with its observational rows sorted by one column (as files often are): any answer that
+    moves is reading the file's row order."""
+    return GraphData(g.observational[np.argsort(g.observational[:, column], kind="stable")], g.regimes, g.adjacency)
