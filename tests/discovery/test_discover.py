@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from causal_engine.discovery.checkpoint import load_pfn
-from causal_engine.discovery.discover import DiscoverError, table_batch, warn_deterministic_pairs
+from causal_engine.discovery.discover import DiscoverError, predict, table_batch, warn_deterministic_pairs
 from causal_engine.discovery.models import ModelD
 from causal_engine.errors import UserError
 from causal_engine.tables import regime_targets
@@ -174,6 +174,26 @@ def test_rescaling_a_column_leaves_the_discovered_graph_unchanged(checkpoint) ->
         a = net(table_batch(table, targets)[0]).edge_probs
         b = net(table_batch(scaled, targets)[0]).edge_probs
     torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_the_row_order_of_a_table_with_discrete_columns_does_not_change_its_graph() -> None:
+    """Tied values (a binary treatment, counts) share their mid-rank, so a file sorted by one column gives the
+    graph and the deltas of the shuffled file; breaking ties by row order made up dependences on sorted files."""
+    net = load_pfn(Path(__file__).resolve().parents[2] / "checkpoints" / "pfn.pt")
+    rng = np.random.default_rng(0)
+    t, z = rng.integers(0, 2, 300), rng.integers(0, 2, 300)
+    y = 1.5 * t + rng.normal(size=300)
+    table = pd.DataFrame({"t": t, "count": rng.poisson(2, 300), "z": z, "y": y, "w": y + rng.normal(size=300)})
+    table = table.astype(float)
+    queries = {"treat": {"t": 1.0}}
+    shuffled = table.sample(frac=1, random_state=1)
+    with torch.no_grad():
+        runs = [predict(net, table_batch(f, None, queries=queries)[0]) for f in (shuffled, table.sort_values("y"))]
+    (probs, deltas), (sorted_probs, sorted_deltas) = runs
+    torch.testing.assert_close(sorted_probs, probs, atol=1e-4, rtol=0)  # float summation order only
+    order = np.argsort(table.sort_values("y").index.to_numpy())  # shuffled's rows in the sorted table's order
+    by_row = sorted_deltas[torch.as_tensor(order[shuffled.index.to_numpy()])]
+    torch.testing.assert_close(by_row, deltas, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize(

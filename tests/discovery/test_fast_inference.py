@@ -1,9 +1,9 @@
 """The fast inference path computes the same function as the straightforward one.
 
-The shipped checkpoint was trained on features computed by the reference code below (a second argsort for
-ranks, torch.quantile-style quartiles, normal scores from Phi^-1 of counted ranks, masked copies for regime
-statistics, the edge MLP on the concatenated input). The vectorised encoder (branch-free search, score tables,
-blocks) and edge head must reproduce them up to float rounding, or the checkpoint's predictions would change.
+The shipped checkpoint reads features computed by the reference code below (ranks by counting, tied values
+sharing their mean rank, torch.quantile-style quartiles, normal scores from Phi^-1 of counted ranks, masked copies
+for regime statistics, the edge MLP on the concatenated input). The vectorised encoder (branch-free search, score
+tables, blocks) and edge head must reproduce them up to float rounding, or the checkpoint's predictions would change.
 """
 
 from __future__ import annotations
@@ -29,14 +29,34 @@ CLIP, EPS = 50.0, 1e-6
 SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints" / "pfn.pt"
 
 
+def mid_ranks(obs: Tensor) -> Tensor:
+    """0-based ranks within each column of [B, S, d], ties sharing their mean rank, by counting."""
+    below = (obs[:, :, None] > obs[:, None]).sum(2)  # [B, S, d] entries below each entry
+    at_or_below = (obs[:, :, None] >= obs[:, None]).sum(2)
+    return (below + at_or_below - 1).float() / 2
+
+
 def copula_scores(batch: DiscoveryBatch) -> tuple[Tensor, Tensor, Tensor]:
-    """Observational, interventional and do-values as normal scores, counted the straightforward way: a row of
-    rank r scores Phi^-1((r + 1) / (S + 1)), any other value v Phi^-1((#{observations < v} + 1/2) / (S + 1))."""
+    """Observational, interventional and do-values as normal scores, counted the straightforward way: any value v
+    scores Phi^-1((#{observations < v} + #{observations <= v} + 1) / (2S + 2)), so an observation of mid-rank r
+    scores Phi^-1((r + 1) / (S + 1)); a column with ties is then centred and scaled to the sd of a tie-free one."""
     obs, s = batch.observational, batch.observational.shape[1]
-    ranks = obs.argsort(1).argsort(1).float()  # ties in the order of torch's default sort, as the encoder
-    below = (batch.interventional[..., None, :] > obs[:, None, None]).sum(-2)  # [B, R, S_int, d]
-    below_do = (batch.regime_values[:, :, None] > obs[:, None]).sum(-2)  # [B, R, d]
-    return tuple(torch.special.ndtri(c / (s + 1)) for c in (ranks + 1, below + 0.5, below_do + 0.5))
+
+    def count(v: Tensor) -> Tensor:  # v [B, ..., d] -> the score of every entry
+        o = obs.view(obs.shape[0], *([1] * (v.dim() - 2)), s, obs.shape[2])
+        m = (v.unsqueeze(-2) > o).sum(-2) + (v.unsqueeze(-2) >= o).sum(-2)
+        return torch.special.ndtri((m + 1).float() / (2 * s + 2))
+
+    tied = (obs.sort(1).values.diff(dim=1) == 0).any(1) & batch.node_mask  # [B, d]
+    observational = count(obs)
+    mean, sd = observational.mean(1), observational.std(1).clamp_min(EPS)  # [B, d]
+    ladder_sd = torch.special.ndtri(torch.arange(1, s + 1) / (s + 1)).std()
+
+    def tie_units(x: Tensor) -> Tensor:  # x [B, ..., d]
+        shape = (x.shape[0], *([1] * (x.dim() - 2)), x.shape[-1])
+        return torch.where(tied.view(shape), (x - mean.view(shape)) * ladder_sd / sd.view(shape), x)
+
+    return tie_units(observational), tie_units(count(batch.interventional)), tie_units(count(batch.regime_values))
 
 
 def reference_features(batch: DiscoveryBatch, shrinkage: float, space: str = "zscore") -> tuple[Tensor, ...]:
@@ -59,7 +79,9 @@ def reference_features(batch: DiscoveryBatch, shrinkage: float, space: str = "zs
         r_values = r_values * (batch.regime_targets & batch.node_mask[:, None]).float()
     eye = torch.eye(batch.num_nodes)
 
-    q = torch.quantile(obs, torch.tensor([0.25, 0.5, 0.75]), dim=1)  # [3, B, d]
+    # In the copula the location and spread read the tie-free scores (constants), as in training.
+    shape = torch.special.ndtri(torch.arange(1.0, obs.shape[1] + 1) / (obs.shape[1] + 1))[None, :, None] * node[:, None]
+    q = torch.quantile(shape if space == "copula" else obs, torch.tensor([0.25, 0.5, 0.75]), dim=1)  # [3, B, d]
     location, spread = q[1], torch.log((q[2] - q[0]) / 1.349 + 1e-3) * node
 
     w = batch.int_sample_mask.float() * batch.regime_mask[:, :, None].float()  # [B, R, S]
@@ -92,8 +114,8 @@ def reference_features(batch: DiscoveryBatch, shrinkage: float, space: str = "zs
     def corr(x: Tensor) -> Tensor:
         return x.transpose(1, 2) @ x / (x.shape[1] - 1) * node[:, :, None] * node[:, None, :]
 
-    ranks = obs.argsort(1).argsort(1).float()
-    ranks = (ranks - ranks.mean(1, keepdim=True)) / ranks.std(1, keepdim=True)
+    ranks = mid_ranks(obs)
+    ranks = (ranks - ranks.mean(1, keepdim=True)) / ranks.std(1, keepdim=True).clamp_min(EPS)
     pearson, spearman = corr(obs), corr(ranks * node[:, None])
     prec = torch.linalg.inv((1 - shrinkage) * pearson + shrinkage * eye * node[:, None, :] + eye * (1 - node)[:, None])
     dg = prec.diagonal(dim1=1, dim2=2).clamp_min(EPS).sqrt()
@@ -135,7 +157,7 @@ def reference_size_and_ranks(partial: Tensor, node_mask: Tensor, s: int) -> Tens
 
 def reference_structure(obs: Tensor, corr: Tensor, prec: Tensor, node_mask: Tensor) -> Tensor:
     """The 17 structure features [B, d, d, 17], pair by pair in float64 over the real nodes only: first-order
-    partial correlations by their formula, additive-noise residuals from least squares, the nonlinear dependence
+    partial correlations by their formula, additive-noise residuals from ridge least squares, the nonlinear dependence
     as the correlations of sin and cos views one pair at a time."""
     b, s, d = obs.shape
     out = torch.zeros(b, d, d, 17, dtype=torch.float64)
@@ -170,7 +192,9 @@ def reference_structure(obs: Tensor, corr: Tensor, prec: Tensor, node_mask: Tens
                 ci = [abs(max(-1.0, min(1.0, rho(i, j, k)))) for k in others]
                 gain = [abs(max(-1.0, min(1.0, rho(i, k, j)))) - abs(float(c[i, k])) for k in others]
                 design = torch.stack([xc[:, i] ** a for a in range(4)], 1)
-                fit = design @ torch.linalg.lstsq(design, xc[:, j : j + 1]).solution
+                # The encoder's ridge (1e-4 on the normal equations): a tied column's cubic design can be singular.
+                gram = design.T @ design / s + 1e-4 * torch.eye(4, dtype=design.dtype)
+                fit = design @ torch.linalg.solve(gram, design.T @ xc[:, j : j + 1] / s)
                 r2 = (xc[:, j] - fit[:, 0]) ** 2
                 var_j = xc[:, j].var(unbiased=False).clamp_min(EPS)
                 err = r2.mean().clamp_min(1e-3 * var_j)

@@ -6,6 +6,7 @@ on data standardised with the *observational* mean and standard deviation of eac
 measured in other units (x -> a x + c, a > 0) gives exactly the same features. With ``feature_space="copula"``
 they are computed on each column's normal scores instead (ranks within the observational sample), so any
 strictly increasing transform (log, ranks) gives exactly the same context features and therefore the same edges.
+Tied values (discrete columns) share their mid-rank in both spaces, so the order of the rows never matters.
 
 Node features (the notebook's six, made scale-free, plus two):
     0 obs_location   median of the standardised observational column (the notebook's b_mean, which is 0 after
@@ -149,11 +150,14 @@ class _Columns:
     """A batch in the units its statistics are computed in (observational z-units or normal scores)."""
 
     ordered: Tensor  # [B, S, d] observational columns, sorted; zero on padding nodes
-    order: Tensor  # [B, S, d] the sorting permutation (ties in the order of torch's default, unstable sort)
+    order: Tensor  # [B, S, d] the sorting permutation (tied values are equal in every column below, so its
+    # arbitrary order among ties changes nothing)
     regime_mean: Tensor  # [B, d, R] mean of every regime's samples ...
     regime_logstd: Tensor  # [B, d, R] ... and their log std
     regime_ok: Tensor  # [B, R] 1 where a regime has a spread (2 rows or more)
     regime_values: Tensor  # [B, R, d] do-values; zero off the targets and on padding nodes
+    shape: Tensor  # [B, S, d] the sorted values the location and spread features read
+    ranks: Tensor | None  # [B, S, d] standardised mid-ranks of `ordered`; None when no column has ties
 
 
 def _sample_weights(batch: DiscoveryBatch) -> tuple[Tensor, Tensor]:
@@ -183,15 +187,48 @@ def _zscore_columns(batch: DiscoveryBatch, mean: Tensor, std: Tensor) -> _Column
     w, n = _sample_weights(batch)
     r_mean, r_logstd = _regime_stats(interventional.permute(0, 3, 1, 2), w[:, None], n[:, None])  # [B, d, R]
     regime_values = _z(batch.regime_values, m, scale * (batch.regime_targets & batch.node_mask[:, None]))
-    return _Columns(ordered, order, r_mean, r_logstd, (n > 1).float(), regime_values)
+    runs = _tied_runs(ordered, batch.node_mask)
+    ranks = None if runs is None else _standard_mid_ranks(*runs)
+    return _Columns(ordered, order, r_mean, r_logstd, (n > 1).float(), regime_values, ordered, ranks)
 
 
-def _rank_scores(s: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Normal scores for an observational sample of S rows: `ladder` [S], the score Phi^-1((r + 1) / (S + 1)) of
-    the row of rank r (0-based), and `between` [S + 1], the score Phi^-1((k + 1/2) / (S + 1)) of a value with
-    k observations below it. Both are Phi^-1(m / (2S + 2)), for even and odd m: one call to ndtri."""
-    z = torch.special.ndtri(torch.arange(1, 2 * s + 2, dtype=dtype, device=device) / (2 * s + 2))  # [2S + 1]
-    return z[1::2], z[0::2]
+def _tied_runs(ordered: Tensor, node_mask: Tensor) -> tuple[Tensor, Tensor] | None:
+    """For sorted columns [B, S, d]: first + last index + 1 of the run of equal values each entry belongs to,
+    [B, S, d] (2k + 1 at index k of a column without ties), and which columns have ties [B, d]; None when no
+    real column has a tie (continuous data, where the cheaper exact formulas hold).
+
+    Ties are the user's discrete columns (a binary treatment, counts, a saturated sensor). Breaking them by the
+    sort's order would give equal values different ranks that follow the rows' order in the file: a table
+    sorted by one column would then show dependences that are not in the data.
+    """
+    same = ordered[:, 1:] == ordered[:, :-1]  # [B, S - 1, d]
+    tied = same.any(1) & node_mask  # [B, d]
+    if not bool(tied.any()):
+        return None
+    b, s, d = ordered.shape
+    k = torch.arange(s, device=ordered.device).view(1, s, 1).expand(b, s, d)
+    edge = torch.ones(b, 1, d, dtype=torch.bool, device=ordered.device)
+    first = torch.where(torch.cat([edge, ~same], 1), k, 0).cummax(1).values  # [B, S, d] start of the run
+    last = torch.where(torch.cat([~same, edge], 1), k, s - 1).flip(1).cummin(1).values.flip(1)  # its end
+    return first + last + 1, tied
+
+
+def _standard_mid_ranks(runs: Tensor, tied: Tensor) -> Tensor:
+    """Mid-ranks (runs - 1) / 2 of sorted columns (ties share their mean rank), standardised per column,
+    [B, S, d]; a column without ties gets 0..S-1 standardised by the exact formula of `_corr_pair`."""
+    s = runs.shape[1]
+    ranks = (runs.to(torch.float32) - 1) / 2 - (s - 1) / 2  # [B, S, d]; a mid-rank's mean is (S - 1) / 2
+    exact = math.sqrt(s * (s + 1) / 12)
+    sd = (ranks.square().sum(1) / max(s - 1, 1)).sqrt()  # [B, d]
+    return ranks / torch.where(tied, sd, exact).clamp_min(_EPS)[:, None]
+
+
+def _rank_scores(s: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Normal scores for an observational sample of S rows, [2S + 1]: entry m is Phi^-1((m + 1) / (2S + 2)), the
+    score of a value with n_below observations below it and n_at_or_below at or below it, m = their sum.
+    Without ties, the row of rank r (0-based) is m = 2r + 1, Phi^-1((r + 1) / (S + 1)) (the odd entries), and
+    a value between observations, k of them below, is m = 2k, Phi^-1((k + 1/2) / (S + 1)) (the even entries)."""
+    return torch.special.ndtri(torch.arange(1, 2 * s + 2, dtype=dtype, device=device) / (2 * s + 2))
 
 
 def _search(columns: Tensor, values: Tensor) -> Tensor:
@@ -231,14 +268,35 @@ def _copula_columns(batch: DiscoveryBatch) -> _Columns:
     A score is a function of a count in 0..S, so it is read from a table of S + 1 scores per column (zero on
     padding nodes) at the index `_search` returns. The interventional samples go column by column, the layout
     of the search and of the regime statistics, in blocks (`blocks`): their scores never exist all at once.
+
+    Ties (discrete columns): tied observations share the score of their mid-rank, and any value v scores
+    Phi^-1((n_below(v) + n_at_or_below(v) + 1) / (2S + 2)), which is all of the above without ties; each tied
+    column's scores are then centred and scaled to the sd of a tie-free column's scores.
+    Location and spread read the tie-free scores, the constants the model saw in training.
     """
     b, s, d = batch.observational.shape
     _, r, s_int, _ = batch.interventional.shape
     raw_sorted, order = batch.observational.sort(1)  # [B, S, d]
     node = batch.node_mask.to(raw_sorted.dtype)  # [B, d]
-    ladder, between = _rank_scores(s, raw_sorted.dtype, raw_sorted.device)  # [S], [S + 1]
-    columns = F.pad(raw_sorted.transpose(1, 2), (0, 1))  # [B, d, S + 1]
-    table = between * node[..., None]  # [B, d, S + 1]
+    scores_2s = _rank_scores(s, raw_sorted.dtype, raw_sorted.device)  # [2S + 1]: Phi^-1((m + 1) / (2S + 2))
+    ladder = scores_2s[1::2].view(1, s, 1) * node[:, None]  # [B, S, d] the tie-free scores
+    # NaN padding: never read by the search, and equal to no value in the run lookup below.
+    columns = F.pad(raw_sorted.transpose(1, 2), (0, 1), value=math.nan)  # [B, d, S + 1]
+    tied_runs = _tied_runs(raw_sorted, batch.node_mask)
+    if tied_runs is None:
+        ordered, ranks = ladder, None
+        table = scores_2s[0::2] * node[..., None]  # [B, d, S + 1] by n_below
+    else:
+        runs, tied = tied_runs
+        tied_scores = scores_2s[runs]  # [B, S, d] m = n_below + n_at_or_below of each observation
+        mean = torch.where(tied, tied_scores.mean(1), 0.0)  # [B, d]
+        sd = _centre(tied_scores)[2][:, 0].clamp_min(_EPS)
+        scale = node * torch.where(tied, scores_2s[1::2].std() / sd, 1.0)  # [B, d]
+        ordered, ranks = (tied_scores - mean[:, None]) * scale[:, None], _standard_mid_ranks(runs, tied)
+        # A value v with k = n_below(v) is either between observations (m = 2k) or equal to the k-th sorted one,
+        # the first of its run (m = that observation's): entries 2k and 2k + 1 of a [B, d, 2S + 2] table.
+        between = (scores_2s[0::2] - mean[..., None]) * scale[..., None]  # [B, d, S + 1]
+        table = torch.stack([between, F.pad(ordered.transpose(1, 2), (0, 1))], -1).flatten(2)
 
     w, n = _sample_weights(batch)  # [B, R, S_int], [B, R]
     r_mean, r_logstd, regime_values = (node.new_empty(b, d, r) for _ in range(3))  # [B, d, R]
@@ -247,14 +305,16 @@ def _copula_columns(batch: DiscoveryBatch) -> _Columns:
         values = torch.cat(
             [batch.interventional[g, ..., j].permute(0, 3, 1, 2).flatten(2), batch.regime_values[g, :, j].mT], -1
         )
-        scores = table[g, j].reshape(-1).index_select(0, _search(columns[g, j], values).view(-1))
-        scores = scores.view(values.shape)
+        index = _search(columns[g, j], values)  # c (S + 1) + n_below: the entry at index is the first >= v
+        if tied_runs is not None:  # c (2S + 2) + 2 n_below + (v equals that entry)
+            equal = columns[g, j].reshape(-1).index_select(0, index.view(-1)).view(values.shape) == values
+            index = equal.to(index.dtype).add_(index, alpha=2)
+        scores = table[g, j].reshape(-1).index_select(0, index.view(-1)).view(values.shape)
         samples = scores[..., : r * s_int].unflatten(-1, (r, s_int))  # [b', d', R, S_int]
         r_mean[g, j], r_logstd[g, j] = _regime_stats(samples, w[g, None], n[g, None])
         regime_values[g, j] = scores[..., r * s_int :]
     regime_values = regime_values.transpose(1, 2) * batch.regime_targets  # [B, R, d]
-    ordered = ladder.view(1, s, 1) * node[:, None]  # [B, S, d]
-    return _Columns(ordered, order, r_mean, r_logstd, (n > 1).float(), regime_values)
+    return _Columns(ordered, order, r_mean, r_logstd, (n > 1).float(), regime_values, ladder, ranks)
 
 
 def _corr_pair(columns: _Columns, node: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -262,13 +322,17 @@ def _corr_pair(columns: _Columns, node: Tensor) -> tuple[Tensor, Tensor, Tensor]
     each, zero for padding nodes, and the columns in row order [B, S, d].
 
     The ranks are the inverse of the sorting permutation: sorted, they are 0..S-1 in every column, with mean
-    (S-1)/2 and std sqrt(S(S+1)/12) known exactly. The sorted columns and the sorted standardised ranks are
-    put back in row order by one scatter, and both correlations come from one batched product.
+    (S-1)/2 and std sqrt(S(S+1)/12) known exactly (columns with ties bring their own mid-ranks, `columns.ranks`).
+    The sorted columns and the sorted standardised ranks are put back in row order by one scatter, and both
+    correlations come from one batched product.
     """
     s = columns.ordered.shape[1]
-    ranks = torch.arange(s, dtype=columns.ordered.dtype, device=node.device)
-    ranks = (ranks - (s - 1) / 2) / max(math.sqrt(s * (s + 1) / 12), _EPS)  # [S]
-    ordered = torch.stack([columns.ordered, ranks.view(1, s, 1) * node[:, None]], 1)  # [B, 2, S, d]
+    if columns.ranks is None:
+        ranks = torch.arange(s, dtype=columns.ordered.dtype, device=node.device)
+        ranks = ((ranks - (s - 1) / 2) / max(math.sqrt(s * (s + 1) / 12), _EPS)).view(1, s, 1)  # [1, S, 1]
+    else:
+        ranks = columns.ranks  # [B, S, d] mid-ranks of tied columns
+    ordered = torch.stack([columns.ordered, ranks * node[:, None]], 1)  # [B, 2, S, d]
     x = torch.empty_like(ordered).scatter_(2, columns.order[:, None].expand_as(ordered), ordered)
     pearson, spearman = (x.transpose(2, 3) @ x / (s - 1)).unbind(1)  # [B, d, d] each
     return pearson, spearman, x[:, 0]
@@ -320,7 +384,7 @@ def _standard(a: Tensor) -> Tensor:
     return centred / sd.clamp_min(_EPS)
 
 
-def _additive_noise(x: Tensor, node: Tensor) -> list[Tensor]:
+def _additive_noise(x: Tensor, node: Tensor, exact: bool = False) -> list[Tensor]:
     """Additive-noise fits of every column j on a cubic in every column i, in closed form: [B, i, j] each of
     R² of the fit, and the residual r's heteroscedasticity in x_i, cov(x_i, r²) and cov(x_i², r²), each over
     sd(.) E[r²] (zero when the noise is independent of the cause, as in the causal direction of an additive
@@ -328,8 +392,15 @@ def _additive_noise(x: Tensor, node: Tensor) -> list[Tensor]:
 
     Everything is a moment E[x_i^p x_j^q] (p <= 8, q <= 2), so no [S, d, d] residual is ever formed: r = x_j -
     X_i beta with X_i = (1, x_i, x_i², x_i³) and beta from the 4 x 4 normal equations.
+
+    `exact`: the moments in float64, for batches with tied columns. A column with few values makes the cubic design
+    singular; the ridge keeps the solve finite, but float32 rounding in its near-null direction is amplified by
+    1 / ridge into the heteroscedasticity terms (they would move by 0.3 when the rows were reordered).
     """
     b, s, d = x.shape
+    dtype = x.dtype
+    if exact:
+        x, node = x.double(), node.double()
     x = x.clamp(-5.0, 5.0)
     powers = torch.cat([x**p for p in range(6)], 2)  # [B, S, 6d]: x_i^p at p d + i
     cross = powers.transpose(1, 2) @ torch.cat([x, x * x], 2) / s  # [B, 6d, 2d]
@@ -338,13 +409,14 @@ def _additive_noise(x: Tensor, node: Tensor) -> list[Tensor]:
     idx = torch.arange(4, device=x.device)
     idx = idx[:, None] + idx  # [4, 4] a + b
     eye4 = torch.eye(4, dtype=m.dtype, device=x.device)
-    ridge = (1e-4 + (1 - node))[..., None, None] * eye4  # padding nodes: identity
-    gram_inv = torch.linalg.inv(m[..., idx] + ridge)  # [B, i, 4, 4]
+    ridge = 1e-4  # a tied column's cubic design is singular (a binary one spans only 1 and x_i)
+    gram_inv = torch.linalg.inv(m[..., idx] + (ridge + (1 - node))[..., None, None] * eye4)  # [B, i, 4, 4]
     rhs = cross[:, 0, ..., :4]  # [B, i, j, 4] E[x_i^a x_j]
-    beta = rhs @ gram_inv  # [B, i, j, 4] (the Gram matrix is symmetric)
+    beta = rhs @ gram_inv  # [B, i, j, 4] (the Gram matrix is symmetric; padding nodes get the identity)
     m_j, m_i = m[:, None], m[:, :, None]  # [B, 1, j, 9], [B, i, 1, 9]
     var_j = (m_j[..., 2] - m_j[..., 1] ** 2).clamp_min(_EPS)
-    err = (m_j[..., 2] - (beta * rhs).sum(-1)).clamp_min(1e-3 * var_j)  # E[r²]
+    # E[r²] = E[x_j²] - 2 beta'rhs + beta'G beta, and beta'G beta = beta'rhs - ridge |beta|² at the ridge solution.
+    err = (m_j[..., 2] - (beta * rhs).sum(-1) - ridge * beta.square().sum(-1)).clamp_min(1e-3 * var_j)
 
     def moment_r2(k: int) -> Tensor:
         """E[x_i^k r²] = E[x_i^k x_j²] - 2 sum_a beta_a E[x_i^(a+k) x_j] + beta' E[x_i^(a+b+k)] beta."""
@@ -355,7 +427,7 @@ def _additive_noise(x: Tensor, node: Tensor) -> list[Tensor]:
     sd2 = (m_i[..., 4] - m_i[..., 2] ** 2).clamp_min(_EPS).sqrt()
     het1 = (moment_r2(1) - m_i[..., 1] * err) / (sd1 * err)
     het2 = (moment_r2(2) - m_i[..., 2] * err) / (sd2 * err)
-    return [1 - err / var_j, het1.clamp(-10, 10), het2.clamp(-10, 10)]
+    return [(1 - err / var_j).to(dtype), het1.clamp(-10, 10).to(dtype), het2.clamp(-10, 10).to(dtype)]
 
 
 def _fourier(a: Tensor) -> Tensor:
@@ -382,8 +454,9 @@ def _nonlinear_dependence(x: Tensor, resid: Tensor) -> tuple[Tensor, Tensor]:
     return dep[:, :, 0], dep[:, :, 1]
 
 
-def _structure_features(x: Tensor, corr: Tensor, prec: Tensor, node: Tensor) -> list[Tensor]:
-    """The structure statistics of the observational columns x [B, S, d] (row order), 17 x [B, i, j]:
+def _structure_features(x: Tensor, corr: Tensor, prec: Tensor, node: Tensor, tied: bool) -> list[Tensor]:
+    """The structure statistics of the observational columns x [B, S, d] (row order), 17 x [B, i, j] (`tied`: some
+    column has ties, see `_additive_noise`):
 
     min_k |rho_ij.k| and the collider gains of j and of i (`first_order_structure`); R² of i and of j given all
     other nodes (1 - 1 / P_ii of the shrunk precision P); additive-noise R², cov(x_i, r²) and cov(x_i², r²) of j
@@ -396,7 +469,7 @@ def _structure_features(x: Tensor, corr: Tensor, prec: Tensor, node: Tensor) -> 
     min_ci, collider = first_order_structure(corr, node)
     r2 = (1 - 1 / prec.diagonal(dim1=1, dim2=2).clamp_min(1.0)) * node  # [B, d]
     d = r2.shape[-1]
-    anm_r2, het1, het2 = _additive_noise(x, node)
+    anm_r2, het1, het2 = _additive_noise(x, node, exact=tied)
     resid = _standard(x @ prec / prec.diagonal(dim1=1, dim2=2)[:, None].clamp_min(_EPS))  # [B, S, d]
     resid_sq = _standard(resid**2)
     dep = ((_standard(x).transpose(1, 2) @ resid_sq).abs() + (_standard(x * x).transpose(1, 2) @ resid_sq).abs()) / (
@@ -467,7 +540,7 @@ def context_features(batch: DiscoveryBatch, shrinkage: float, feature_space: str
     columns = _copula_columns(batch) if feature_space == "copula" else _zscore_columns(batch, mean, std)
 
     # Observational node shape.
-    q = [_sorted_quantile(columns.ordered, f) for f in (0.25, 0.5, 0.75)]  # 3 x [B, d]
+    q = [_sorted_quantile(columns.shape, f) for f in (0.25, 0.5, 0.75)]  # 3 x [B, d]
     location = q[1]
     spread = torch.log((q[2] - q[0]) / 1.349 + 1e-3) * node
 
@@ -514,7 +587,7 @@ def context_features(batch: DiscoveryBatch, shrinkage: float, feature_space: str
             abs_shift.transpose(1, 2),
             slope.transpose(1, 2),
             eye.expand_as(shift),
-            *_structure_features(x, pearson, prec, node),
+            *_structure_features(x, pearson, prec, node, tied=columns.ranks is not None),
             # The null sd of a correlation, 1 / sqrt(S - 1): how far from zero these statistics wander by chance.
             shift.new_full((), 1 / math.sqrt(max(x.shape[1] - 1, 1))).expand_as(shift),
             row_rank(partial.abs(), node),
