@@ -39,7 +39,8 @@ def mid_ranks(obs: Tensor) -> Tensor:
 def copula_scores(batch: DiscoveryBatch) -> tuple[Tensor, Tensor, Tensor]:
     """Observational, interventional and do-values as normal scores, counted the straightforward way: any value v
     scores Phi^-1((#{observations < v} + #{observations <= v} + 1) / (2S + 2)), so an observation of mid-rank r
-    scores Phi^-1((r + 1) / (S + 1)); a column with ties is then centred and scaled to the sd of a tie-free one."""
+    scores Phi^-1((r + 1) / (S + 1)); a column with ties is then centred and scaled to the sd of a tie-free one
+    (at most 4x; a constant column keeps its scores)."""
     obs, s = batch.observational, batch.observational.shape[1]
 
     def count(v: Tensor) -> Tensor:  # v [B, ..., d] -> the score of every entry
@@ -49,12 +50,13 @@ def copula_scores(batch: DiscoveryBatch) -> tuple[Tensor, Tensor, Tensor]:
 
     tied = (obs.sort(1).values.diff(dim=1) == 0).any(1) & batch.node_mask  # [B, d]
     observational = count(obs)
-    mean, sd = observational.mean(1), observational.std(1).clamp_min(EPS)  # [B, d]
+    mean, sd = observational.mean(1), observational.std(1)  # [B, d]
     ladder_sd = torch.special.ndtri(torch.arange(1, s + 1) / (s + 1)).std()
+    stretch = torch.where(sd > 0, (ladder_sd / sd).clamp_max(4.0), 1.0)  # a constant column is not stretched
 
     def tie_units(x: Tensor) -> Tensor:  # x [B, ..., d]
         shape = (x.shape[0], *([1] * (x.dim() - 2)), x.shape[-1])
-        return torch.where(tied.view(shape), (x - mean.view(shape)) * ladder_sd / sd.view(shape), x)
+        return torch.where(tied.view(shape), (x - mean.view(shape)) * stretch.view(shape), x)
 
     return tie_units(observational), tie_units(count(batch.interventional)), tie_units(count(batch.regime_values))
 
@@ -250,6 +252,18 @@ def test_vectorised_features_equal_the_reference_features(batch: DiscoveryBatch,
     # The structure features are float32 moments (the additive-noise ones differences of larger terms).
     torch.testing.assert_close(ctx.pair[..., 12:], pair[..., 12:], atol=2e-2, rtol=1e-3)
     torch.testing.assert_close(ctx.pair[..., 26:], pair[..., 26:], atol=1e-5, rtol=1e-5)  # nonlinear, rows, ranks
+
+
+def test_a_column_constant_in_the_observational_rows_keeps_the_copula_features_bounded() -> None:
+    """A node saturated in every observational row but not under interventions (common at the simulator's clamp)
+    has no spread to stretch: the interventional shifts (node features 2 and 4) stay within the sample's normal
+    scores times the largest stretch of the batch's other tied columns (it used to reach 1e6)."""
+    batch = small_batch(sizes=(6,), graphs=2, seed=6)
+    constant = batch.observational.clone()
+    constant[:, :, 2] = 20.0  # the clamp; interventional rows keep their values
+    ctx = context_features(replace(batch, observational=constant), 0.2, "copula")
+    bound = float(torch.special.ndtri(torch.tensor(1 - 0.5 / (batch.observational.shape[1] + 1))))
+    assert ctx.node[..., [2, 4]].abs().max() <= encoder._MAX_STRETCH * bound and torch.isfinite(ctx.pair).all()
 
 
 @pytest.mark.parametrize("space", ["zscore", "copula"])

@@ -54,6 +54,10 @@ DIAGONAL_FEATURE = 11  # the diagonal flag: the one pair feature kept on the dia
 FEATURE_SPACES = ("zscore", "copula")  # what the context statistics are computed on (see context_features)
 _FREQUENCIES = (1.0, 2.0)  # of the Fourier views in `_nonlinear_dependence` (columns have unit variance)
 _CLIP = 50.0  # standardised values beyond this carry no extra information and would only destabilise training
+# A tied column's normal scores are stretched to a tie-free column's sd by at most this factor (a 99 % / 1 % binary
+# column needs 3.8): a nearly constant column would otherwise put its few other values, and every interventional
+# value off its tie, thousands of units out.
+_MAX_STRETCH = 4.0
 _EPS = 1e-6
 
 
@@ -271,7 +275,8 @@ def _copula_columns(batch: DiscoveryBatch) -> _Columns:
 
     Ties (discrete columns): tied observations share the score of their mid-rank, and any value v scores
     Phi^-1((n_below(v) + n_at_or_below(v) + 1) / (2S + 2)), which is all of the above without ties; each tied
-    column's scores are then centred and scaled to the sd of a tie-free column's scores.
+    column's scores are then centred and scaled to the sd of a tie-free column's scores (by at most `_MAX_STRETCH`;
+    a constant column keeps its scores).
     Location and spread read the tie-free scores, the constants the model saw in training.
     """
     b, s, d = batch.observational.shape
@@ -290,8 +295,9 @@ def _copula_columns(batch: DiscoveryBatch) -> _Columns:
         runs, tied = tied_runs
         tied_scores = scores_2s[runs]  # [B, S, d] m = n_below + n_at_or_below of each observation
         mean = torch.where(tied, tied_scores.mean(1), 0.0)  # [B, d]
-        sd = _centre(tied_scores)[2][:, 0].clamp_min(_EPS)
-        scale = node * torch.where(tied, scores_2s[1::2].std() / sd, 1.0)  # [B, d]
+        sd = _centre(tied_scores)[2][:, 0]  # [B, d]; 0 for a constant column, whose scores stay as they are
+        stretch = (scores_2s[1::2].std() / sd.clamp_min(_EPS)).clamp_max(_MAX_STRETCH)
+        scale = node * torch.where(tied & (sd > 0), stretch, 1.0)  # [B, d]
         ordered, ranks = (tied_scores - mean[:, None]) * scale[:, None], _standard_mid_ranks(runs, tied)
         # A value v with k = n_below(v) is either between observations (m = 2k) or equal to the k-th sorted one,
         # the first of its run (m = that observation's): entries 2k and 2k + 1 of a [B, d, 2S + 2] table.
