@@ -13,7 +13,13 @@ import pytest
 import torch
 
 from causal_engine.discovery.checkpoint import load_pfn
-from causal_engine.discovery.discover import DiscoverError, predict, table_batch, warn_deterministic_pairs
+from causal_engine.discovery.discover import (
+    DiscoverError,
+    predict,
+    table_batch,
+    warn_deterministic_pairs,
+    warn_discrete_columns,
+)
 from causal_engine.discovery.models import ModelD
 from causal_engine.errors import UserError
 from causal_engine.tables import regime_targets
@@ -273,3 +279,14 @@ def test_columns_that_are_functions_of_each_other_are_named_in_a_warning(caplog:
         pairs = warn_deterministic_pairs(table)
     assert pairs == [("X1", "X1_cubed", -1.0)]
     assert "X1~X1_cubed (-1.0000)" in caplog.text and "not identifiable" in caplog.text
+
+
+def test_discrete_columns_are_named_in_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    table = chain_table(rows=200).iloc[:200].drop(columns="regime")
+    assert warn_discrete_columns(table) == {} and not caplog.text
+    table["flag"] = (table["X1"] > 0).astype(float)
+    table["count"] = np.round((table["X2"] - table["X2"].min()) / table["X2"].std())  # a handful of integers
+    with caplog.at_level("WARNING"):
+        discrete = warn_discrete_columns(table)
+    assert discrete == {"flag": 2, "count": table["count"].nunique()} and discrete["count"] <= 10
+    assert "flag (2 values)" in caplog.text and "continuous" in caplog.text

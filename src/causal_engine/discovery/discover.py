@@ -201,6 +201,30 @@ def warn_deterministic_pairs(obs: pd.DataFrame) -> list[tuple[str, str, float]]:
     return pairs
 
 
+DISCRETE_MAX_VALUES = 10  # a column with at most this many distinct observational values counts as discrete
+
+
+def warn_discrete_columns(obs: pd.DataFrame) -> dict[str, int]:
+    """Warn about, and return with their number of distinct values, the columns of the observational rows `obs`
+    with at most DISCRETE_MAX_VALUES values (binary flags, grades, short counts).
+
+    Their ties take their mid-rank, so the answer does not depend on the rows' order, but the shipped PFN was
+    trained on continuous variables only: its edges at such columns are less reliable (docs/pfn.md, "Discrete
+    columns", measures how much)."""
+    counts = obs.nunique()
+    discrete = {str(c): int(n) for c, n in counts.items() if n <= DISCRETE_MAX_VALUES}
+    if discrete:
+        log.warning(
+            "data.path: %d column(s) take at most %d values: %s. The PFN was trained on continuous variables, so "
+            "its edges at these columns are less reliable (docs/pfn.md, Discrete columns); give the graph "
+            "(data.graph_path=EDGES.csv) if you know it.",
+            len(discrete),
+            DISCRETE_MAX_VALUES,
+            ", ".join(f"{c} ({n} values)" for c, n in discrete.items()),
+        )
+    return discrete
+
+
 @torch.no_grad()
 def predict(net: PFNNet, batch: DiscoveryBatch, query_batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """Edge probabilities [d, d] and deltas in the variables' units [Q, d].
@@ -270,6 +294,7 @@ def discover(
     obs = _check_table(frame, targets, net.max_nodes)
     warn_outside_training(checkpoint, len(columns))
     warn_deterministic_pairs(obs)
+    discrete = warn_discrete_columns(obs)
     if isinstance(counterfactual, DictConfig):
         counterfactual = OmegaConf.to_container(counterfactual, resolve=True)
     clash = sorted(set(columns) & set(DELTA_LABELS)) if counterfactual else []
@@ -310,6 +335,7 @@ def discover(
         "discover/num_regimes": float(batch.regime_mask.sum()),
         "discover/num_edges": float(pred.sum()),
         "discover/unexplained_dependences": float(len(missed)),
+        "discover/discrete_columns": float(len(discrete)),
     }
     if counterfactual:
         labels["do_sd"] = do_distance(batch)[0].numpy()
