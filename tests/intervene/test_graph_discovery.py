@@ -10,7 +10,7 @@ import torch
 
 from causal_engine.errors import UserError
 from causal_engine.graphs import unexplained_dependences
-from causal_engine.intervene.graph_discovery import explain_dependences
+from causal_engine.intervene.graph_discovery import GraphDiscovery, explain_dependences
 from causal_engine.intervene.zoo import get_scm
 from causal_engine.run import run
 
@@ -94,3 +94,12 @@ def test_explain_dependences_adds_the_most_probable_acyclic_edges_until_the_tabl
     assert {(int(i), int(j)) for i, j in zip(*np.nonzero(out), strict=True)} == {(0, 1), (1, 2)}
     # A graph that already explains the table is kept as it is.
     assert (explain_dependences(frame, probs, out) == out).all()
+
+
+def test_discovery_names_discrete_columns(caplog) -> None:
+    x = get_scm("mediator_nonlin").sample(120, torch.Generator().manual_seed(0)).numpy()
+    frame = pd.DataFrame(x, columns=["a", "b", "c"]).assign(flag=(x[:, 0] > 0).astype(float))
+    shipped = Path(__file__).resolve().parents[2] / "checkpoints" / "pfn.pt"
+    with caplog.at_level(logging.WARNING):
+        GraphDiscovery(str(shipped), steps=2)(frame)
+    assert "flag (2 values)" in caplog.text and "continuous" in caplog.text

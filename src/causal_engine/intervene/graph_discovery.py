@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from causal_engine.discovery.checkpoint import load_pfn, warn_outside_training
-from causal_engine.discovery.discover import predict, table_batch
+from causal_engine.discovery.discover import predict, table_batch, warn_discrete_columns
 from causal_engine.errors import UserError
 from causal_engine.graphs import greedy_dag, marginally_independent, unexplained_dependences
 from causal_engine.intervene.losses import intervention_loss
@@ -130,6 +130,7 @@ class GraphDiscovery:
                 f"data.graph_path=discover needs at least 10 observational rows, the table has {len(frame)}."
             )
         warn_outside_training(self.checkpoint, len(names), key="task.discovery.checkpoint")
+        warn_discrete_columns(frame)
         batch, _ = table_batch(frame, None)
         probs, _ = predict(net, batch)  # [D, D]
         x = torch.tensor(frame.to_numpy(), dtype=torch.float32)  # [N, D]
