@@ -87,6 +87,9 @@ def test_discover_writes_graph_edges_heatmap_metrics_and_deltas(run_experiment, 
     assert np.allclose(np.diag(adjacency.to_numpy()), 0) and ((adjacency >= 0) & (adjacency <= 1)).all().all()
     edges = pd.read_csv(out / "edges.csv")
     assert len(edges) == 6 and edges["probability"].is_monotonic_decreasing
+    both = edges.set_index(["source", "target"])["probability"]
+    either = [min(both[(a, b)] + both[(b, a)], 1.0) for a, b in zip(edges.source, edges.target, strict=True)]
+    assert np.allclose(edges["adjacent"], either, atol=1e-6) and (edges["adjacent"] >= edges["probability"]).all()
     assert (out / "adjacency.png").stat().st_size > 0
     deltas = pd.read_csv(out / "deltas.csv")
     assert len(deltas) == 80 and list(deltas.columns) == ["query", "row", "do_sd", "X1", "X2", "X3"]

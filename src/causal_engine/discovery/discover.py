@@ -10,7 +10,8 @@ interventions on one variable), else one regime per set of targets. The PFN stan
 its observational mean and std, so units do not matter.
 
 Writes into the run directory: adjacency.csv (edge probabilities, row = parent, column = child), edges.csv
-(every ordered pair with its probability, most likely first, `predicted` = probability >= threshold),
+(every ordered pair with its probability, most likely first, `adjacent` = the probability of an edge in either
+direction, `predicted` = probability >= threshold),
 adjacency.png; edge probabilities are calibrated when the checkpoint's json holds a calibration fitted for
 its weights (`scripts/calibrate_pfn.py`); with data.graph_path, metrics against that graph; with
 task.counterfactual (named intervention sets in the grammar of `causal_engine.interventions`, hard values or
@@ -319,6 +320,9 @@ def discover(
     edges = pd.DataFrame(
         {"source": np.array(columns)[i], "target": np.array(columns)[j], "probability": probs.numpy()[i, j]}
     )
+    # In a DAG i -> j and j -> i exclude each other, so their sum is the probability that i and j are adjacent
+    # at all: high where the direction is not identifiable from the rows (linear-Gaussian pairs) but the link is.
+    edges["adjacent"] = np.minimum(probs.numpy()[i, j] + probs.numpy()[j, i], 1.0)
     edges["predicted"] = edges["probability"] >= threshold
     edges.sort_values("probability", ascending=False).to_csv(out / "edges.csv", index=False)
     plots.save_figure(plots.adjacency_figure(true, probs.numpy(), names=columns), out / "adjacency.png")
@@ -327,7 +331,9 @@ def discover(
         log.warning(
             "discover: the predicted graph (edges with probability >= task.threshold=%g) makes %d pair(s) of "
             "variables independent that the observational rows show dependent (Spearman, Bonferroni at 0.01): "
-            "%s. It is missing edges; edges.csv still ranks every pair, and a lower task.threshold adds edges.",
+            "%s. It is missing edges; edges.csv still ranks every pair (its `adjacent` column is the probability "
+            "of an edge either way, high where only the direction is unclear), and a lower task.threshold adds "
+            "edges.",
             threshold, len(missed), describe_dependences(missed),
         )  # fmt: skip
     metrics = {
