@@ -293,3 +293,19 @@ def test_discrete_columns_are_named_in_a_warning(caplog: pytest.LogCaptureFixtur
         discrete = warn_discrete_columns(table)
     assert discrete == {"flag": 2, "count": table["count"].nunique()} and discrete["count"] <= 10
     assert "flag (2 values)" in caplog.text and "continuous" in caplog.text
+
+
+def test_a_query_that_changes_nothing_in_a_row_gives_that_row_zero_deltas() -> None:
+    """Consistency: do(t = 1) for a row whose t is already 1 is the factual world (every delta 0); the rows it
+    does change get the model's deltas."""
+    net = load_pfn(Path(__file__).resolve().parents[2] / "checkpoints" / "pfn.pt")
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=200)
+    t = (a + rng.normal(size=200) > 0).astype(float)
+    y = 2 * t + a + rng.normal(size=200)
+    table = pd.DataFrame({"a": a, "t": t, "y": y, "w": y + a + rng.normal(size=200)})
+    with torch.no_grad():
+        _, deltas = predict(net, table_batch(table, None, queries={"treat": {"t": 1.0}})[0])
+    treated = torch.as_tensor(t == 1)
+    assert (deltas[treated] == 0).all()
+    assert (deltas[~treated, 1] == 1).all() and deltas[~treated, 2].abs().mean() > 0.1

@@ -214,13 +214,16 @@ class PFNNet(nn.Module):
     def query_deltas(self, ctx: Context, query: Tensor, targets: Tensor, values: Tensor) -> Tensor:
         """Standardised deltas [B, Q, d] of factual rows `query` [B, Q, d] under do(targets = values).
 
-        The intervened nodes' own deltas are known (do-value - factual value, in z-units) and written exactly.
+        The intervened nodes' own deltas are known (do-value - factual value, in z-units) and written exactly, and
+        so is consistency: a query that sets every target to the value its row already has (a treated row asked
+        about do(treated = 1)), or has no target, changes nothing, so all its deltas are 0.
         """
         with torch.no_grad():
             feats = query_features(query, targets, values, ctx.mean, ctx.std, ctx.node_mask)  # [B, Q, d, 3]
         delta = self.deltas(ctx.h, feats, ctx.pair, ctx.edge_logits, ctx.node_mask)
         exact = feats[..., 2] - feats[..., 0]  # standardised do-value - standardised factual value
-        return torch.where(targets, exact, delta) * ctx.node_mask[:, None].float()
+        unchanged = ((values == query) | ~targets).all(-1, keepdim=True)  # [B, Q, 1]
+        return torch.where(targets, exact, delta).masked_fill(unchanged, 0.0) * ctx.node_mask[:, None].float()
 
     def forward(self, batch: DiscoveryBatch) -> PFNOutput:
         ctx = self.context(batch)
