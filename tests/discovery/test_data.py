@@ -83,3 +83,8 @@ def test_fixed_sets_are_seeded_and_named() -> None:
     c = PFNDataModule(seed=2, **kw)
     c.setup("fit")
     assert not torch.equal(a.val_batches[0].observational, c.val_batches[0].observational)
+    fixed = [PFNDataModule(seed=s, eval_seed=42, **kw) for s in (1, 2)]  # the config's way: same sets, any seed
+    for m in fixed:
+        m.setup("fit"), m.setup("test")
+    assert torch.equal(fixed[0].val_batches[0].observational, fixed[1].val_batches[0].observational)
+    assert torch.equal(fixed[0].test_batches["sf_d7"][0].adjacency, fixed[1].test_batches["sf_d7"][0].adjacency)

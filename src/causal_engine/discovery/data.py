@@ -11,8 +11,8 @@ of this rank's stream. Observational-only graphs are the prior's business (its `
 Training batch k is drawn from its own generator, seeded by (seed, DDP rank, DataLoader worker, k)
 (`causal_engine.seeding.stream_seed`): ranks see different graphs, and a run resumed from a checkpoint at
 step k continues with exactly the batches an uninterrupted run would have drawn. Validation
-and test sets are generated once, from `seed` and the set's index only, so they are the same on every rank
-and in every run with that seed.
+and test sets are generated once, from `eval_seed` and the set's index only, so they are the same on every
+rank and in every run with that eval_seed (42 in conf/data/scm_prior.yaml, whatever the run's `seed`).
 """
 
 from __future__ import annotations
@@ -121,6 +121,8 @@ class PFNDataModule(L.LightningDataModule):
         val_set / test_sets: num_nodes, optionally a `prior` of their own, and overrides of the prior's fields
             (see `set_prior`); the test sets are separate dataloaders logged as test/<name>/<metric>.
         val_graphs, test_graphs, eval_batch_size: sizes of the fixed sets.
+        seed: the training stream's seed; eval_seed: the fixed sets' (default: seed). A fixed eval_seed gives runs
+            with different training seeds, and fine-tuning stages, the same validation and test graphs.
         The training stream is endless: the trainer's `max_steps` and `val_check_interval` (in batches) bound it.
     """
 
@@ -139,10 +141,12 @@ class PFNDataModule(L.LightningDataModule):
         eval_batch_size: int = 8,
         num_workers: int = 0,
         seed: int = 0,
+        eval_seed: int | None = None,
     ):
         super().__init__()
         self.prior = prior or BroadPrior()
         self.batch_size, self.size_groups, self.num_workers, self.seed = batch_size, size_groups, num_workers, seed
+        self.eval_seed = seed if eval_seed is None else eval_seed
         self.node_range, self.curriculum_start = tuple(node_range), tuple(curriculum_start)
         self.curriculum_batches = curriculum_batches
         self.val_spec = dict(val_set or {"num_nodes": 20})
@@ -167,10 +171,10 @@ class PFNDataModule(L.LightningDataModule):
         val_graphs = min(self.val_graphs, self.eval_batch_size) if quick else self.val_graphs
         test_graphs = min(self.test_graphs, self.eval_batch_size) if quick else self.test_graphs
         if stage in ("fit", "validate", None) and self.val_batches is None:
-            self.val_batches = self._fixed(self.val_spec, val_graphs, self.seed + _VAL_OFFSET)
+            self.val_batches = self._fixed(self.val_spec, val_graphs, self.eval_seed + _VAL_OFFSET)
         if stage in ("test", None) and self.test_batches is None:
             self.test_batches = {
-                name: self._fixed(spec, test_graphs, self.seed + _TEST_OFFSET + i)
+                name: self._fixed(spec, test_graphs, self.eval_seed + _TEST_OFFSET + i)
                 for i, (name, spec) in enumerate(self.test_specs.items())
             }
 

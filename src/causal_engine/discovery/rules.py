@@ -17,6 +17,7 @@ RULES: list[Rule] = [
     Rule("data.val_graphs", "int", low=1),
     Rule("data.test_graphs", "int", low=1),
     Rule("data.eval_batch_size", "int", low=1),
+    Rule("data.eval_seed", "int", low=0, nullable=True),
     # data.prior is BroadPrior or SeedPrior: keys with the same meaning in both are checked here, the rest (mixes,
     # ranges) by the constructor, which names the key too (causal_engine.scm.prior.PriorError).
     Rule("data.prior.graph", "str", choices=GRAPH_TYPES),
