@@ -73,17 +73,17 @@ def test_fixed_sets_are_seeded_and_named() -> None:
         "eval_batch_size": 2,
         "test_sets": {"er_d6": {"num_nodes": 6}, "sf_d7": {"num_nodes": 7, "graph": "sf"}},
     }
-    a, b = PFNDataModule(seed=1, **kw), PFNDataModule(seed=1, **kw)
+    a, b = PFNDataModule(seed=1, eval_seed=None, **kw), PFNDataModule(seed=1, eval_seed=None, **kw)
     a.setup("fit"), a.setup("test"), b.setup("fit"), b.setup("test")
     assert [x.num_graphs for x in a.val_batches] == [2, 1]
     assert torch.equal(a.val_batches[0].observational, b.val_batches[0].observational)
     assert a.test_names == ["er_d6", "sf_d7"]
     assert [len(dl) for dl in a.test_dataloader()] == [1, 1]
     assert next(iter(a.test_dataloader()[1])).num_nodes == 7
-    c = PFNDataModule(seed=2, **kw)
+    c = PFNDataModule(seed=2, eval_seed=None, **kw)  # sets drawn from the run's seed
     c.setup("fit")
     assert not torch.equal(a.val_batches[0].observational, c.val_batches[0].observational)
-    fixed = [PFNDataModule(seed=s, eval_seed=42, **kw) for s in (1, 2)]  # the config's way: same sets, any seed
+    fixed = [PFNDataModule(seed=s, **kw) for s in (1, 2)]  # the default: the same sets for any seed
     for m in fixed:
         m.setup("fit"), m.setup("test")
     assert torch.equal(fixed[0].val_batches[0].observational, fixed[1].val_batches[0].observational)

@@ -121,7 +121,7 @@ class PFNDataModule(L.LightningDataModule):
         val_set / test_sets: num_nodes, optionally a `prior` of their own, and overrides of the prior's fields
             (see `set_prior`); the test sets are separate dataloaders logged as test/<name>/<metric>.
         val_graphs, test_graphs, eval_batch_size: sizes of the fixed sets.
-        seed: the training stream's seed; eval_seed: the fixed sets' (default: seed). A fixed eval_seed gives runs
+        seed: the training stream's seed; eval_seed: the fixed sets' (None: seed). A fixed eval_seed gives runs
             with different training seeds, and fine-tuning stages, the same validation and test graphs.
         The training stream is endless: the trainer's `max_steps` and `val_check_interval` (in batches) bound it.
     """
@@ -141,7 +141,7 @@ class PFNDataModule(L.LightningDataModule):
         eval_batch_size: int = 8,
         num_workers: int = 0,
         seed: int = 0,
-        eval_seed: int | None = None,
+        eval_seed: int | None = 42,
     ):
         super().__init__()
         self.prior = prior or BroadPrior()
