@@ -528,13 +528,12 @@ def out_of_prior_report(
     lines += _monotone_table(monotone)
     if discrete:
         levels = ", ".join(map(str, DISCRETE_LEVELS))
-        lines += [
-            "",
-            f"Discrete columns (each table with {DISCRETE_SHARE:.0%} of its columns cut into {levels} ordered ",
-        ]
-        lines[-1] += "levels, `external.discretised`; row-order change: the mean largest move of an edge score when "
-        lines[-1] += "the rows are sorted by such a column):"
-        lines += ["", *_discrete_table(discrete)]
+        header = (
+            f"Discrete columns (each table with {DISCRETE_SHARE:.0%} of its columns cut into {levels} ordered levels, "
+            "`external.discretised`; row-order change: the mean largest move of an edge score when the rows are "
+            "sorted by such a column):"
+        )
+        lines += ["", header, "", *_discrete_table(discrete)]
     lines += ["", "Goals (issue #18; raw and standardised rows together):", ""]
     targets = {
         "auroc_minus_boosted": (">=", 0.0),

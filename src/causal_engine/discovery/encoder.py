@@ -160,7 +160,7 @@ class _Columns:
     regime_logstd: Tensor  # [B, d, R] ... and their log std
     regime_ok: Tensor  # [B, R] 1 where a regime has a spread (2 rows or more)
     regime_values: Tensor  # [B, R, d] do-values; zero off the targets and on padding nodes
-    shape: Tensor  # [B, S, d] the sorted values the location and spread features read
+    quartile_source: Tensor  # [B, S, d] the sorted values the location and spread features read
     ranks: Tensor | None  # [B, S, d] standardised mid-ranks of `ordered`; None when no column has ties
 
 
@@ -546,7 +546,7 @@ def context_features(batch: DiscoveryBatch, shrinkage: float, feature_space: str
     columns = _copula_columns(batch) if feature_space == "copula" else _zscore_columns(batch, mean, std)
 
     # Observational node shape.
-    q = [_sorted_quantile(columns.shape, f) for f in (0.25, 0.5, 0.75)]  # 3 x [B, d]
+    q = [_sorted_quantile(columns.quartile_source, f) for f in (0.25, 0.5, 0.75)]  # 3 x [B, d]
     location = q[1]
     spread = torch.log((q[2] - q[0]) / 1.349 + 1e-3) * node
 
