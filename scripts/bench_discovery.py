@@ -193,10 +193,7 @@ def main() -> None:
 
     cfg = compose(["data=scm_prior", f"data.test_graphs={args.graphs}"], args.out)
     datamodule = instantiate(cfg.data, _convert_="all")
-    unknown = sorted(set(args.sets) - set(datamodule.test_names))
-    if unknown:
-        raise SystemExit(f"unknown test set(s) {unknown}; conf/data/scm_prior.yaml has {datamodule.test_names}")
-    datamodule.test_specs = {name: datamodule.test_specs[name] for name in args.sets}
+    datamodule.select_test_sets(args.sets, "--sets")
     datamodule.setup("test")
 
     rows: list[tuple[str, str, dict[str, float]]] = []

@@ -239,7 +239,7 @@ def main() -> None:
 
     cfg = compose(["data=scm_prior", f"data.test_graphs={args.graphs}", "data.eval_batch_size=8"], args.out)
     datamodule = instantiate(cfg.data, _convert_="all")
-    datamodule.test_specs = {"er_d20": datamodule.test_specs["er_d20"]}
+    datamodule.select_test_sets(["er_d20"])
     datamodule.setup("test")
     sets = {
         "er_d20": datamodule.test_batches["er_d20"],

@@ -6,9 +6,11 @@ from dataclasses import replace
 from itertools import islice
 from unittest import mock
 
+import pytest
 import torch
 
 from causal_engine.discovery.data import PFNDataModule, PriorStream, curriculum_range
+from causal_engine.errors import UserError
 
 from .conftest import SMALL_PRIOR
 
@@ -88,3 +90,22 @@ def test_fixed_sets_are_seeded_and_named() -> None:
         m.setup("fit"), m.setup("test")
     assert torch.equal(fixed[0].val_batches[0].observational, fixed[1].val_batches[0].observational)
     assert torch.equal(fixed[0].test_batches["sf_d7"][0].adjacency, fixed[1].test_batches["sf_d7"][0].adjacency)
+
+
+def test_a_test_set_picked_alone_keeps_its_graphs() -> None:
+    """`task=compare` and the benchmarks pick sets by name; a set's graphs follow its place in the configured
+    test_sets, not its place in the pick (else `--sets a b` and `--sets b` would score b on other graphs)."""
+    kw = {
+        "prior": SMALL_PRIOR,
+        "test_graphs": 2,
+        "eval_batch_size": 2,
+        "test_sets": {"er_d6": {"num_nodes": 6}, "sf_d7": {"num_nodes": 7, "graph": "sf"}},
+    }
+    every, alone = PFNDataModule(**kw), PFNDataModule(**kw)
+    every.setup("test")
+    alone.select_test_sets(["sf_d7"])
+    alone.setup("test")
+    assert alone.test_names == ["sf_d7"]
+    assert torch.equal(alone.test_batches["sf_d7"][0].observational, every.test_batches["sf_d7"][0].observational)
+    with pytest.raises(UserError, match=r"task.sets: unknown test set\(s\) \['er_d9'\]"):
+        alone.select_test_sets(["er_d9"], "task.sets")

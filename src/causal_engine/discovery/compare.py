@@ -171,10 +171,7 @@ def compare(
     if unknown:
         raise UserError(f"task.methods: unknown method(s) {unknown}; available: {sorted(EDGE_METHODS)}.")
     datamodule = instantiate(cfg.data, test_graphs=graphs, _convert_="all")
-    missing = sorted(set(sets) - set(datamodule.test_names))
-    if missing:
-        raise UserError(f"task.sets: unknown test set(s) {missing}; data.test_sets has {datamodule.test_names}.")
-    datamodule.test_specs = {name: datamodule.test_specs[name] for name in sets}
+    datamodule.select_test_sets(sets, "task.sets")
     datamodule.setup("test")
     metrics: dict[str, float] = {}
     for name in sets:

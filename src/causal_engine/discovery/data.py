@@ -11,14 +11,16 @@ of this rank's stream. Observational-only graphs are the prior's business (its `
 Training batch k is drawn from its own generator, seeded by (seed, DDP rank, DataLoader worker, k)
 (`causal_engine.seeding.stream_seed`): ranks see different graphs, and a run resumed from a checkpoint at
 step k continues with exactly the batches an uninterrupted run would have drawn. Validation
-and test sets are generated once, from `eval_seed` and the set's index only, so they are the same on every
-rank and in every run with that eval_seed (42 in conf/data/scm_prior.yaml, whatever the run's `seed`).
+and test sets are generated once, from `eval_seed` and the set's position in the configured `test_sets`
+only, so they are the same on every rank and in every run with that eval_seed (42 in
+conf/data/scm_prior.yaml, whatever the run's `seed`), and a set picked alone (`select_test_sets`, as
+`task=compare` and the benchmarks do) has the graphs `experiment=pfn` tests on.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -151,6 +153,7 @@ class PFNDataModule(L.LightningDataModule):
         self.curriculum_batches = curriculum_batches
         self.val_spec = dict(val_set or {"num_nodes": 20})
         self.test_specs = {k: dict(v) for k, v in (test_sets or {"er_d20": {"num_nodes": 20}}).items()}
+        self._test_seeds = {name: self.eval_seed + _TEST_OFFSET + i for i, name in enumerate(self.test_specs)}
         for name, spec in [("val_set", self.val_spec), *((f"test_sets.{k}", v) for k, v in self.test_specs.items())]:
             set_prior(self.prior, name, spec)  # bad specs fail here, before any sampling
         self.val_graphs, self.test_graphs, self.eval_batch_size = val_graphs, test_graphs, eval_batch_size
@@ -160,6 +163,15 @@ class PFNDataModule(L.LightningDataModule):
     @property
     def test_names(self) -> list[str]:
         return list(self.test_specs)
+
+    def select_test_sets(self, names: Sequence[str], field: str = "sets") -> None:
+        """Test on `names` only, in that order; each keeps the graphs of its place in the configured test_sets.
+        `field` names the setting the names came from, for the error."""
+        unknown = [name for name in names if name not in self.test_specs]
+        if unknown:
+            raise UserError(f"{field}: unknown test set(s) {unknown}; data.test_sets has {self.test_names}.")
+        self.test_specs = {name: self.test_specs[name] for name in names}
+        self.test_batches = None
 
     def _fixed(self, spec: Mapping[str, Any], graphs: int, seed: int) -> list[DiscoveryBatch]:
         d, prior = set_prior(self.prior, "test_sets", spec)
@@ -174,8 +186,7 @@ class PFNDataModule(L.LightningDataModule):
             self.val_batches = self._fixed(self.val_spec, val_graphs, self.eval_seed + _VAL_OFFSET)
         if stage in ("test", None) and self.test_batches is None:
             self.test_batches = {
-                name: self._fixed(spec, test_graphs, self.eval_seed + _TEST_OFFSET + i)
-                for i, (name, spec) in enumerate(self.test_specs.items())
+                name: self._fixed(spec, test_graphs, self._test_seeds[name]) for name, spec in self.test_specs.items()
             }
 
     def train_dataloader(self) -> DataLoader:
