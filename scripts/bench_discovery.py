@@ -59,6 +59,7 @@ from causal_engine.discovery.baselines import EDGE_METHODS, mean_shift_delta, ze
 from causal_engine.discovery.calibration import read_calibration, sidecar  # noqa: E402
 from causal_engine.discovery.checkpoint import trained_do_range  # noqa: E402
 from causal_engine.discovery.compare import (  # noqa: E402
+    BOOSTED_COPULA,
     PROBABILISTIC,
     delta_rmse,
     discrete_row,
@@ -99,6 +100,8 @@ def run_out_of_prior(args: argparse.Namespace) -> None:
         methods["causal PFN (uncalibrated)"] = pfn_method(args.checkpoint, threshold)
     if args.pairwise.is_file():
         methods["boosted"] = PairwiseModel.load(args.pairwise, threshold)
+    if args.pairwise_copula.is_file():
+        methods[BOOSTED_COPULA] = PairwiseModel.load(args.pairwise_copula, threshold)
     methods.update({name: EDGE_METHODS[name] for name in args.methods})
     sets = {}
     for family in args.families:
@@ -111,10 +114,11 @@ def run_out_of_prior(args: argparse.Namespace) -> None:
     real = {name: [real_table(name)] for name in args.real}
     every = out_of_prior(methods, {**sets, **real}, cache=args.out / "cache")
     rows = [r for r in every if r["set"] not in real]
-    invariant = {name: methods[name] for name in ("causal PFN", "boosted", "abs-corr") if name in methods}
+    learned = ("causal PFN", "boosted", BOOSTED_COPULA)
+    invariant = {name: methods[name] for name in (*learned, "abs-corr") if name in methods}
     tables = [g for family in args.families for g in sets[family]]
     monotone = {name: monotone_row(method, tables) for name, method in invariant.items()}
-    cheap = {name: methods[name] for name in ("causal PFN", "boosted", "abs-corr", "partial-corr") if name in methods}
+    cheap = {name: methods[name] for name in (*learned, "abs-corr", "partial-corr") if name in methods}
     discrete = {name: discrete_row(method, tables, args.seed) for name, method in cheap.items()}
     report = out_of_prior_report(rows, monotone, goals(rows), discrete)
     if real:
@@ -182,6 +186,12 @@ def main() -> None:
         "--real alone: none",
     )
     oop.add_argument("--pairwise", type=Path, default=REPO / "checkpoints" / "pairwise.txt")
+    oop.add_argument(
+        "--pairwise-copula",
+        type=Path,
+        default=REPO / "checkpoints" / "pairwise_copula.txt",
+        help="the boosted model on copula scores (train_pairwise.py --copula); scored when the file exists",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.out_of_prior:

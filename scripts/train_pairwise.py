@@ -2,10 +2,13 @@
 
     nice -n 10 python scripts/train_pairwise.py                       # 12 CPU-minutes of prior draws, then the fit
     python scripts/train_pairwise.py --cpu-minutes 0.2 --rounds 20 --out /tmp/pairwise.txt   # a smoke run
+    python scripts/train_pairwise.py --cpu-minutes 20 --copula --out checkpoints/pairwise_copula.txt
 
 The prior is `data=scm_prior`'s `prior` object (the broad prior; --override changes it, e.g.
 `data.prior.obs_only_share=0.5`); graph sizes are uniform in --nodes, everything else is the prior's own.
 Writes the LightGBM text model to --out and a json beside it saying how it was trained. One thread throughout.
+--copula trains on every table's copula scores (`pairwise.copula_table`): a model whose edges are the same
+for any strictly increasing transform of a column.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ def main() -> None:
     parser.add_argument("--pair-fraction", type=float, default=0.1)
     parser.add_argument("--rounds", type=int, default=500)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--copula", action="store_true", help="features of every table's copula scores")
     parser.add_argument("--override", nargs="*", default=[], help="Hydra overrides of the data=scm_prior config")
     parser.add_argument("--out", type=Path, default=REPO / "checkpoints" / "pairwise.txt")
     args = parser.parse_args()
@@ -52,6 +56,7 @@ def main() -> None:
         pair_fraction=args.pair_fraction,
         cpu_seconds=60 * args.cpu_minutes,
         seed=args.seed,
+        copula=args.copula,
     )
     draw_minutes, draw_cpu = (time.monotonic() - start) / 60, (time.process_time() - cpu_start) / 60
     print(f"{graphs} graphs, {len(y)} pairs ({y.mean():.3f} edges) in {draw_cpu:.1f} CPU-min", flush=True)
@@ -62,6 +67,7 @@ def main() -> None:
     booster.save_model(str(args.out), num_iteration=booster.best_iteration)
     info = {
         "command": " ".join(["python scripts/train_pairwise.py", *sys.argv[1:]]),
+        "input": "copula" if args.copula else "raw",
         "prior": prior_config,
         "nodes": args.nodes,
         "pair_fraction": args.pair_fraction,

@@ -143,15 +143,19 @@ def test_bench_out_of_prior_quick_mode_writes_its_tables(tmp_path: Path) -> None
     train += ["--rounds", "3", "--pair-fraction", "1", "--override", "data.prior.num_obs=[40,80]", "--out", str(model)]
     subprocess.run(train, check=True, env=env, cwd=tmp_path, capture_output=True, timeout=600)
     assert model.is_file() and model.with_suffix(".json").is_file()
+    copula = tmp_path / "pairwise_copula.txt"
+    train[train.index(str(model))] = str(copula)
+    subprocess.run([*train, "--copula"], check=True, env=env, cwd=tmp_path, capture_output=True, timeout=600)
     out = tmp_path / "bench"
     bench = [sys.executable, str(REPO / "scripts" / "bench_discovery.py"), "--out-of-prior", "--tables", "2"]
     bench += ["--d", "5", "--rows", "60", "--interventions", "2", "--families", "sempler-linear", "cdt-linear"]
     bench += ["--methods", "abs-corr", "partial-corr", "PC", "GIES", "--pairwise", str(model), "--out", str(out)]
+    bench += ["--pairwise-copula", str(copula)]
     subprocess.run(bench, check=True, env=env, cwd=tmp_path, capture_output=True, timeout=900)
     rows = pd.read_csv(out / "rows.csv")
     sets = {"sempler-linear", "sempler-linear+int", "cdt-linear", "sachs"}  # the measured set by default
     assert set(rows["set"]) == sets and set(rows["scaling"]) == {"raw", "standardised"}
-    for method in ("causal PFN", "boosted", "abs-corr", "partial-corr", "PC"):
+    for method in ("causal PFN", "boosted", C.BOOSTED_COPULA, "abs-corr", "partial-corr", "PC"):
         assert set(rows.loc[rows["method"] == method, "set"]) == sets
     assert set(rows.loc[rows["method"] == "GIES", "set"]) == {"sempler-linear+int"}
     assert rows["auroc"].between(0, 1).all() and (rows["shd"] >= 0).all()
@@ -171,6 +175,7 @@ def test_bench_out_of_prior_quick_mode_writes_its_tables(tmp_path: Path) -> None
         "--out-of-prior",
         "Monotone transforms",
         "auroc_minus_boosted",
+        f"no goal: auroc_minus_{C.BOOSTED_COPULA}",
         "share_ahead_of_abs_corr",
         "ECE",
         "SID",
@@ -181,6 +186,10 @@ def test_bench_out_of_prior_quick_mode_writes_its_tables(tmp_path: Path) -> None
     # the measured set stays out of the simulated sets' means: 3 sets, not 4
     assert "| causal PFN | 3 |" in readme
     assert (out / "reliability.png").stat().st_size > 0
+    # the copula-input model gives every monotone copy of a table the same edges
+    monotone = readme.split("Monotone transforms")[1].split("\n\n")[1]
+    line = next(x for x in monotone.splitlines() if x.startswith(f"| {C.BOOSTED_COPULA} |"))
+    assert line.split(" | ")[4:] == ["0.000", "1.000", "1.000 |"]  # gap, top-k raw=log, top-k raw=rank
     # the classical baselines are cached per set, the PFN and the boosted model never are
     cached = {(p.parent.name.rsplit("-", 1)[0], p.name) for p in (out / "cache").rglob("*.json")}
     assert ("cdt-linear", "PC.json") in cached and ("sempler-linear+int", "GIES.json") in cached

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy.special import ndtri
 
 from causal_engine.discovery import pairwise as P
 from causal_engine.discovery.baselines import GraphData, abs_partial_corr, correlation, partial_correlation
@@ -138,3 +139,30 @@ def test_a_model_on_other_features_or_no_file_is_refused(tmp_path) -> None:
         P.PairwiseModel.load(tmp_path / "other.txt")
     with pytest.raises(UserError, match="train_pairwise"):
         P.PairwiseModel.load(tmp_path / "missing.txt")
+
+
+def test_copula_table_scores_ranks_and_ties_like_the_encoder() -> None:
+    obs = np.array([[3.0, 1.0], [1.0, 1.0], [2.0, 5.0], [9.0, 7.0]])  # column 1 ties two rows
+    g = P.copula_table(GraphData(obs, [([0], np.array([[0.5, 1.0], [2.0, 8.0]]))], np.zeros((2, 2))))
+    assert np.allclose(g.observational[:, 0], ndtri(np.array([3, 1, 2, 4]) / 5))  # rank r -> (r + 1) / (S + 1)
+    assert np.allclose(g.observational[:, 1], ndtri(np.array([1.5, 1.5, 3, 4]) / 5))  # a tie shares its mid-rank
+    # Between observations, k below: (k + 1/2) / (S + 1); equal to one: that observation's score.
+    assert np.allclose(g.regimes[0][1], ndtri(np.array([[0.5, 1.5], [2, 4.5]]) / 5))
+
+
+def test_a_copula_input_model_gives_the_same_edges_under_monotone_transforms(tmp_path) -> None:
+    prior = BroadPrior(num_obs=(40, 80))
+    x, y, _ = P.prior_pairs(prior, node_range=(4, 6), pair_fraction=1.0, cpu_seconds=0.5, seed=0, copula=True)
+    booster, _ = P.fit_booster(x, y, rounds=5, seed=0, min_data_in_leaf=5)
+    path = tmp_path / "pairwise_copula.txt"
+    booster.save_model(str(path))
+    P.write_sidecar(path.with_suffix(".json"), {"input": "copula"})
+    model = P.PairwiseModel.load(path)
+    g = collider(n=300)
+    cubed = GraphData(g.observational**3, [(t, v**3) for t, v in g.regimes], g.adjacency)
+    assert model.copula and np.array_equal(model.edge_probabilities(g), model.edge_probabilities(cubed))
+    raw = P.PairwiseModel(booster)  # the same trees on the raw table see the cube
+    assert not np.array_equal(raw.edge_probabilities(g), raw.edge_probabilities(cubed))
+    P.write_sidecar(path.with_suffix(".json"), {"input": "ranks"})
+    with pytest.raises(UserError, match="input 'ranks'"):
+        P.PairwiseModel.load(path)

@@ -20,8 +20,15 @@ strictly increasing transform of a column, so those features are monotone-invari
   observational distribution and the same mean in z-units, both directions, and whether i / j were targeted;
 - the table's size: log rows, nodes, nodes per row.
 
+The direction scores read `z`, so the model sees the columns' scales and shapes, which a strictly increasing
+transform changes. A model trained with `input: copula` (`scripts/train_pairwise.py --copula`,
+`checkpoints/pairwise_copula.txt`) reads every table through `copula_table` first: each value replaced by the
+normal score of its place among its column's observational values, as the PFN's copula features are, so all
+its features, and its edges, are the same for any strictly increasing transform of a column. The pair of models
+tells how much of the boosted model's edge ranking comes from the columns' scales and shapes.
+
 The model is a LightGBM text file (`checkpoints/pairwise.txt`): loading it parses numbers, it never unpickles
-or runs code. Its json sidecar says how it was trained (`scripts/train_pairwise.py`).
+or runs code. Its json sidecar says how it was trained (`scripts/train_pairwise.py`) and its `input`.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ from causal_engine.errors import UserError
 
 _VIEW_FEATURES = ("corr", "pcorr", "pcorr_rank_row", "pcorr_rank_col", "min_ci", "collider_j", "collider_i")
 _VIEW_NODE = ("r2_i", "r2_j")
+INPUTS = ("raw", "copula")  # what a model reads: the table as given, or `copula_table` of it
 FEATURE_NAMES: tuple[str, ...] = (
     *(f"{view}_{name}" for view in ("z", "g") for name in (*_VIEW_FEATURES, *_VIEW_NODE)),
     "lingam_tanh",
@@ -85,6 +93,23 @@ def normal_scores(x: np.ndarray) -> np.ndarray:
             _, inverse = np.unique(col, return_inverse=True)
             ranks[:, j] = (np.bincount(inverse, ranks[:, j]) / np.bincount(inverse))[inverse]
     return ndtri((ranks + 0.5) / n)
+
+
+def copula_table(g: GraphData) -> GraphData:
+    """Every value of the table (observational and interventional rows) as Phi^-1((n_below + n_at_or_below + 1) /
+    (2S + 2)) among its column's S observational values: the PFN's copula score (ties share their mid-rank, an
+    observation of rank r without ties scores Phi^-1((r + 1) / (S + 1))). Depends on the ranks only."""
+    ordered = np.sort(g.observational, 0)  # [S, d]
+    s, d = ordered.shape
+
+    def scores(x: np.ndarray) -> np.ndarray:  # [n, d] -> [n, d]
+        counts = [
+            np.searchsorted(ordered[:, j], x[:, j], "left") + np.searchsorted(ordered[:, j], x[:, j], "right")
+            for j in range(d)
+        ]
+        return ndtri((np.stack(counts, 1) + 1) / (2 * s + 2))
+
+    return GraphData(scores(g.observational), [(t, scores(x)) for t, x in g.regimes], g.adjacency)
 
 
 def _row_rank(values: np.ndarray) -> np.ndarray:
@@ -199,10 +224,12 @@ class PairwiseModel:
 
     booster: Any  # lightgbm.Booster
     threshold: float = 0.5
+    copula: bool = False  # read every table through `copula_table` (the sidecar's "input": "copula")
 
     @classmethod
     def load(cls, path: str | Path, threshold: float = 0.5) -> PairwiseModel:
-        """Read a LightGBM text model (numbers only; nothing is unpickled or executed)."""
+        """Read a LightGBM text model (numbers only; nothing is unpickled or executed) and, from its json
+        sidecar, which input it was trained on."""
         import lightgbm
 
         file = Path(path).expanduser()
@@ -214,13 +241,18 @@ class PairwiseModel:
                 f"pairwise model: {file} was trained on other features ({len(booster.feature_name())} names); "
                 f"retrain it with `python scripts/train_pairwise.py`."
             )
-        return cls(booster, threshold)
+        info = file.with_suffix(".json")
+        source = json.loads(info.read_text()).get("input", "raw") if info.is_file() else "raw"
+        if source not in INPUTS:
+            raise UserError(f"pairwise model: {info} says input {source!r}; one of {INPUTS} is expected.")
+        return cls(booster, threshold, copula=source == "copula")
 
     def edge_probabilities(self, g: GraphData) -> np.ndarray:
         """P(i -> j) for every ordered pair [d, d], 0 on the diagonal."""
         d = g.observational.shape[1]
         out = np.zeros((d, d))
-        out[~np.eye(d, dtype=bool)] = self.booster.predict(off_diagonal(pair_features(g)), num_threads=1)
+        features = pair_features(copula_table(g) if self.copula else g)
+        out[~np.eye(d, dtype=bool)] = self.booster.predict(off_diagonal(features), num_threads=1)
         return out
 
     def __call__(self, g: GraphData) -> tuple[np.ndarray, np.ndarray]:
@@ -242,6 +274,7 @@ def prior_pairs(
     cpu_seconds: float,
     seed: int,
     batch: int = 8,
+    copula: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Training rows drawn from the SCM prior for `cpu_seconds` of this process's CPU time (not wall-clock, so
     a busy machine gets the same amount of data, later): (features [N, F] float32, labels [N], graphs).
@@ -249,7 +282,7 @@ def prior_pairs(
     Each draw is `batch` graphs of one size uniform in `node_range`; row counts, interventions and the
     observational-only share are the prior's own. A uniform random `pair_fraction` of each graph's ordered
     pairs is kept, so more graphs fit in memory and the base rate (hence the calibration of the probabilities)
-    is unchanged.
+    is unchanged. `copula`: the features of `copula_table(g)`, for a model with that input.
     """
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -259,7 +292,7 @@ def prior_pairs(
         d = int(rng.integers(node_range[0], node_range[1] + 1))
         for g in split_graphs(sample_graphs(batch, d, prior, generator)):
             keep = rng.random(d * (d - 1)) < pair_fraction
-            features.append(off_diagonal(pair_features(g))[keep].astype(np.float32))
+            features.append(off_diagonal(pair_features(copula_table(g) if copula else g))[keep].astype(np.float32))
             labels.append(off_diagonal(g.adjacency)[keep].astype(np.int8))
             graphs += 1
     return np.concatenate(features), np.concatenate(labels), graphs
