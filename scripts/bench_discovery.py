@@ -76,6 +76,7 @@ from causal_engine.discovery.compare import (  # noqa: E402
 from causal_engine.discovery.discover import do_distance  # noqa: E402
 from causal_engine.discovery.external import FAMILIES, INTERVENTIONAL, REAL, external_table, real_table  # noqa: E402
 from causal_engine.discovery.pairwise import PairwiseModel  # noqa: E402
+from causal_engine.errors import UserError  # noqa: E402
 from causal_engine.metrics import binned_calibration_error  # noqa: E402
 from causal_engine.train import compose  # noqa: E402
 
@@ -203,7 +204,10 @@ def main() -> None:
 
     cfg = compose(["data=scm_prior", f"data.test_graphs={args.graphs}"], args.out)
     datamodule = instantiate(cfg.data, _convert_="all")
-    datamodule.select_test_sets(args.sets, "--sets")
+    try:
+        datamodule.select_test_sets(args.sets, "--sets")
+    except UserError as error:
+        parser.error(str(error))  # a clear message and exit status 2, no traceback
     datamodule.setup("test")
 
     rows: list[tuple[str, str, dict[str, float]]] = []
