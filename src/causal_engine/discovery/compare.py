@@ -385,22 +385,26 @@ def out_of_prior(
     return rows
 
 
+def _rows_of(rows: Sequence[Mapping[str, Any]], method: str) -> dict[tuple[str, str], Mapping[str, Any]]:
+    return {(r["set"], r["scaling"]): r for r in rows if r["method"] == method}
+
+
+def mean_difference(rows: Sequence[Mapping[str, Any]], other: str, key: str, pfn: str = "causal PFN") -> float:
+    """The PFN's mean `key` over its rows minus `other`'s over the same (set, scaling) rows; NaN when `other` was
+    not run."""
+    mine, theirs = _rows_of(rows, pfn), _rows_of(rows, other)
+    if not theirs:
+        return float("nan")
+    return float(np.mean([r[key] for r in mine.values()]) - np.mean([theirs[k][key] for k in mine if k in theirs]))
+
+
 def goals(rows: Sequence[Mapping[str, Any]], pfn: str = "causal PFN") -> dict[str, float]:
     """Issue #18's goals from `out_of_prior` rows (raw and standardised rows alike): the PFN's mean AUROC minus
     the boosted baseline's, |corr|'s and |partial corr|'s, the share of tables where the PFN's AUROC beats
     |corr|'s, and the PFN's mean SHD minus PC's and GES's (NaN when a method was not run)."""
-
-    def rows_of(method: str) -> dict[tuple[str, str], Mapping[str, Any]]:
-        return {(r["set"], r["scaling"]): r for r in rows if r["method"] == method}
-
-    mine = rows_of(pfn)
-
-    def mean(method: str, key: str) -> float:
-        theirs = rows_of(method)
-        return float(np.mean([theirs[k][key] for k in mine if k in theirs])) if theirs else float("nan")
-
-    out = {f"auroc_minus_{m}": mean(pfn, "auroc") - mean(m, "auroc") for m in ("boosted", "abs-corr", "partial-corr")}
-    corr = rows_of("abs-corr")
+    mine = _rows_of(rows, pfn)
+    out = {f"auroc_minus_{m}": mean_difference(rows, m, "auroc", pfn) for m in ("boosted", "abs-corr", "partial-corr")}
+    corr = _rows_of(rows, "abs-corr")
     wins = [
         a > b
         for k, r in mine.items()
@@ -409,7 +413,7 @@ def goals(rows: Sequence[Mapping[str, Any]], pfn: str = "causal PFN") -> dict[st
         if not (np.isnan(a) or np.isnan(b))
     ]
     out["share_ahead_of_abs_corr"] = float(np.mean(wins)) if wins else float("nan")
-    out.update({f"shd_minus_{m}": mean(pfn, "shd") - mean(m, "shd") for m in ("PC", "GES")})
+    out.update({f"shd_minus_{m}": mean_difference(rows, m, "shd", pfn) for m in ("PC", "GES")})
     return out
 
 
@@ -553,11 +557,10 @@ def out_of_prior_report(
             line += f"; per table {_fmt(diff)} ± {_fmt(se)} (standard error)"
         lines.append(line)
     if BOOSTED_COPULA in methods:
-        pfn = [r["auroc"] for r in rows if r["method"] == "causal PFN"]
-        other = [r["auroc"] for r in rows if r["method"] == BOOSTED_COPULA]
+        pooled = mean_difference(rows, BOOSTED_COPULA, "auroc")
         diff, se = per_table_differences(rows, BOOSTED_COPULA)
         lines.append(
-            f"- no goal: auroc_minus_{BOOSTED_COPULA}: {_fmt(np.mean(pfn) - np.mean(other))}; per table "
-            f"{_fmt(diff)} ± {_fmt(se)} (standard error)"
+            f"- no goal: auroc_minus_{BOOSTED_COPULA}: {_fmt(pooled)}; per table {_fmt(diff)} ± {_fmt(se)} "
+            "(standard error)"
         )
     return "\n".join(lines)
