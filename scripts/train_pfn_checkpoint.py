@@ -139,11 +139,11 @@ def validation_curve(run_dir: Path) -> tuple[list[dict[str, float]], list[dict[s
     return [{"step": s, **{k: round(v, 4) for k, v in m.items()}} for s, m in sorted(curve.items())], sessions
 
 
-def trained_nodes(overrides: list[str], run_dir: Path) -> list[int]:
-    """[smallest, largest] graph size the recipe trains on: the curriculum's first sizes up to data.node_range's
-    largest (what `task=discover` warns outside of)."""
+def trained_data(overrides: list[str], run_dir: Path) -> tuple[list[int], int]:
+    """[smallest, largest] graph size the recipe trains on (the curriculum's first sizes up to data.node_range's
+    largest: what `task=discover` warns outside of) and its graphs per step."""
     data = compose(overrides, run_dir).data
-    return [int(data.curriculum_start[0]), int(data.node_range[1])]
+    return [int(data.curriculum_start[0]), int(data.node_range[1])], int(data.batch_size)
 
 
 def initialised_from(overrides: list[str]) -> dict:
@@ -167,10 +167,11 @@ def export(run_dir: Path, out: Path, recipe: dict) -> None:
     step = stored["steps"]
     test_file = run_dir / "test_metrics.json"
     start = initialised_from(recipe["overrides"])
+    nodes, per_step = trained_data(recipe["overrides"], run_dir)
     meta = {
         **stored,
-        "graphs_seen": step * 8 + start.get("graphs_seen", 0),
-        "trained_nodes": trained_nodes(recipe["overrides"], run_dir),
+        "graphs_seen": step * per_step + start.get("graphs_seen", 0),
+        "trained_nodes": nodes,
         "wall_hours": round(hours, 2),  # every session's, steps repeated after a resume included
         "sessions": sessions,
         "validation_at_export": next((c for c in curve if c["step"] in (step - 1, step)), None),
