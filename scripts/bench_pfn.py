@@ -41,6 +41,7 @@ from causal_engine.discovery.data import PriorStream, fixed_set
 from causal_engine.discovery.encoder import standardise
 from causal_engine.discovery.loss import delta_mask
 from causal_engine.discovery.module import true_delta_z
+from causal_engine.graphs import predicted_edges
 from causal_engine.scm import sample_batch
 from causal_engine.scm.prior import SeedPrior
 from causal_engine.train import compose
@@ -154,7 +155,7 @@ def score(logits: Tensor, delta_z: Tensor, batches: list[DiscoveryBatch]) -> dic
     mask = torch.cat([delta_mask(b) for b in batches])
     return {
         "auroc": float(binary_auroc(scores, target)),
-        "shd": float(M.shd(torch.sigmoid(logits) > 0.5, adj, node_mask).mean()),
+        "shd": float(M.shd(predicted_edges(torch.sigmoid(logits)), adj, node_mask).mean()),
         "delta_r2": float(M.delta_r2(delta_z, truth, mask)),
     }
 

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
+import causal_engine.discovery.discover as discover_module
 from causal_engine.discovery.checkpoint import load_pfn
 from causal_engine.discovery.discover import (
     DiscoverError,
@@ -126,11 +127,13 @@ def test_do_values_beyond_the_checkpoints_trained_range_are_flagged_and_warned(
 
 
 def test_a_predicted_graph_too_sparse_for_the_tables_dependences_is_named_with_the_fix(
-    run_experiment, write, checkpoint, caplog
+    run_experiment, write, checkpoint, caplog, monkeypatch
 ) -> None:
-    # At a threshold no probability reaches, the graph is empty: the chain's three dependent pairs are unexplained.
+    # An empty predicted graph (a threshold no pair reaches): the chain's three dependent pairs are unexplained.
+    empty = lambda probs, threshold: torch.zeros_like(probs, dtype=torch.bool)  # noqa: E731
+    monkeypatch.setattr(discover_module, "predicted_edges", empty)
     with caplog.at_level(logging.WARNING):
-        metrics = run_experiment(overrides(write(chain_table()), checkpoint, "task.threshold=0.999999"))
+        metrics = run_experiment(overrides(write(chain_table()), checkpoint))
     assert metrics["discover/num_edges"] == 0 and metrics["discover/unexplained_dependences"] == 3
     warned = [r.getMessage() for r in caplog.records if "show dependent" in r.getMessage()]
     assert len(warned) == 1 and all(p in warned[0] for p in ("X1~X2", "X2~X3", "X1~X3", "lower task.threshold"))

@@ -7,13 +7,14 @@ from dataclasses import fields, replace
 
 import pytest
 import torch
-from torchmetrics.functional.classification import binary_auroc
+from torchmetrics.functional.classification import binary_auroc, binary_f1_score
 
 from causal_engine import metrics as M
 from causal_engine.discovery.batch import DiscoveryBatch, collate
 from causal_engine.discovery.loss import PFNLoss, acyclicity
 from causal_engine.discovery.models import ModelA, PFNOutput
 from causal_engine.discovery.module import DiscoveryMetrics, true_delta_z
+from causal_engine.graphs import predicted_edges
 
 from .conftest import small_batch
 
@@ -115,10 +116,12 @@ def test_split_metrics_agree_with_the_pure_functions(mixed_batch) -> None:
     metric = DiscoveryMetrics()
     metric.update(out, mixed_batch, true_delta_z(mixed_batch))
     values = metric.compute()
-    pred = out.edge_probs > 0.5
+    pred = predicted_edges(out.edge_probs, 0.5)
     assert values["shd"].item() == pytest.approx(
         M.shd(pred, mixed_batch.adjacency, mixed_batch.node_mask).mean().item()
     )
     scores, target = M.masked_edges(out.edge_probs, mixed_batch.adjacency, mixed_batch.node_mask)
     assert values["auroc"].item() == pytest.approx(binary_auroc(scores, target).item())
+    predicted = M.masked_edges(pred.float(), mixed_batch.adjacency, mixed_batch.node_mask)[0]
+    assert values["f1"].item() == pytest.approx(binary_f1_score(predicted, target).item())
     assert scores.numel() == 2 * (5 * 4) + 2 * (8 * 7)

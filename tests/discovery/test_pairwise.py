@@ -11,6 +11,7 @@ from causal_engine.discovery import pairwise as P
 from causal_engine.discovery.baselines import GraphData, abs_partial_corr, correlation, partial_correlation
 from causal_engine.discovery.encoder import first_order_structure
 from causal_engine.errors import UserError
+from causal_engine.graphs import predicted_edges
 from causal_engine.scm.prior import BroadPrior
 
 pytest.importorskip("lightgbm")
@@ -121,7 +122,7 @@ def test_model_file_round_trip_is_text_and_predicts_the_same(tmp_path) -> None:
     expected = booster.predict(P.off_diagonal(P.pair_features(g)))
     assert np.allclose(probs[~np.eye(3, dtype=bool)], expected, rtol=1e-12) and np.diag(probs).tolist() == [0, 0, 0]
     scores, pred = model(g)
-    assert np.array_equal(pred, scores >= 0.5)
+    assert np.array_equal(pred, predicted_edges(torch.from_numpy(scores)).numpy())
     assert 0.0 <= valid["valid_auroc"] <= 1.0
 
 

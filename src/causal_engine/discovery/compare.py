@@ -56,7 +56,7 @@ from causal_engine.discovery.external import (
 from causal_engine.discovery.loss import delta_mask
 from causal_engine.discovery.module import true_delta_z
 from causal_engine.errors import UserError
-from causal_engine.graphs import structural_intervention_distance
+from causal_engine.graphs import predicted_edges, structural_intervention_distance
 from causal_engine.train import instantiate_loggers
 
 log = logging.getLogger(__name__)
@@ -128,8 +128,8 @@ def run_pfn(checkpoint: Path, batches: list, repeats: int = 5) -> dict[str, floa
             probs = out.edge_probs
             for b in range(batch.num_graphs):
                 d = int(batch.node_mask[b].sum())
-                p = probs[b, :d, :d].numpy()
-                results.append((p, p > 0.5, batch.adjacency[b, :d, :d].numpy()))
+                p = probs[b, :d, :d]
+                results.append((p.numpy(), predicted_edges(p).numpy(), batch.adjacency[b, :d, :d].numpy()))
     row = edge_scores(results)
     row["delta_rmse"] = delta_rmse(batches, lambda batch: cache[id(batch)])
     limit = trained_do_range(checkpoint)
@@ -240,8 +240,8 @@ def graph_batch(g: GraphData) -> DiscoveryBatch:
 
 
 def pfn_method(checkpoint: str | Path, threshold: float = 0.5, calibration: Calibration | None = None) -> EdgeMethod:
-    """The PFN at `checkpoint` with the EDGE_METHODS interface: (edge probabilities, probability >= threshold),
-    the probabilities mapped through `calibration` when one is given."""
+    """The PFN at `checkpoint` with the EDGE_METHODS interface: (edge probabilities, `graphs.predicted_edges` at
+    `threshold`), the probabilities mapped through `calibration` when one is given."""
     net = load_pfn(checkpoint)
 
     def method(g: GraphData) -> tuple[np.ndarray, np.ndarray]:
@@ -249,7 +249,7 @@ def pfn_method(checkpoint: str | Path, threshold: float = 0.5, calibration: Cali
         p = probs.numpy().astype(float)
         if calibration is not None:
             p = calibration.probabilities(p)
-        return p, p >= threshold
+        return p, predicted_edges(torch.from_numpy(p), threshold).numpy()
 
     return method
 

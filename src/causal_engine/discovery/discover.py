@@ -11,7 +11,8 @@ its observational mean and std, so units do not matter.
 
 Writes into the run directory: adjacency.csv (edge probabilities, row = parent, column = child), edges.csv
 (every ordered pair with its probability, most likely first, `adjacent` = the probability of an edge in either
-direction, `predicted` = probability >= threshold),
+direction, `predicted`: the pair's `adjacent` >= threshold and this its more probable direction, see
+`graphs.predicted_edges`),
 adjacency.png; edge probabilities are calibrated when the checkpoint's json holds a calibration fitted for
 its weights (`scripts/calibrate_pfn.py`); with data.graph_path, metrics against that graph; with
 task.counterfactual (named intervention sets in the grammar of `causal_engine.interventions`, hard values or
@@ -43,7 +44,7 @@ from causal_engine.discovery.calibration import read_calibration
 from causal_engine.discovery.checkpoint import load_pfn, trained_do_range, warn_outside_training
 from causal_engine.discovery.models import PFNNet
 from causal_engine.errors import UserError
-from causal_engine.graphs import describe_dependences, unexplained_dependences
+from causal_engine.graphs import describe_dependences, predicted_edges, unexplained_dependences
 from causal_engine.interventions import Intervention, parse_named_interventions
 from causal_engine.tables import load_graph, load_table, regime_targets
 
@@ -311,7 +312,7 @@ def discover(
     calibration = read_calibration(checkpoint)
     if calibration is not None:
         probs = torch.tensor(calibration.probabilities(probs.numpy()), dtype=probs.dtype)
-    pred = probs >= threshold
+    pred = predicted_edges(probs, threshold)  # [d, d] bool
 
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -323,17 +324,16 @@ def discover(
     # In a DAG i -> j and j -> i exclude each other, so their sum is the probability that i and j are adjacent
     # at all: high where the direction is not identifiable from the rows (linear-Gaussian pairs) but the link is.
     edges["adjacent"] = np.minimum(probs.numpy()[i, j] + probs.numpy()[j, i], 1.0)
-    edges["predicted"] = edges["probability"] >= threshold
+    edges["predicted"] = pred.numpy()[i, j]
     edges.sort_values("probability", ascending=False).to_csv(out / "edges.csv", index=False)
     plots.save_figure(plots.adjacency_figure(true, probs.numpy(), names=columns), out / "adjacency.png")
     missed = unexplained_dependences(obs, pred.numpy())
     if missed:
         log.warning(
-            "discover: the predicted graph (edges with probability >= task.threshold=%g) makes %d pair(s) of "
-            "variables independent that the observational rows show dependent (Spearman, Bonferroni at 0.01): "
-            "%s. It is missing edges; edges.csv still ranks every pair (its `adjacent` column is the probability "
-            "of an edge either way, high where only the direction is unclear), and a lower task.threshold adds "
-            "edges.",
+            "discover: the predicted graph (pairs whose probability of an edge either way, edges.csv's `adjacent`, "
+            "is >= task.threshold=%g) makes %d pair(s) of variables independent that the observational rows show "
+            "dependent (Spearman, Bonferroni at 0.01): %s. It is missing edges; edges.csv still ranks every pair, "
+            "and a lower task.threshold adds edges.",
             threshold, len(missed), describe_dependences(missed),
         )  # fmt: skip
     metrics = {
@@ -360,7 +360,7 @@ def discover(
                 "discover/shd": float(M.shd(pred[None], adj, mask)[0]),
                 "discover/auroc": float(binary_auroc(scores, target)),
                 "discover/auprc": float(binary_average_precision(scores, target)),
-                "discover/f1": float(binary_f1_score(scores, target, threshold=threshold)),
+                "discover/f1": float(binary_f1_score(M.masked_edges(pred[None].float(), adj, mask)[0], target)),
                 "discover/cyclic": float(M.is_cyclic(pred[None], mask)[0]),
             }
         )

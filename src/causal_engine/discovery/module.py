@@ -26,6 +26,7 @@ from causal_engine.discovery.checkpoint import load_pfn
 from causal_engine.discovery.encoder import standardise
 from causal_engine.discovery.loss import PFNLoss, delta_mask
 from causal_engine.discovery.models import PFNNet, PFNOutput
+from causal_engine.graphs import predicted_edges
 from causal_engine.train import register_hp_metrics
 
 METRIC_NAMES = ("shd", "auroc", "auprc", "f1", "cyclic", "delta_rmse", "delta_r2")
@@ -43,7 +44,7 @@ class DiscoveryMetrics(nn.Module):
         super().__init__()
         self.threshold = threshold
         self.auroc, self.auprc = BinaryAUROC(), BinaryAveragePrecision()
-        self.f1 = BinaryF1Score(threshold=threshold)
+        self.f1 = BinaryF1Score()  # of the predicted edges (graphs.predicted_edges), 0/1
         self.shd, self.cyclic = MeanMetric(), MeanMetric()
         self.delta_rmse, self.delta_r2 = MeanSquaredError(squared=False), R2Score()
 
@@ -52,8 +53,8 @@ class DiscoveryMetrics(nn.Module):
         scores, target = M.masked_edges(probs, batch.adjacency, batch.node_mask)
         self.auroc.update(scores, target)
         self.auprc.update(scores, target)
-        self.f1.update(scores, target)
-        pred = probs > self.threshold
+        pred = predicted_edges(probs, self.threshold)
+        self.f1.update(M.masked_edges(pred.float(), batch.adjacency, batch.node_mask)[0], target)
         self.shd.update(M.shd(pred, batch.adjacency, batch.node_mask))
         self.cyclic.update(M.is_cyclic(pred, batch.node_mask).float())
         mask = delta_mask(batch)
@@ -76,7 +77,8 @@ class PFNModule(L.LightningModule):
         optimizer: partial optimiser, called with the parameters.
         loss: the weighted loss (defaults as in `PFNLoss`).
         scheduler: optional partial LR scheduler, stepped every optimiser step.
-        threshold: edge probability above which an edge is predicted (SHD, F1, cyclicity).
+        threshold: link probability P(i -> j) + P(j -> i) from which a pair is predicted an edge, in its more
+            probable direction (`graphs.predicted_edges`; SHD, F1, cyclicity).
         init_checkpoint: start from a trained PFN (e.g. the shipped `checkpoints/pfn.pt`) to fine-tune it; its
             architecture and weights replace `net`.
     """

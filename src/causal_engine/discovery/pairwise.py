@@ -54,6 +54,7 @@ from causal_engine.discovery.baselines import (
 from causal_engine.discovery.data import Prior, sample_graphs
 from causal_engine.discovery.encoder import first_order_structure, row_rank
 from causal_engine.errors import UserError
+from causal_engine.graphs import predicted_edges
 
 _VIEW_FEATURES = ("corr", "pcorr", "pcorr_rank_row", "pcorr_rank_col", "min_ci", "collider_j", "collider_i")
 _VIEW_NODE = ("r2_i", "r2_j")
@@ -220,7 +221,8 @@ def off_diagonal(features: np.ndarray) -> np.ndarray:
 
 @dataclass
 class PairwiseModel:
-    """A trained boosted edge classifier: LightGBM booster plus the threshold used for predicted edges."""
+    """A trained boosted edge classifier: LightGBM booster plus the threshold of its predicted edges
+    (`graphs.predicted_edges`, as for the PFN)."""
 
     booster: Any  # lightgbm.Booster
     threshold: float = 0.5
@@ -258,7 +260,7 @@ class PairwiseModel:
     def __call__(self, g: GraphData) -> tuple[np.ndarray, np.ndarray]:
         """The EDGE_METHODS interface: (scores [d, d], predicted edges [d, d] bool)."""
         p = self.edge_probabilities(g)
-        return p, p >= self.threshold
+        return p, predicted_edges(torch.from_numpy(p), self.threshold).numpy()
 
 
 def write_sidecar(path: Path, info: dict[str, Any]) -> None:

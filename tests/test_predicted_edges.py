@@ -1,0 +1,35 @@
+"""`graphs.predicted_edges`: a pair is an edge when its link probability reaches the threshold, in its more probable
+direction."""
+
+import torch
+
+from causal_engine.graphs import predicted_edges
+
+
+def test_a_link_with_an_open_direction_is_an_edge_in_its_likelier_direction():
+    probs = torch.tensor(
+        [
+            [0.0, 0.45, 0.30, 0.10],
+            [0.35, 0.0, 0.05, 0.0],
+            [0.30, 0.05, 0.0, 0.0],
+            [0.20, 0.0, 0.0, 0.0],
+        ]
+    )
+    pred = predicted_edges(probs, 0.5)
+    expected = torch.zeros(4, 4, dtype=torch.bool)
+    expected[0, 1] = True  # 0.45 + 0.35 = 0.8: linked, 0 -> 1 the likelier direction (each alone is below 0.5)
+    expected[0, 2] = True  # 0.30 + 0.30 = 0.6, an exact tie: the lower index is the parent
+    # 0 - 3: 0.3 < 0.5, no edge; 1 - 2: 0.1, no edge
+    assert torch.equal(pred, expected)
+    assert not predicted_edges(probs, 0.85).any()
+    assert torch.equal(predicted_edges(probs, 0.55), expected)
+
+
+def test_batched_and_padding_nodes_get_no_edge():
+    probs = torch.zeros(2, 3, 3)
+    probs[0, 0, 1] = 0.9
+    probs[1, 2, 0] = 0.6
+    probs[1, 0, 2] = 0.1
+    pred = predicted_edges(probs)
+    assert pred.sum() == 2 and pred[0, 0, 1] and pred[1, 2, 0]
+    assert not predicted_edges(torch.zeros(5, 5)).any()  # a zero row and column, and the diagonal, never
