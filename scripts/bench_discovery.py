@@ -72,6 +72,7 @@ from causal_engine.discovery.compare import (  # noqa: E402
     real_data_report,
     run_method,
     run_pfn,
+    table_aurocs,
 )
 from causal_engine.discovery.discover import do_distance  # noqa: E402
 from causal_engine.discovery.external import FAMILIES, INTERVENTIONAL, REAL, external_table, real_table  # noqa: E402
@@ -120,7 +121,10 @@ def run_out_of_prior(args: argparse.Namespace) -> None:
     tables = [g for family in args.families for g in sets[family]]
     monotone = {name: monotone_row(method, tables) for name, method in invariant.items()}
     cheap = {name: methods[name] for name in (*learned, "abs-corr", "partial-corr") if name in methods}
-    discrete = {name: discrete_row(method, tables, args.seed) for name, method in cheap.items()}
+    discrete = {
+        name: discrete_row(method, tables, args.seed, table_aurocs(rows, name, args.families))
+        for name, method in cheap.items()
+    }
     report = out_of_prior_report(rows, monotone, goals(rows), discrete)
     if real:
         real_tables = [g for group in real.values() for g in group]

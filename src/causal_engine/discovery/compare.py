@@ -317,16 +317,20 @@ def monotone_row(method: EdgeMethod, tables: Sequence[GraphData]) -> dict[str, f
     }
 
 
-def discrete_row(method: EdgeMethod, tables: Sequence[GraphData], seed: int = 0) -> dict[str, float]:
+def discrete_row(
+    method: EdgeMethod, tables: Sequence[GraphData], seed: int = 0, continuous: Sequence[float] | None = None
+) -> dict[str, float]:
     """Each table and its `external.discretised` copy (table k with seed + k): mean AUROC of both, and the mean
     largest change of any edge score when the copy's rows are sorted by its column with the fewest values
-    (`external.sorted_rows`; zero for a method that does not read the row order)."""
-    continuous, discrete, moved = [], [], []
+    (`external.sorted_rows`; zero for a method that does not read the row order). `continuous`: the tables' own
+    AUROCs when the caller has them (`table_aurocs`), else they are scored here."""
+    if continuous is None:
+        continuous = [table_auroc(method(g)[0], g.adjacency) for g in tables]
+    discrete, moved = [], []
     for k, g in enumerate(tables):
         copy = discretised(g, seed + k)
         tied = int(np.argmin([len(np.unique(c)) for c in copy.observational.T]))  # a discretised column
         score = method(copy)[0]
-        continuous.append(table_auroc(method(g)[0], g.adjacency))
         discrete.append(table_auroc(score, g.adjacency))
         moved.append(float(np.abs(method(sorted_rows(copy, tied))[0] - score).max()))
     return {
@@ -387,6 +391,12 @@ def out_of_prior(
 
 def _rows_of(rows: Sequence[Mapping[str, Any]], method: str) -> dict[tuple[str, str], Mapping[str, Any]]:
     return {(r["set"], r["scaling"]): r for r in rows if r["method"] == method}
+
+
+def table_aurocs(rows: Sequence[Mapping[str, Any]], method: str, sets: Sequence[str]) -> list[float]:
+    """`method`'s AUROC on each raw table of `sets`, in their order (from `out_of_prior` rows' `per_table`)."""
+    raw = {set_name: r for (set_name, scaling), r in _rows_of(rows, method).items() if scaling == "raw"}
+    return [a for set_name in sets for a in raw[set_name]["per_table"]]
 
 
 def mean_difference(rows: Sequence[Mapping[str, Any]], other: str, key: str, pfn: str = "causal PFN") -> float:
