@@ -3,7 +3,7 @@ direction."""
 
 import torch
 
-from causal_engine.graphs import predicted_edges
+from causal_engine.graphs import link_probabilities, predicted_edges
 
 
 def test_a_link_with_an_open_direction_is_an_edge_in_its_likelier_direction():
@@ -33,3 +33,10 @@ def test_batched_and_padding_nodes_get_no_edge():
     pred = predicted_edges(probs)
     assert pred.sum() == 2 and pred[0, 0, 1] and pred[1, 2, 0]
     assert not predicted_edges(torch.zeros(5, 5)).any()  # a zero row and column, and the diagonal, never
+
+
+def test_link_probabilities_are_the_symmetric_sum_capped_at_one():
+    probs = torch.tensor([[0.0, 0.45, 0.9], [0.35, 0.0, 0.1], [0.3, 0.0, 0.0]])
+    link = link_probabilities(probs)
+    assert torch.allclose(link, link.T) and torch.allclose(link[0, 1], torch.tensor(0.8))
+    assert link[0, 2] == 1.0 and torch.allclose(link[1, 2], torch.tensor(0.1))

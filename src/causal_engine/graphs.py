@@ -1,6 +1,6 @@
-"""Graph utilities every system shares: topological order, descendants, reachability, the NOTEARS term, the edges
-that edge probabilities predict, a DAG from edge scores, the structural intervention distance, and the check of a
-graph against a table (the dependences the table shows that the graph's marginal independences deny).
+"""Graph utilities every system shares: topological order, descendants, reachability, the NOTEARS term, the links
+and edges that edge probabilities predict, a DAG from edge scores, the structural intervention distance, and the
+check of a graph against a table (the dependences the table shows that the graph's marginal independences deny).
 
 Convention everywhere in ``causal_engine``: ``adjacency[..., i, j] != 0`` iff ``i -> j`` (row = parent, column =
 child). The functions take dense adjacency tensors, batched over any leading dimensions where the maths allows
@@ -128,9 +128,16 @@ def notears(weights: Tensor) -> Tensor:
     return torch.linalg.matrix_exp(weights * weights).diagonal(dim1=-2, dim2=-1).sum(-1) - weights.shape[-1]
 
 
+def link_probabilities(probs: Tensor) -> Tensor:
+    """P(i and j are adjacent) [..., D, D] (symmetric) from edge probabilities [..., D, D]: in a DAG i -> j and
+    j -> i exclude each other, so it is their sum (capped at 1). It stays high where the rows cannot tell the
+    direction (linear-Gaussian pairs) but show the link."""
+    return (probs + probs.transpose(-1, -2)).clamp_max(1.0)
+
+
 def predicted_edges(probs: Tensor, threshold: float = 0.5) -> Tensor:
     """The edges [..., D, D] (bool) that edge probabilities [..., D, D] predict: i -> j when i and j are linked
-    with probability P(i -> j) + P(j -> i) >= threshold and i -> j is the more probable direction (an exact tie
+    (`link_probabilities`) with probability >= threshold and i -> j is the more probable direction (an exact tie
     goes to i < j). A zero row and column (a padding node) gets no edge.
 
     The pair, not each direction, meets the threshold: from observational rows a link's direction is often not
@@ -140,7 +147,7 @@ def predicted_edges(probs: Tensor, threshold: float = 0.5) -> Tensor:
     back = probs.transpose(-1, -2)
     d = probs.shape[-1]
     first = torch.ones(d, d, dtype=torch.bool, device=probs.device).triu(1)  # i < j
-    return ((probs > back) | ((probs == back) & first)) & (probs + back >= threshold)
+    return ((probs > back) | ((probs == back) & first)) & (link_probabilities(probs) >= threshold)
 
 
 def greedy_dag(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:

@@ -44,7 +44,7 @@ from causal_engine.discovery.calibration import read_calibration
 from causal_engine.discovery.checkpoint import load_pfn, trained_do_range, warn_outside_training
 from causal_engine.discovery.models import PFNNet
 from causal_engine.errors import UserError
-from causal_engine.graphs import describe_dependences, predicted_edges, unexplained_dependences
+from causal_engine.graphs import describe_dependences, link_probabilities, predicted_edges, unexplained_dependences
 from causal_engine.interventions import Intervention, parse_named_interventions
 from causal_engine.tables import load_graph, load_table, regime_targets
 
@@ -321,9 +321,7 @@ def discover(
     edges = pd.DataFrame(
         {"source": np.array(columns)[i], "target": np.array(columns)[j], "probability": probs.numpy()[i, j]}
     )
-    # In a DAG i -> j and j -> i exclude each other, so their sum is the probability that i and j are adjacent
-    # at all: high where the direction is not identifiable from the rows (linear-Gaussian pairs) but the link is.
-    edges["adjacent"] = np.minimum(probs.numpy()[i, j] + probs.numpy()[j, i], 1.0)
+    edges["adjacent"] = link_probabilities(probs).numpy()[i, j]
     edges["predicted"] = pred.numpy()[i, j]
     edges.sort_values("probability", ascending=False).to_csv(out / "edges.csv", index=False)
     plots.save_figure(plots.adjacency_figure(true, probs.numpy(), names=columns), out / "adjacency.png")
