@@ -1,9 +1,9 @@
 """Calibrated edge probabilities for the causal PFN: a probability of 0.8 should mean 80 % of such pairs are edges.
 
 A PFN trained with a cross-entropy loss on its prior is calibrated on that prior only in the limit; a finished
-checkpoint is usually over- or under-confident, and by how much depends on the graph's size: the shipped one
-gives a 5- or 10-variable graph about half its edges' share of probability (held-out prior ECE 0.15 at d = 5)
-while it is close at d = 20-100. Platt scaling whose two numbers are linear in log d,
+checkpoint is usually over- or under-confident, and by how much depends on the graph's size (the shipped one
+is under-confident on graphs of a few variables, whose edges are dense, and over-confident on large ones), which
+no single (slope, intercept) can follow. Platt scaling whose two numbers are linear in log d,
 p = sigmoid(a(d) · logit + b(d)), fitted by maximum likelihood on edge logits of fresh prior draws of many
 sizes, fixes the confidence size by size and leaves each graph's ranking (AUROC, top-k) unchanged. It is
 fitted on prior draws only, never on the out-of-prior tables it is judged on, and stored in the checkpoint's
@@ -81,7 +81,7 @@ def fit_platt(logits: np.ndarray, labels: np.ndarray, num_nodes: np.ndarray) -> 
 
 def prior_edge_logits(
     net: PFNNet, prior: Prior, sizes: Sequence[int], graphs: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The PFN's edge logits, true labels and graph sizes over every off-diagonal pair of `graphs` fresh prior
     graphs per size (observational-only graphs, row counts and regimes as the prior draws them), pooled:
     ([N], [N], [N])."""
