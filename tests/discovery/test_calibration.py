@@ -47,12 +47,19 @@ def test_platt_fit_recovers_size_dependent_slope_and_intercept() -> None:
     assert cal.intercept[0] == pytest.approx(-1.0, abs=0.2) and cal.intercept[1] == pytest.approx(0.3, abs=0.065)
     assert cal.sizes == (5, 80)
     calibrated = cal.probabilities(expit(logits), d)
+    single = fit_platt(logits, labels, np.full_like(d, 20))  # one size: the log d terms stay 0
+    assert single.slope[1] == 0.0 and single.intercept[1] == 0.0
     for size in (5, 80):  # the fit is calibrated size by size, a single Platt pair at neither end
         mine = M.expected_calibration_error(calibrated[d == size], labels[d == size])
-        single = fit_platt(logits, labels, np.full_like(d, 20))  # one size: the log d terms stay 0
-        assert single.slope[1] == 0.0 and single.intercept[1] == 0.0
         theirs = M.expected_calibration_error(single.probabilities(expit(logits[d == size]), 20), labels[d == size])
         assert mine < theirs
+
+
+def test_identity_calibration_changes_nothing_but_the_diagonal() -> None:
+    p = np.array([[0.3, 0.8], [0.1, 0.6]])
+    out = Calibration().probabilities(p)
+    assert out[0, 1] == pytest.approx(0.8) and out[1, 0] == pytest.approx(0.1)
+    assert out[0, 0] == 0.0 and out[1, 1] == 0.0
 
 
 def test_graph_size_comes_from_the_matrix_and_is_clamped_to_the_fitted_range() -> None:
