@@ -1,16 +1,25 @@
-"""Every third-party package the library imports at module level is one of its core dependencies.
+"""`pip install causal-engine` installs the core dependencies only: everything a run can reach without asking for
+a baseline must come from them, and a missing optional package must say what to install.
 
-`pip install causal-engine` installs only those; a module-level import of anything else (a baselines-extra
-package, or one that merely happens to come with another dependency) makes the import fail for such a user,
-as scipy and pyyaml once did. Optional packages are imported inside the function that needs them."""
+A module-level import of anything else (a baselines-extra package, or one that merely comes with another
+dependency) fails for such a user, as scipy and pyyaml once did; so does a config's `_target_` (the tabular DML
+learners' scikit-learn once did). Optional packages are imported inside the function that needs them, after
+`errors.require_extra`."""
 
 import ast
 import re
 import sys
+from functools import cache
 from importlib.metadata import packages_distributions, requires
 from pathlib import Path
 
+import numpy as np
+import pytest
+import yaml
+
 import causal_engine
+from causal_engine.errors import MissingExtraError, require_extra
+from causal_engine.graphs import structural_intervention_distance
 
 SRC = Path(causal_engine.__file__).parent
 
@@ -19,9 +28,20 @@ def _normalised(name: str) -> str:
     return name.lower().replace("_", "-")
 
 
-def test_module_level_imports_are_core_dependencies():
+@cache
+def _core_packages() -> frozenset[str]:
+    """The import names (top level) that causal-engine's core dependencies provide."""
     core = {_normalised(re.split(r"[<>=!~;\[ ]", r)[0]) for r in requires("causal-engine") if "extra ==" not in r}
-    distributions = packages_distributions()
+    return frozenset(top for top, dists in packages_distributions().items() if {_normalised(d) for d in dists} & core)
+
+
+def _is_core(module: str) -> bool:
+    """Whether the top-level package of `module` is the standard library, causal_engine or a core dependency."""
+    top = module.split(".")[0]
+    return top in sys.stdlib_module_names or top == "causal_engine" or top in _core_packages()
+
+
+def test_module_level_imports_are_core_dependencies():
     undeclared = []
     for path in sorted(SRC.rglob("*.py")):
         for node in ast.parse(path.read_text()).body:
@@ -31,10 +51,37 @@ def test_module_level_imports_are_core_dependencies():
                 modules = [node.module]
             else:
                 continue
-            for module in modules:
-                top = module.split(".")[0]
-                if top in sys.stdlib_module_names or top == "causal_engine":
-                    continue
-                if not {_normalised(d) for d in distributions.get(top, [])} & core:
-                    undeclared.append(f"{path.relative_to(SRC)}: {module}")
+            undeclared += [f"{path.relative_to(SRC)}: {module}" for module in modules if not _is_core(module)]
     assert not undeclared, f"imported at module level but not a core dependency in pyproject.toml: {undeclared}"
+
+
+def _targets(node: object) -> list[str]:
+    if isinstance(node, dict):
+        own = [node["_target_"]] if isinstance(node.get("_target_"), str) else []
+        return own + [t for value in node.values() for t in _targets(value)]
+    if isinstance(node, list):
+        return [t for value in node for t in _targets(value)]
+    return []
+
+
+def test_config_targets_are_core_dependencies():
+    undeclared = [
+        f"{path.relative_to(SRC)}: {target}"
+        for path in sorted((SRC / "conf").rglob("*.yaml"))
+        for target in _targets(yaml.safe_load(path.read_text()))
+        if not _is_core(target)
+    ]
+    assert not undeclared, f"config targets outside the core dependencies in pyproject.toml: {undeclared}"
+
+
+def test_a_missing_extra_names_the_package_and_the_install_command(monkeypatch):
+    require_extra("nothing", "json", "numpy")  # installed: no error
+    monkeypatch.setitem(sys.modules, "gadjid", None)  # what a core-only install sees: the import fails
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "gadjid" else object())
+    with pytest.raises(
+        MissingExtraError, match=r"structural intervention distance.*gadjid.*causal-engine\[baselines\]"
+    ):
+        structural_intervention_distance(np.eye(3, k=1), np.eye(3, k=1))
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None)
+    with pytest.raises(MissingExtraError, match="causal-learn"):  # the distribution, not the import name
+        require_extra("PC", "causallearn")

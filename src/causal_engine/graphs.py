@@ -19,6 +19,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from causal_engine.errors import require_extra
+
 
 def _edges(adjacency: Tensor | np.ndarray) -> Tensor:
     """0/1 float32 edge indicators of any numeric or bool adjacency, same shape and device."""
@@ -183,7 +185,8 @@ def structural_intervention_distance(
     dropping, most probable first, each edge that would close a cycle (`greedy_dag` over `score`), since only an
     acyclic answer has adjustment sets.
     """
-    import gadjid  # the baselines extra: a benchmark metric, not needed to train or run a model
+    require_extra("the structural intervention distance (SID)", "gadjid")
+    import gadjid  # a benchmark metric, not needed to train or run a model
 
     pred = np.asarray(pred) != 0
     np.fill_diagonal(pred, False)

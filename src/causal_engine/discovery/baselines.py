@@ -24,6 +24,7 @@ from torch import Tensor
 
 from causal_engine.discovery.batch import DiscoveryBatch
 from causal_engine.discovery.encoder import standardise
+from causal_engine.errors import require_extra
 
 
 @dataclass
@@ -93,6 +94,7 @@ def _cpdag_to_edges(graph: np.ndarray) -> np.ndarray:
 
 def pc(g: GraphData, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     """PC (causal-learn) with Fisher-z tests on the observational data."""
+    require_extra("PC", "causallearn")
     from causallearn.search.ConstraintBased.PC import pc as cl_pc
 
     graph = cl_pc(standardise_columns(g.observational), alpha=alpha, indep_test="fisherz", show_progress=False).G.graph
@@ -102,6 +104,7 @@ def pc(g: GraphData, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
 
 def ges(g: GraphData) -> tuple[np.ndarray, np.ndarray]:
     """GES (causal-learn) with the Gaussian BIC score on the observational data."""
+    require_extra("GES", "causallearn")
     from causallearn.search.ScoreBased.GES import ges as cl_ges
 
     edges = _cpdag_to_edges(cl_ges(standardise_columns(g.observational), score_func="local_score_BIC")["G"].graph)
@@ -110,6 +113,7 @@ def ges(g: GraphData) -> tuple[np.ndarray, np.ndarray]:
 
 def gies(g: GraphData) -> tuple[np.ndarray, np.ndarray]:
     """GIES (package `gies`, Gaussian BIC) on the observational data plus every interventional regime."""
+    require_extra("GIES", "gies")
     import gies as gies_pkg
 
     # A hard intervention leaves its target constant; GIES drops that variable's likelihood term there, but a

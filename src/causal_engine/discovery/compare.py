@@ -55,7 +55,7 @@ from causal_engine.discovery.external import (
 )
 from causal_engine.discovery.loss import delta_mask
 from causal_engine.discovery.module import true_delta_z
-from causal_engine.errors import UserError
+from causal_engine.errors import UserError, require_extra
 from causal_engine.graphs import predicted_edges, structural_intervention_distance
 from causal_engine.train import instantiate_loggers
 
@@ -170,6 +170,7 @@ def compare(
     unknown = sorted(set(methods) - set(EDGE_METHODS))
     if unknown:
         raise UserError(f"task.methods: unknown method(s) {unknown}; available: {sorted(EDGE_METHODS)}.")
+    require_extra("task=compare (its SID column)", "gadjid")  # before any work, not after the PFN's
     datamodule = instantiate(cfg.data, test_graphs=graphs, _convert_="all")
     datamodule.select_test_sets(sets, "task.sets")
     datamodule.setup("test")

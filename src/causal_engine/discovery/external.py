@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from causal_engine.discovery.baselines import GraphData
-from causal_engine.errors import UserError
+from causal_engine.errors import UserError, require_extra
 
 # sigmoid_mix is left out: cdt 0.6.0 fails on it with numpy 2 (it assigns an array to a scalar element).
 CDT_MECHANISMS = ("linear", "polynomial", "sigmoid_add", "gp_add", "gp_mix", "nn")
@@ -42,6 +42,7 @@ REAL = ("sachs",)
 
 
 def _sempler():
+    require_extra("the out-of-prior benchmark's sempler tables", "sempler")
     with warnings.catch_warnings():  # "No module named 'rpy2'": only its semi-synthetic module needs R
         warnings.simplefilter("ignore")
         import sempler
@@ -123,6 +124,7 @@ def _sempler_table(family: str, d: int, rows: int, interventions: int, rng: np.r
 def _cdt_table(mechanism: str, d: int, rows: int, rng: np.random.Generator) -> GraphData:
     import networkx as nx
 
+    require_extra("the out-of-prior benchmark's cdt tables", "cdt")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from cdt.data import AcyclicGraphGenerator
@@ -159,6 +161,7 @@ def real_table(name: str) -> GraphData:
         raise UserError(f"real data set '{name}' is unknown; available: {list(REAL)}.")
     import networkx as nx
 
+    require_extra(f"the real data set '{name}'", "cdt")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from cdt.data import load_dataset

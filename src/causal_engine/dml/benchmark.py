@@ -36,6 +36,7 @@ from causal_engine.dml.diagnostics import (
     ridge_r2,
     with_variant,
 )
+from causal_engine.errors import require_extra
 from causal_engine.train import compose
 
 ESTIMATORS = ("jepa_dml", "naive", "pixel_dml", "doubleml_rf", "oracle_dml")
@@ -78,6 +79,7 @@ def replicate(
     `baselines`)."""
     from dataclasses import replace
 
+    require_extra("the DoubleML baseline", "doubleml")
     from doubleml import DoubleMLData, DoubleMLIRM
     from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 

@@ -9,14 +9,14 @@ import pandas as pd
 import torch
 
 from causal_engine.dml.data import CausalSample, DMLInputError
+from causal_engine.errors import require_extra
 
 
 def nhefs_frame() -> pd.DataFrame:
     """NHEFS with the book's derived covariates (squares, category dummies); censored rows (no wt82) dropped."""
-    try:
-        from causaldata import nhefs
-    except ImportError as error:  # the baselines extra
-        raise DMLInputError("data=nhefs needs the `causaldata` package: pip install -e '.[baselines]'") from error
+    require_extra("data=nhefs", "causaldata")
+    from causaldata import nhefs
+
     frame = nhefs.load_pandas().data
     frame = frame[frame["wt82_71"].notna()].reset_index(drop=True)
     for col in ("age", "smokeintensity", "smokeyrs", "wt71"):

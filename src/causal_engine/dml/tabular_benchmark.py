@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 from causal_engine.dml.crossfit import run_crossfit
 from causal_engine.dml.data import CausalSample
 from causal_engine.dml.folds import Fold
+from causal_engine.errors import require_extra
 from causal_engine.train import compose
 
 DESIGNS = ("irm_ate", "att_pool", "plr_cont")
@@ -63,6 +64,7 @@ def att_pool(n_treated: int = 200, n_control: int = 16_000, p: int = 10, seed: i
 
 def make_design(name: str, seed: int = 0, n: int = 2000) -> Design:
     """The design `name` (`DESIGNS`) drawn with `seed`; `n` rows for the DoubleML generators."""
+    require_extra("the DoubleML designs", "doubleml")
     from doubleml.irm.datasets import make_irm_data
     from doubleml.plm.datasets import make_plr_CCDDHNR2018
 
@@ -105,6 +107,7 @@ def doubleml(design: Design, cfg: DictConfig, plan: list[Fold]) -> dict[str, flo
 
     The ATT is run without lower-tail clipping (trimming threshold 1e-12), as our ATT score does; the ATE with
     both tails clipped at `dml.trim`, as ours."""
+    require_extra("the DoubleML comparison", "doubleml")
     from doubleml import DoubleMLData, DoubleMLIRM, DoubleMLPLR
     from hydra.utils import instantiate
     from sklearn.base import clone

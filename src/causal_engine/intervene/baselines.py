@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from causal_engine.errors import require_extra
 from causal_engine.intervene.do import Interventions
 
 
@@ -31,6 +32,7 @@ class DoWhyGCM:
         max_iter: int = 500,
         seed: int = 0,
     ) -> None:
+        require_extra("the DoWhy baseline", "dowhy")
         from dowhy import gcm
         from sklearn.neural_network import MLPRegressor
         from sklearn.pipeline import make_pipeline

@@ -38,6 +38,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, open_dict
 
 from causal_engine import config  # noqa: F401  (registers the ${ce.root:} resolver of conf/paths)
+from causal_engine.errors import require_extra
 from causal_engine.intervene.do import Interventions
 from causal_engine.intervene.zoo import get_scm
 from causal_engine.train import compose
@@ -94,7 +95,8 @@ _SEMPLER_VARIANCES = [1.0, 0.25, 0.5, 0.5, 0.3]
 
 def sempler_case(n: int, seed: int, n_mc: int = 200_000) -> Case:
     """`n` rows of a 5-variable linear Gaussian SCM simulated by `sempler.LGANM`, its answers from sempler."""
-    import sempler  # the baselines extra
+    require_extra("the sempler benchmark case", "sempler")
+    import sempler
 
     names = _SEMPLER_NAMES
     weights = np.zeros((5, 5))
@@ -125,7 +127,8 @@ def dowhy_case(n: int, seed: int) -> Case:
     outcome is y = v0 · beta + W · c2 + noise with c2 and W's means unreported, so only contrasts are exact:
     E[y | do(v0 = v)] - E[y | do(v0 = v')] = beta · (v - v'), and each row's y + beta · shift. (Its returned
     `ate` is a difference of two noisy outcome draws, beta up to the outcome noise / √n: not exact.)"""
-    import dowhy.datasets  # the baselines extra
+    require_extra("the dowhy benchmark case", "dowhy")
+    import dowhy.datasets
 
     beta = 1.0
     np.random.seed(seed)  # linear_dataset draws from numpy's global generator
