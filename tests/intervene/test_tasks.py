@@ -1,6 +1,7 @@
 """Data, training and the query task end to end (small, seconds), and each bad-input case of task=query."""
 
 import logging
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -120,6 +121,22 @@ def test_query_is_seeded_and_bootstrap_zero_drops_the_intervals(compose, table):
     assert list(pd.read_csv(Path(cfg.paths.output_dir) / "interventional.csv").columns) == [
         "query", "variable", "mean", "sd", "outside_support"
     ]  # fmt: skip
+
+
+def test_query_with_one_kind_of_question_bootstraps_without_warnings(compose, table):
+    """Interventional questions only (and counterfactual only): the intervals of the kind asked, no warning about
+    the other kind's empty bootstrap."""
+    for dropped, kept, interval in (
+        ("counterfactual", "interventional", "ci_low"),
+        ("interventional", "counterfactual", "a_cf_low"),
+    ):
+        cfg = _query(compose, *table)
+        cfg.task.bootstrap = 2
+        cfg.task[dropped] = {}
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message=".*degrees of freedom.*")
+            run(cfg)
+        assert interval in pd.read_csv(Path(cfg.paths.output_dir) / f"{kept}.csv").columns
 
 
 def test_query_reports_convergence_and_warns_when_the_ceiling_cuts_the_fit(compose, table, caplog):

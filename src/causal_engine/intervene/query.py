@@ -309,8 +309,9 @@ def query(
             fast_dev_run=bool(cfg.trainer.get("fast_dev_run", False)),
         )  # fmt: skip
         z = NormalDist().inv_cdf(0.5 + level / 2)
-        do_se = torch.stack([f[0] for f in found]).std(0)  # [Q, D]
-        cf_se = torch.stack([f[2] for f in found]).std(0)  # [C, n, D]
+        # over the replicates, of the kinds asked for (a std over an empty stack warns)
+        do_se = torch.stack([f[0] for f in found]).std(0) if do_queries else None  # [Q, D]
+        cf_se = torch.stack([f[2] for f in found]).std(0) if cf_queries else None  # [C, n, D]
         metrics["bootstrap/replicates"] = float(bootstrap)
 
     records = []
