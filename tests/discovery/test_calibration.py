@@ -1,4 +1,4 @@
-"""Calibrated edge probabilities: the ECE maths, the Platt fit, the json sidecar and the reliability figure."""
+"""Calibrated edge probabilities: the ECE maths, the isotonic fit per size, the json sidecar, the reliability figure."""
 
 from __future__ import annotations
 
@@ -8,13 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from scipy.special import expit, logit
 
 from causal_engine import metrics as M
 from causal_engine import plots
 from causal_engine.discovery.calibration import (
     Calibration,
-    fit_platt,
+    fit_isotonic,
     prior_edge_logits,
     read_calibration,
     write_calibration,
@@ -34,25 +33,30 @@ def test_ece_of_hand_bins() -> None:
     assert M.expected_calibration_error(np.array([1.0, 0.0]), np.array([1, 0])) == 0.0
 
 
-def test_platt_fit_recovers_size_dependent_slope_and_intercept() -> None:
+def test_isotonic_fit_follows_a_different_monotone_truth_at_each_size_and_keeps_the_ranking() -> None:
     rng = np.random.default_rng(0)
-    d = rng.choice([5, 20, 80], size=30000)
-    logits = 2 * rng.standard_normal(30000)
-    log_d = np.log(d)
-    labels = rng.random(30000) < expit((0.5 + 0.1 * log_d) * logits + (-1.0 + 0.3 * log_d))
-    cal = fit_platt(logits, labels, d)
-    # Fisher information of this design gives SEs of 0.026 / 0.009 (slope, per log d) and 0.040 / 0.013
-    # (intercept, per log d); the tolerances are 5 SE.
-    assert cal.slope[0] == pytest.approx(0.5, abs=0.13) and cal.slope[1] == pytest.approx(0.1, abs=0.045)
-    assert cal.intercept[0] == pytest.approx(-1.0, abs=0.2) and cal.intercept[1] == pytest.approx(0.3, abs=0.065)
+    truth = {5: np.sqrt, 80: lambda p: p**3}  # under-confident on small graphs, over-confident on large ones
+    n = 20_000  # per size
+
+    def draw() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        d = np.repeat([5, 80], n)
+        p = rng.random(2 * n)
+        rate = np.where(d == 5, truth[5](p), truth[80](p))
+        return p, (rng.random(2 * n) < rate).astype(float), d
+
+    cal = fit_isotonic(*draw())
     assert cal.sizes == (5, 80)
-    calibrated = cal.probabilities(expit(logits), d)
-    single = fit_platt(logits, labels, np.full_like(d, 20))  # one size: the log d terms stay 0
-    assert single.slope[1] == 0.0 and single.intercept[1] == 0.0
-    for size in (5, 80):  # the fit is calibrated size by size, a single Platt pair at neither end
-        mine = M.expected_calibration_error(calibrated[d == size], labels[d == size])
-        theirs = M.expected_calibration_error(single.probabilities(expit(logits[d == size]), 20), labels[d == size])
-        assert mine < theirs
+    for knots, values in zip(cal.knots, cal.values, strict=True):
+        assert np.all(np.diff(knots) > 0) and np.all(np.diff(values) > 0)  # strictly rising: ranking kept
+    p, labels, d = draw()  # held out
+    out = cal.probabilities(p, d)
+    for size, f in truth.items():
+        mask = d == size
+        # the isotonic estimate's error shrinks like n^(-1/3) (0.037 at n = 20,000); 0.05 allows its constant
+        assert np.abs(out[mask] - f(p[mask])).mean() < 0.05
+        assert M.expected_calibration_error(out[mask], labels[mask]) < M.expected_calibration_error(
+            p[mask], labels[mask]
+        )
 
 
 def test_identity_calibration_changes_nothing_but_the_diagonal() -> None:
@@ -62,16 +66,13 @@ def test_identity_calibration_changes_nothing_but_the_diagonal() -> None:
     assert out[0, 0] == 0.0 and out[1, 1] == 0.0
 
 
-def test_graph_size_comes_from_the_matrix_and_is_clamped_to_the_fitted_range() -> None:
-    cal = Calibration((1.0, 0.5), (0.0, -0.5), sizes=(5, 50))
-    p = np.full((10, 10), 0.3)
-    at_10 = cal.probabilities(p)
-    assert at_10[0, 1] == pytest.approx(expit((1 + 0.5 * np.log(10)) * logit(0.3) - 0.5 * np.log(10)))
+def test_graph_size_comes_from_the_matrix_mixes_neighbouring_sizes_in_log_d_and_is_clamped() -> None:
+    cal = Calibration(sizes=(5, 50), knots=((0.0, 1.0), (0.0, 1.0)), values=((0.2, 0.2), (0.6, 0.6)))
+    at_10 = cal.probabilities(np.full((10, 10), 0.3))
+    share = np.log(10 / 5) / np.log(50 / 5)
+    assert at_10[0, 1] == pytest.approx(0.2 + share * 0.4)
     assert np.diag(at_10).tolist() == [0.0] * 10
-    assert cal.probabilities(np.full((3, 3), 0.3))[0, 1] == pytest.approx(cal.probabilities(p, 5)[0, 1])
-    assert cal.probabilities(np.full(4, 0.3), np.array([2, 5, 50, 99])).tolist() == pytest.approx(
-        [cal.probabilities(p, 5)[0, 1]] * 2 + [cal.probabilities(p, 50)[0, 1]] * 2
-    )
+    assert cal.probabilities(np.full(4, 0.3), np.array([2, 5, 50, 99])).tolist() == pytest.approx([0.2, 0.2, 0.6, 0.6])
 
 
 def test_calibration_is_stored_beside_the_checkpoint_and_only_applies_to_its_weights(tmp_path: Path) -> None:
@@ -80,26 +81,26 @@ def test_calibration_is_stored_beside_the_checkpoint_and_only_applies_to_its_wei
     assert read_calibration(ckpt) is None
     (tmp_path / "pfn.json").write_text(json.dumps({"model": "pfn_a"}))
     assert read_calibration(ckpt) is None
-    write_calibration(ckpt, Calibration((0.9, 0.05), (0.1, -0.2), (5, 100)), {"prior_ece_after": 0.01})
+    cal = Calibration((5, 100), ((0.1, 0.5, 0.9), (0.2, 0.7)), ((0.05, 0.4, 0.95), (0.1, 0.8)))
+    write_calibration(ckpt, cal, {"prior_ece_after": 0.01})
     stored = json.loads((tmp_path / "pfn.json").read_text())
     assert stored["model"] == "pfn_a" and stored["calibration"]["prior_ece_after"] == 0.01
-    assert read_calibration(ckpt) == Calibration((0.9, 0.05), (0.1, -0.2), (5, 100))
+    assert read_calibration(ckpt) == cal
     ckpt.write_bytes(b"weights v2")  # retrained: the old calibration must not be applied
     assert read_calibration(ckpt) is None
 
 
-def test_a_calibration_stored_without_size_terms_reads_as_the_same_scaling_at_every_size(tmp_path: Path) -> None:
+def test_a_platt_calibration_from_an_earlier_version_is_ignored_with_the_fix(tmp_path: Path, caplog) -> None:
     ckpt = tmp_path / "pfn.pt"
     ckpt.write_bytes(b"weights")
     write_calibration(ckpt, Calibration(), {})
     stored = json.loads((tmp_path / "pfn.json").read_text())
-    stored["calibration"].update(slope=0.8, intercept=-0.5)
-    del stored["calibration"]["sizes"]
+    for key in ("knots", "values"):
+        del stored["calibration"][key]
+    stored["calibration"].update(slope=[0.8, 0.0], intercept=[-0.5, 0.0], sizes=[5, 100])
     (tmp_path / "pfn.json").write_text(json.dumps(stored))
-    cal = read_calibration(ckpt)
-    assert cal is not None and cal.slope == (0.8, 0.0) and cal.intercept == (-0.5, 0.0)
-    p = np.full((6, 6), 0.4)
-    assert cal.probabilities(p)[0, 1] == pytest.approx(expit(0.8 * logit(0.4) - 0.5))
+    assert read_calibration(ckpt) is None
+    assert "older kind" in caplog.text and "scripts/calibrate_pfn.py" in caplog.text
 
 
 def test_prior_edge_logits_pool_every_off_diagonal_pair() -> None:

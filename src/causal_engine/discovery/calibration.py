@@ -1,13 +1,16 @@
 """Calibrated edge probabilities for the causal PFN: a probability of 0.8 should mean 80 % of such pairs are edges.
 
 A PFN trained with a cross-entropy loss on its prior is calibrated on that prior only in the limit; a finished
-checkpoint is usually over- or under-confident, and by how much depends on the graph's size (the shipped one
-is under-confident on graphs of a few variables, whose edges are dense, and over-confident on large ones), which
-no single (slope, intercept) can follow. Platt scaling whose two numbers are linear in log d,
-p = sigmoid(a(d) · logit + b(d)), fitted by maximum likelihood on edge logits of fresh prior draws of many
-sizes, fixes the confidence size by size and leaves each graph's ranking (AUROC, top-k) unchanged. It is
-fitted on prior draws only, never on the out-of-prior tables it is judged on, and stored in the checkpoint's
-json sidecar (`checkpoints/pfn.pt` -> `pfn.json`, key "calibration") by `scripts/calibrate_pfn.py`.
+checkpoint is usually over- or under-confident, and how depends on the graph's size and on the probability
+itself: the shipped one is under-confident on graphs of a few variables, whose edges are dense, and on large
+graphs over-confident at 0.1-0.3 but about right from 0.4 up, where the graph at 0.5 is decided. A parametric
+scaling (Platt, even with size terms) follows the mass of small probabilities and drags the pairs near 0.5
+along, emptying the graph at 0.5 on large tables. Isotonic regression (Zadrozny & Elkan 2002) per graph size
+follows any monotone shape: fitted by `fit_isotonic` on fresh prior draws of each size, read in between sizes
+by interpolating linearly in log d, it fixes the confidence size by size and keeps each graph's ranking
+(AUROC, top-k; only pairs beyond a map's end knots tie). It is fitted on prior draws only, never on the
+out-of-prior tables it is judged on, and stored in the checkpoint's json sidecar (`checkpoints/pfn.pt` ->
+`pfn.json`, key "calibration") by `scripts/calibrate_pfn.py`.
 """
 
 from __future__ import annotations
@@ -22,8 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.optimize import minimize
-from scipy.special import expit, logit
+from scipy.optimize import isotonic_regression
 
 from causal_engine.discovery.checkpoint import sidecar
 from causal_engine.discovery.data import Prior, fixed_set
@@ -34,49 +36,56 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Calibration:
-    """Size-dependent Platt scaling of edge logits: p = sigmoid(a(d) · logit + b(d)) for a d-variable graph,
-    a(d) = slope[0] + slope[1] log d and b(d) = intercept[0] + intercept[1] log d, with d clamped to `sizes`,
-    the range of graph sizes it was fitted on (beyond it a linear trend in log d is a guess)."""
+    """Monotone maps of edge probabilities, one per graph size in `sizes` (increasing): at size `sizes[k]`, a
+    model probability p becomes the piecewise-linear interpolation of (`knots[k]`, `values[k]`) at p (constant
+    beyond the end knots). Between two fitted sizes the two maps' outputs are mixed linearly in log d; beyond
+    the fitted range the nearest size's map applies. The default is the identity."""
 
-    slope: tuple[float, float] = (1.0, 0.0)
-    intercept: tuple[float, float] = (0.0, 0.0)
-    sizes: tuple[int, int] = (2, 1_000_000)
+    sizes: tuple[int, ...] = (2,)
+    knots: tuple[tuple[float, ...], ...] = ((0.0, 1.0),)
+    values: tuple[tuple[float, ...], ...] = ((0.0, 1.0),)
+
+    def _at_size(self, p: np.ndarray, d: float) -> np.ndarray:
+        log_sizes = np.log(self.sizes)
+        k = int(np.searchsorted(log_sizes, np.log(d)))
+        if k == 0 or k == len(self.sizes):
+            k = min(k, len(self.sizes) - 1)
+            return np.interp(p, self.knots[k], self.values[k])
+        share = (np.log(d) - log_sizes[k - 1]) / (log_sizes[k] - log_sizes[k - 1])
+        low, high = (np.interp(p, self.knots[i], self.values[i]) for i in (k - 1, k))
+        return (1 - share) * low + share * high
 
     def probabilities(self, probs: np.ndarray, num_nodes: int | np.ndarray | None = None) -> np.ndarray:
         """Calibrated probabilities from the model's own ones (same shape). `num_nodes`: the graph's size,
         by default the last axis of a [..., d, d] matrix (whose diagonal stays 0), or one per entry of pooled
         probabilities [N]."""
-        p = np.clip(np.asarray(probs, dtype=float), 1e-7, 1 - 1e-7)
-        d = p.shape[-1] if num_nodes is None else np.asarray(num_nodes, dtype=float)
-        log_d = np.log(np.clip(d, *self.sizes))
-        a, b = self.slope[0] + self.slope[1] * log_d, self.intercept[0] + self.intercept[1] * log_d
-        out = expit(a * logit(p) + b)
+        p = np.asarray(probs, dtype=float)
+        d = np.broadcast_to(np.asarray(p.shape[-1] if num_nodes is None else num_nodes, dtype=float), p.shape)
+        out = np.empty_like(p)
+        for size in np.unique(d):
+            out[d == size] = self._at_size(p[d == size], float(size))
         if out.ndim >= 2 and out.shape[-1] == out.shape[-2]:
             out[..., np.arange(out.shape[-1]), np.arange(out.shape[-1])] = 0.0
         return out
 
 
-def fit_platt(logits: np.ndarray, labels: np.ndarray, num_nodes: np.ndarray) -> Calibration:
-    """Maximum-likelihood `Calibration` of 0/1 `labels` from `logits`, each pair from a graph of `num_nodes`
-    variables (all [N]). Every size weighs the same in the likelihood, since a d = 100 graph has 500 times the
-    pairs of a d = 5 one and would otherwise set the scaling alone. With one size the log d terms are not
-    identifiable and stay 0."""
-    x, y = np.asarray(logits, dtype=float).ravel(), np.asarray(labels, dtype=float).ravel()
-    d = np.asarray(num_nodes, dtype=float).ravel()
-    log_d = np.log(d) if d.min() < d.max() else np.zeros_like(d)
-    design = np.stack([x, x * log_d, np.ones_like(x), log_d], 1)  # [N, 4]: slope, its trend, intercept, its trend
-    _, size_index, size_count = np.unique(d, return_inverse=True, return_counts=True)
-    weight = 1.0 / size_count[size_index]  # [N]
-    weight /= weight.sum()
-
-    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        z = design @ theta
-        # log(1 + e^z) - y z, the Bernoulli negative log-likelihood in a form that does not overflow
-        nll = np.logaddexp(0, z) - y * z
-        return float(weight @ nll), design.T @ (weight * (expit(z) - y))
-
-    a0, a1, b0, b1 = minimize(loss, np.array([1.0, 0.0, 0.0, 0.0]), jac=True, method="L-BFGS-B").x
-    return Calibration((float(a0), float(a1)), (float(b0), float(b1)), (int(d.min()), int(d.max())))
+def fit_isotonic(probs: np.ndarray, labels: np.ndarray, num_nodes: np.ndarray) -> Calibration:
+    """A `Calibration` of 0/1 `labels` from model `probs`, each pair from a graph of `num_nodes` variables (all
+    [N]): per size, the isotonic (non-decreasing) least-squares fit of the labels in the order of the
+    probabilities (scipy's pool-adjacent-violators), one knot per pooled block at its mean probability, so the
+    map rises strictly between its end knots and a graph's ranking is kept there."""
+    p, y = np.asarray(probs, dtype=float).ravel(), np.asarray(labels, dtype=float).ravel()
+    d = np.asarray(num_nodes).ravel()
+    sizes, knots, values = [], [], []
+    for size in np.unique(d):
+        order = np.argsort(p[d == size], kind="stable")
+        ranked = p[d == size][order]  # [n]
+        fit = isotonic_regression(y[d == size][order])
+        starts, ends = fit.blocks[:-1], fit.blocks[1:]
+        sizes.append(int(size))
+        knots.append(tuple(float(ranked[a:b].mean()) for a, b in zip(starts, ends, strict=True)))
+        values.append(tuple(float(fit.x[a]) for a in starts))
+    return Calibration(tuple(sizes), tuple(knots), tuple(values))
 
 
 def prior_edge_logits(
@@ -103,9 +112,9 @@ def fingerprint(checkpoint: str | Path) -> str:
 
 
 def read_calibration(checkpoint: str | Path) -> Calibration | None:
-    """The calibration stored beside `checkpoint`, or None when its json has none (or there is no json), or
-    when it was fitted for other weights (the file's sha256 differs: a retrained checkpoint must be
-    recalibrated, with a warning saying so)."""
+    """The calibration stored beside `checkpoint`, or None when its json has none (or there is no json), and,
+    with a warning saying how to recalibrate, when it was fitted for other weights (the file's sha256 differs)
+    or is the Platt scaling an earlier version wrote."""
     path = sidecar(checkpoint)
     if not path.is_file():
         return None
@@ -113,16 +122,20 @@ def read_calibration(checkpoint: str | Path) -> Calibration | None:
     if stored is None:
         return None
     if stored.get("checkpoint_sha256") != fingerprint(checkpoint):
-        log.warning(
-            "%s: its calibration was fitted for other weights and is ignored; run `python scripts/calibrate_pfn.py "
-            "--checkpoint %s`.",
-            path,
-            checkpoint,
+        reason = "was fitted for other weights"
+    elif "knots" not in stored:
+        reason = "is of an older kind (Platt scaling)"
+    else:
+        return Calibration(
+            tuple(stored["sizes"]), tuple(map(tuple, stored["knots"])), tuple(map(tuple, stored["values"]))
         )
-        return None
-    if not isinstance(stored["slope"], list):  # written before the size terms: the same scaling at every size
-        return Calibration((float(stored["slope"]), 0.0), (float(stored["intercept"]), 0.0))
-    return Calibration(tuple(stored["slope"]), tuple(stored["intercept"]), tuple(stored["sizes"]))
+    log.warning(
+        "%s: its calibration %s and is ignored; run `python scripts/calibrate_pfn.py --checkpoint %s`.",
+        path,
+        reason,
+        checkpoint,
+    )
+    return None
 
 
 def write_calibration(checkpoint: str | Path, calibration: Calibration, info: Mapping[str, Any]) -> None:
