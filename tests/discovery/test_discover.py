@@ -166,6 +166,18 @@ def test_regimes_split_by_target_and_value() -> None:
     assert labels["row"].tolist() == list(range(40))  # queries are the observational rows (positions from 0)
 
 
+def test_a_set_point_written_with_float_noise_is_one_regime() -> None:
+    table = chain_table()
+    table.loc[40:49, "X1"] = (
+        3.0 + np.array([0, 1, -1, 2, -2, 0, 1, -1, 2, -2]) * 1e-12
+    )  # do(X1=3) as simulators write it
+    table.loc[45:49, "X1"] += 4.0  # and do(X1=7)
+    targets = regime_targets(table.pop("regime"), list(table.columns))
+    batch, _ = table_batch(table, targets)
+    assert batch.regime_values[0, :, 0].tolist() == pytest.approx([3.0, 7.0, 0.0])
+    assert batch.int_sample_mask[0].sum(1).tolist() == [5, 5, 10]
+
+
 def test_a_multi_target_row_is_one_regime_on_every_named_variable() -> None:
     table = chain_table()
     table.loc[40:49, "regime"] = "X1+X3"  # do(X1=3, X3=row's value): one regime with two targets

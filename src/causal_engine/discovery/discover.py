@@ -57,9 +57,17 @@ class DiscoverError(UserError):
     """The table, regime column or query cannot be used; the message names the problem."""
 
 
+def _set_points(values: np.ndarray, digits: int = 6) -> np.ndarray:
+    """`values` rounded to `digits` significant digits (same shape): a simulator writes do(X = 3) as 3 give or
+    take 1e-9, and such values are one set-point, not several regimes."""
+    magnitude = np.floor(np.log10(np.abs(values), where=values != 0, out=np.zeros_like(values)))
+    unit = 10.0 ** (magnitude - digits + 1)
+    return np.round(values / unit) * unit
+
+
 def _regimes(frame: pd.DataFrame, targets: np.ndarray, max_values: int) -> list[tuple[np.ndarray, list[int]]]:
     """(rows, target columns) of each interventional regime: rows grouped by their set of targets, then split
-    by the targets' values when those take at most `max_values` distinct combinations."""
+    by the targets' values when those take at most `max_values` distinct combinations (`_set_points`)."""
     x = frame.to_numpy()  # [N, d]
     by_targets: dict[tuple[int, ...], list[int]] = {}
     for row in np.flatnonzero(targets.any(1)):
@@ -67,7 +75,7 @@ def _regimes(frame: pd.DataFrame, targets: np.ndarray, max_values: int) -> list[
     groups = []
     for columns, members in sorted(by_targets.items()):
         rows = np.asarray(members)
-        combos, which = np.unique(x[np.ix_(rows, columns)], axis=0, return_inverse=True)
+        combos, which = np.unique(_set_points(x[np.ix_(rows, columns)]), axis=0, return_inverse=True)
         if len(combos) <= max_values:
             groups += [(rows[which.ravel() == k], list(columns)) for k in range(len(combos))]
         else:
