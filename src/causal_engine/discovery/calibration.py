@@ -3,7 +3,7 @@
 A PFN trained with a cross-entropy loss on its prior is calibrated on that prior only in the limit; a finished
 checkpoint is usually over- or under-confident, and how depends on the graph's size and on the probability
 itself: the shipped one is under-confident on graphs of a few variables, whose edges are dense, and on large
-graphs over-confident at 0.1-0.3 but about right from 0.4 up, where the graph at 0.5 is decided. A parametric
+graphs over-confident at 0.1-0.3 but near right around 0.5, where the graph is decided. A parametric
 scaling (Platt, even with size terms) follows the mass of small probabilities and drags the pairs near 0.5
 along, emptying the graph at 0.5 on large tables. Isotonic regression (Zadrozny & Elkan 2002) per graph size
 follows any monotone shape: fitted by `fit_isotonic` on fresh prior draws of each size, read in between sizes
