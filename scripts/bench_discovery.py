@@ -1,12 +1,13 @@
-"""Causal PFN vs classical discovery on the same test graphs: method x set x (SHD, AUROC, AUPRC, F1, delta RMSE,
-s/graph).
+"""Causal PFN vs classical discovery on the same test graphs: method x set x (SHD, AUROC, AUPRC, F1, the PFN's
+ECE, delta RMSE, s/graph).
 
     python scripts/bench_discovery.py                               # er_d10, er_d20, er_d50; 8 graphs each
     python scripts/bench_discovery.py --sets er_d20 sf_d20 ood_values_d20 er_d100 --graphs 16
 
 The graphs are the fixed test sets of `data=scm_prior` (seed 42): the first --graphs graphs of the sets that
 `experiment=pfn` logs as test/<set>/<metric>. Edge metrics pool every off-diagonal pair of the set's graphs;
-SHD is the mean per graph; a CPDAG's undirected edge counts as both directions. Delta RMSE is in
+SHD is the mean per graph; a CPDAG's undirected edge counts as both directions. The PFN's probabilities are
+calibrated as `task=discover` calibrates them (the checkpoint's json), and its graph read from them. Delta RMSE is in
 observational z-units over non-intervened nodes (the PFN, and the zero / mean-shift delta baselines), also
 split by whether the query's do-value lies within the do-values the checkpoint's prior drew (its json's
 `prior.intervention_z`, in observational sd) or beyond them.
@@ -82,7 +83,7 @@ from causal_engine.metrics import binned_calibration_error  # noqa: E402
 from causal_engine.train import compose  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-COLUMNS = ("shd", "sid", "auroc", "auprc", "f1", "delta_rmse", "s_per_graph", "s_with_deltas")
+COLUMNS = ("shd", "sid", "auroc", "auprc", "f1", "ece", "delta_rmse", "s_per_graph", "s_with_deltas")
 
 
 def fmt(value: float, key: str) -> str:
@@ -224,9 +225,10 @@ def main() -> None:
         for method in args.methods:
             if d > max_d.get(method, 10**9):
                 continue
-            rows.append((method, name, {**run_method(method, batches), "s_with_deltas": float("nan")}))
+            row = {**run_method(method, batches), "ece": float("nan"), "s_with_deltas": float("nan")}
+            rows.append((method, name, row))
             print(f"{name:16s} {method:10s} done", flush=True)
-        nan = dict.fromkeys(("shd", "sid", "auroc", "auprc", "f1", "s_per_graph", "s_with_deltas"), float("nan"))
+        nan = dict.fromkeys(set(COLUMNS) - {"delta_rmse"}, float("nan"))
         rows.append(("zero delta", name, {**nan, "delta_rmse": delta_rmse(batches, zero_delta)}))
         rows.append(("mean-shift delta", name, {**nan, "delta_rmse": delta_rmse(batches, mean_shift_delta)}))
         if args.checkpoint.is_file() and "delta_rmse_beyond" in pfn:

@@ -1,5 +1,6 @@
-"""task=compare logs like every other run: scalars per method and set, and one HParams session per method; the
-delta RMSE it reports splits by how far the do-values reach."""
+"""task=compare logs like every other run: scalars per method and set, and one HParams session per method; it
+reads the PFN's graph from calibrated probabilities, as task=discover does; the delta RMSE it reports splits by
+how far the do-values reach."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from causal_engine.discovery.baselines import zero_delta
-from causal_engine.discovery.compare import delta_rmse
+from causal_engine.discovery.calibration import Calibration, write_calibration
+from causal_engine.discovery.checkpoint import load_pfn
+from causal_engine.discovery.compare import delta_rmse, run_pfn
 from causal_engine.discovery.data import fixed_set
 from causal_engine.discovery.discover import do_distance
 from causal_engine.discovery.loss import delta_mask
 from causal_engine.discovery.models import ModelD
+from causal_engine.metrics import expected_calibration_error
 from causal_engine.scm.prior import SeedPrior
 
 
@@ -71,3 +75,21 @@ def test_delta_rmse_splits_by_the_do_distance_into_parts_that_add_up() -> None:
     combined = ((total - n_far) * near_rmse**2 + n_far * far_rmse**2) / total
     assert combined == pytest.approx(delta_rmse(batches, zero_delta) ** 2)
     assert np.isnan(delta_rmse(batches, zero_delta, lambda b: do_distance(b) < 0))
+
+
+def test_run_pfn_reads_the_graph_from_the_calibrated_probabilities(checkpoint) -> None:
+    batches = fixed_set(num_graphs=4, batch_size=2, num_nodes=6, prior=SeedPrior(), seed=0)
+    raw = run_pfn(checkpoint, batches, repeats=1)
+    # a map that sends every probability below 0.2: no pair reaches p(i->j) + p(j->i) >= 0.5, so the graph is empty
+    write_calibration(checkpoint, Calibration((6,), ((0.0, 1.0),), ((0.0, 0.2),)), {})
+    squashed = run_pfn(checkpoint, batches, repeats=1)
+    edges = np.mean([int(b.adjacency[g].sum()) for b in batches for g in range(b.num_graphs)])
+    assert squashed["shd"] == pytest.approx(edges) and squashed["f1"] == 0.0
+    assert raw["shd"] != pytest.approx(edges)
+    assert squashed["auroc"] == pytest.approx(raw["auroc"])  # a monotone map keeps the ranking
+    probs = [torch.sigmoid(load_pfn(checkpoint).context(b).edge_logits).detach() for b in batches]
+    labels = np.concatenate(
+        [b.adjacency[g][~torch.eye(6, dtype=torch.bool)].numpy() for b in batches for g in range(2)]
+    )
+    scores = np.concatenate([0.2 * p[g][~torch.eye(6, dtype=torch.bool)].numpy() for p in probs for g in range(2)])
+    assert squashed["ece"] == pytest.approx(expected_calibration_error(scores, labels), abs=1e-6)

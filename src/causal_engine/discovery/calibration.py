@@ -60,10 +60,13 @@ class Calibration:
         by default the last axis of a [..., d, d] matrix (whose diagonal stays 0), or one per entry of pooled
         probabilities [N]."""
         p = np.asarray(probs, dtype=float)
-        d = np.broadcast_to(np.asarray(p.shape[-1] if num_nodes is None else num_nodes, dtype=float), p.shape)
-        out = np.empty_like(p)
-        for size in np.unique(d):
-            out[d == size] = self._at_size(p[d == size], float(size))
+        if num_nodes is None:  # one size: one map, without the masks that pooled sizes need
+            out = self._at_size(p, float(p.shape[-1]))
+        else:
+            d = np.broadcast_to(np.asarray(num_nodes, dtype=float), p.shape)
+            out = np.empty_like(p)
+            for size in np.unique(d):
+                out[d == size] = self._at_size(p[d == size], float(size))
         if out.ndim >= 2 and out.shape[-1] == out.shape[-2]:
             out[..., np.arange(out.shape[-1]), np.arange(out.shape[-1])] = 0.0
         return out

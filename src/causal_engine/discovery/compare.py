@@ -14,9 +14,9 @@ imported package or the first call's allocations would otherwise be charged to t
 by the number of graphs. A baseline runs one graph at a time from its raw samples to its graph. The PFN
 reads a whole batch of graphs at once (amortised inference: the test sets come in batches of
 `eval_batch_size` graphs) and is timed from the raw batch to edge probabilities - standardisation, all
-features, trunk and edge head - without the delta layers, which a structure method does not run; the full
-forward pass with the deltas of the batch's queries is reported as `s_per_graph_with_deltas`. A PFN pass
-takes milliseconds, so its time is the mean of `repeats` passes per batch.
+features, trunk, edge head and the checkpoint's calibration - without the delta layers, which a structure
+method does not run; the full forward pass with the deltas of the batch's queries is reported as
+`s_per_graph_with_deltas`. A PFN pass takes milliseconds, so its time is the mean of `repeats` passes per batch.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from torchmetrics.functional.classification import binary_auroc, binary_average_
 from causal_engine import metrics as M
 from causal_engine.discovery.baselines import EDGE_METHODS, GraphData, split_graphs
 from causal_engine.discovery.batch import DiscoveryBatch
-from causal_engine.discovery.calibration import Calibration
+from causal_engine.discovery.calibration import Calibration, read_calibration
 from causal_engine.discovery.checkpoint import load_pfn, trained_do_range
 from causal_engine.discovery.discover import do_distance, predict, table_batch
 from causal_engine.discovery.external import (
@@ -92,6 +92,14 @@ def edge_scores(results: list[tuple[np.ndarray, np.ndarray, np.ndarray]], method
     }
 
 
+def pooled_pairs(results: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """The off-diagonal (scores, 0/1 labels) of every (scores, predicted, true) graph, pooled: both [N]."""
+    off = [~np.eye(t.shape[0], dtype=bool) for _, _, t in results]
+    scores = np.concatenate([s[m] for (s, _, _), m in zip(results, off, strict=True)])
+    labels = np.concatenate([t[m] for (_, _, t), m in zip(results, off, strict=True)])
+    return scores, labels
+
+
 def delta_rmse(batches: list, predict, queries: Callable[[DiscoveryBatch], Tensor] | None = None) -> float:
     """RMSE of `predict(batch)` against the true deltas (z-units), over the query rows `queries(batch)` [B, Q]
     selects (all by default); NaN when none is selected."""
@@ -112,25 +120,44 @@ def _mean_seconds(fn: Callable[[], object], repeats: int) -> float:
     return (time.process_time() - start) / repeats
 
 
+def graph_probabilities(probs: Tensor, node_mask: Tensor, calibration: Calibration | None) -> list[np.ndarray]:
+    """Each graph's [d, d] edge probabilities from a batch's [B, D, D] (padding dropped), mapped through
+    `calibration` at the graph's own size when there is one (as `task=discover` does)."""
+    out = []
+    for b in range(probs.shape[0]):
+        d = int(node_mask[b].sum())
+        p = probs[b, :d, :d].numpy().astype(float)
+        out.append(p if calibration is None else calibration.probabilities(p))
+    return out
+
+
 def run_pfn(checkpoint: Path, batches: list, repeats: int = 5) -> dict[str, float]:
-    """The PFN's metrics on `batches`, its seconds per graph to the graph and with the deltas (module docstring)."""
+    """The PFN's metrics on `batches`, its seconds per graph to the graph and with the deltas (module docstring).
+    Edge probabilities are calibrated, and the graph read from them, as `task=discover` does when the
+    checkpoint's json holds a calibration for its weights; the row's `ece` is that of the pooled pairs."""
     net = load_pfn(checkpoint)
+    calibration = read_calibration(checkpoint)
     results, graph_s, full_s, graphs = [], 0.0, 0.0, 0
     cache = {}
+
+    def graph_probs(batch: DiscoveryBatch) -> list[np.ndarray]:
+        return graph_probabilities(torch.sigmoid(net.context(batch).edge_logits), batch.node_mask, calibration)
+
     with torch.inference_mode():
         net(batches[0])  # warm-up
         for batch in batches:
-            graph_s += _mean_seconds(lambda b=batch: torch.sigmoid(net.context(b).edge_logits), repeats)
+            graph_s += _mean_seconds(lambda b=batch: graph_probs(b), repeats)
             full_s += _mean_seconds(lambda b=batch: net(b), repeats)
             graphs += batch.num_graphs
             out = net(batch)
             cache[id(batch)] = out.delta
-            probs = out.edge_probs
-            for b in range(batch.num_graphs):
-                d = int(batch.node_mask[b].sum())
-                p = probs[b, :d, :d]
-                results.append((p.numpy(), predicted_edges(p).numpy(), batch.adjacency[b, :d, :d].numpy()))
+            probs = graph_probabilities(out.edge_probs, batch.node_mask, calibration)
+            for b, p in enumerate(probs):
+                d = p.shape[0]
+                pred = predicted_edges(torch.from_numpy(p)).numpy()
+                results.append((p, pred, batch.adjacency[b, :d, :d].numpy()))
     row = edge_scores(results)
+    row["ece"] = M.expected_calibration_error(*pooled_pairs(results))
     row["delta_rmse"] = delta_rmse(batches, lambda batch: cache[id(batch)])
     limit = trained_do_range(checkpoint)
     if limit is not None:  # the deltas within and beyond the do-values the checkpoint was trained on
@@ -280,9 +307,7 @@ def score_tables(
     row = {**edge_scores(results, name), "s_per_graph": seconds / len(tables), "per_table": aurocs}
     row["ece"], row["reliability"] = float("nan"), None
     if probabilistic:
-        off = [~np.eye(t.shape[0], dtype=bool) for _, _, t in results]
-        probs = np.concatenate([s[m] for (s, _, _), m in zip(results, off, strict=True)])
-        labels = np.concatenate([t[m] for (_, _, t), m in zip(results, off, strict=True)])
+        probs, labels = pooled_pairs(results)
         row["ece"] = M.expected_calibration_error(probs, labels)
         row["reliability"] = M.reliability(probs, labels)
     return row
