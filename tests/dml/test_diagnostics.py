@@ -89,9 +89,9 @@ def test_pixel_bound_reads_the_confounders_and_falls_with_the_noise():
 
 
 def test_supervised_bound_reads_the_confounders_and_falls_when_the_frames_hide_them():
-    # Tiny: 240 training videos, a 1-block 16-wide encoder, 160 steps; pixel noise of sd 1 buries the object.
+    # Tiny: 240 training videos, a 1-block 16-wide encoder, 100 steps; pixel noise of sd 1 buries the object.
     tiny = ["data.n_samples=300", "model.rep_dim=16", "model.depth=1"]
-    kwargs = {"epochs": 40, "n_train": 240, "n_test": 60}
+    kwargs = {"epochs": 25, "n_train": 240, "n_test": 60}
     clear = diagnostics.supervised_bound(tiny, **kwargs)
     hidden = diagnostics.supervised_bound([*tiny, "data.pixel_noise=1.0"], **kwargs)
     assert list(clear) == ["x0", "y0", "vx", "vy", "size", "brightness", "f", "g"]
