@@ -140,8 +140,9 @@ def run_out_of_prior(args: argparse.Namespace) -> None:
     if calibration is not None:
         stored = json.loads(sidecar(args.checkpoint).read_text())["calibration"]
         calibration_lines.append(
-            f"- calibration (fitted on prior draws only): isotonic maps at d = {', '.join(map(str, calibration.sizes))}"
-            f"; held-out prior ECE {stored['prior_ece_before']} -> {stored['prior_ece_after']}"
+            "- calibration (fitted on prior draws only): isotonic maps for observational-only and interventional "
+            f"tables at d = {', '.join(map(str, calibration.observational.sizes))}; held-out prior ECE "
+            f"{stored['prior_ece_before']} -> {stored['prior_ece_after']}"
         )
     plots.save_figure(plots.reliability_figure(curves, "out-of-prior edge probabilities"), args.out / "reliability.png")
     command = " ".join(["python scripts/bench_discovery.py", *sys.argv[1:]])

@@ -1,4 +1,5 @@
-"""Calibrated edge probabilities: the ECE maths, the isotonic fit per size, the json sidecar, the reliability figure."""
+"""Calibrated edge probabilities: the ECE maths, the isotonic fit per size, the maps per kind of table, the json
+sidecar, the reliability figure."""
 
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ from causal_engine import metrics as M
 from causal_engine import plots
 from causal_engine.discovery.calibration import (
     Calibration,
+    TableCalibration,
+    calibrated,
     fit_isotonic,
     prior_edge_logits,
     read_calibration,
     write_calibration,
 )
+from causal_engine.discovery.data import fixed_set
 from causal_engine.discovery.models import ModelD
 from causal_engine.scm.prior import SeedPrior
 
@@ -81,7 +85,10 @@ def test_calibration_is_stored_beside_the_checkpoint_and_only_applies_to_its_wei
     assert read_calibration(ckpt) is None
     (tmp_path / "pfn.json").write_text(json.dumps({"model": "pfn_a"}))
     assert read_calibration(ckpt) is None
-    cal = Calibration((5, 100), ((0.1, 0.5, 0.9), (0.2, 0.7)), ((0.05, 0.4, 0.95), (0.1, 0.8)))
+    cal = TableCalibration(
+        Calibration((5, 100), ((0.1, 0.5, 0.9), (0.2, 0.7)), ((0.05, 0.4, 0.95), (0.1, 0.8))),
+        Calibration((10,), ((0.0, 1.0),), ((0.1, 0.3),)),
+    )
     write_calibration(ckpt, cal, {"prior_ece_after": 0.01})
     stored = json.loads((tmp_path / "pfn.json").read_text())
     assert stored["model"] == "pfn_a" and stored["calibration"]["prior_ece_after"] == 0.01
@@ -90,17 +97,38 @@ def test_calibration_is_stored_beside_the_checkpoint_and_only_applies_to_its_wei
     assert read_calibration(ckpt) is None
 
 
-def test_a_platt_calibration_from_an_earlier_version_is_ignored_with_the_fix(tmp_path: Path, caplog) -> None:
+@pytest.mark.parametrize("old", ["platt", "one map for both kinds"])
+def test_a_calibration_from_an_earlier_version_is_ignored_with_the_fix(tmp_path: Path, caplog, old: str) -> None:
     ckpt = tmp_path / "pfn.pt"
     ckpt.write_bytes(b"weights")
-    write_calibration(ckpt, Calibration(), {})
+    write_calibration(ckpt, TableCalibration(), {})
     stored = json.loads((tmp_path / "pfn.json").read_text())
-    for key in ("knots", "values"):
-        del stored["calibration"][key]
-    stored["calibration"].update(slope=[0.8, 0.0], intercept=[-0.5, 0.0], sizes=[5, 100])
+    one_map = stored["calibration"].pop("observational")
+    del stored["calibration"]["interventional"]
+    if old == "platt":
+        stored["calibration"].update(slope=[0.8, 0.0], intercept=[-0.5, 0.0], sizes=[5, 100])
+    else:
+        stored["calibration"].update(one_map)
     (tmp_path / "pfn.json").write_text(json.dumps(stored))
     assert read_calibration(ckpt) is None
     assert "older kind" in caplog.text and "scripts/calibrate_pfn.py" in caplog.text
+
+
+def test_each_graph_of_a_batch_gets_the_maps_of_its_kind_at_its_own_size() -> None:
+    prior = SeedPrior(num_obs=30, num_int_per_regime=5, intervention_values=[2.0], obs_only_share=0.5)
+    batch = fixed_set(8, 8, 6, prior, seed=3)[0]
+    batch.node_mask[0, 4:] = False  # the first graph has 4 real nodes
+    interventional = batch.regime_mask.any(1)  # [B]
+    assert interventional.any() and not interventional.all()
+    flat = lambda value: Calibration((4, 6), ((0.0, 1.0),) * 2, ((value, value), (value + 0.1, value + 0.1)))  # noqa: E731
+    cal = TableCalibration(observational=flat(0.2), interventional=flat(0.6))
+    out = calibrated(torch.full((8, 6, 6), 0.5), batch, cal)
+    for b, p in enumerate(out):
+        d = 4 if b == 0 else 6
+        expected = (0.6 if interventional[b] else 0.2) + (0.1 if d == 6 else 0.0)
+        assert p.shape == (d, d) and p[0, 1] == pytest.approx(expected) and p[1, 1] == 0.0
+    raw = calibrated(torch.full((8, 6, 6), 0.5), batch, None)
+    assert raw[0].shape == (4, 4) and raw[0][0, 1] == 0.5
 
 
 def test_prior_edge_logits_pool_every_off_diagonal_pair() -> None:

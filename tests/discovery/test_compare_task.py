@@ -12,7 +12,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from causal_engine.discovery.baselines import zero_delta
-from causal_engine.discovery.calibration import Calibration, write_calibration
+from causal_engine.discovery.calibration import Calibration, TableCalibration, write_calibration
 from causal_engine.discovery.checkpoint import load_pfn
 from causal_engine.discovery.compare import delta_rmse, run_pfn
 from causal_engine.discovery.data import fixed_set
@@ -81,7 +81,8 @@ def test_run_pfn_reads_the_graph_from_the_calibrated_probabilities(checkpoint) -
     batches = fixed_set(num_graphs=4, batch_size=2, num_nodes=6, prior=SeedPrior(), seed=0)
     raw = run_pfn(checkpoint, batches, repeats=1)
     # a map that sends every probability below 0.2: no pair reaches p(i->j) + p(j->i) >= 0.5, so the graph is empty
-    write_calibration(checkpoint, Calibration((6,), ((0.0, 1.0),), ((0.0, 0.2),)), {})
+    squash = Calibration((6,), ((0.0, 1.0),), ((0.0, 0.2),))
+    write_calibration(checkpoint, TableCalibration(squash, squash), {})
     squashed = run_pfn(checkpoint, batches, repeats=1)
     edges = np.mean([int(b.adjacency[g].sum()) for b in batches for g in range(b.num_graphs)])
     assert squashed["shd"] == pytest.approx(edges) and squashed["f1"] == 0.0

@@ -8,9 +8,11 @@ scaling (Platt, even with size terms) follows the mass of small probabilities an
 along, emptying the graph at 0.5 on large tables. Isotonic regression (Zadrozny & Elkan 2002) per graph size
 follows any monotone shape: fitted by `fit_isotonic` on fresh prior draws of each size, read in between sizes
 by interpolating linearly in log d, it fixes the confidence size by size and keeps each graph's ranking
-(AUROC, top-k; only pairs beyond a map's end knots tie). It is fitted on prior draws only, never on the
-out-of-prior tables it is judged on, and stored in the checkpoint's json sidecar (`checkpoints/pfn.pt` ->
-`pfn.json`, key "calibration") by `scripts/calibrate_pfn.py`.
+(AUROC, top-k; only pairs beyond a map's end knots tie). The confidence also depends on the kind of table: one
+map for both kinds leaves the net under-confident on observational-only tables and over-confident on tables
+with interventional regimes, so each kind has its own maps (`TableCalibration`). It is fitted on prior draws
+only, never on the out-of-prior tables it is judged on, and stored in the checkpoint's json sidecar
+(`checkpoints/pfn.pt` -> `pfn.json`, key "calibration") by `scripts/calibrate_pfn.py`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 from scipy.optimize import isotonic_regression
 
+from causal_engine.discovery.batch import DiscoveryBatch
 from causal_engine.discovery.checkpoint import sidecar
 from causal_engine.discovery.data import Prior, fixed_set
 from causal_engine.discovery.models import PFNNet
@@ -44,6 +47,11 @@ class Calibration:
     sizes: tuple[int, ...] = (2,)
     knots: tuple[tuple[float, ...], ...] = ((0.0, 1.0),)
     values: tuple[tuple[float, ...], ...] = ((0.0, 1.0),)
+
+    @classmethod
+    def from_json(cls, stored: Mapping[str, Any]) -> Calibration:
+        """The inverse of `dataclasses.asdict` after a json round trip (lists back to tuples)."""
+        return cls(tuple(stored["sizes"]), tuple(map(tuple, stored["knots"])), tuple(map(tuple, stored["values"])))
 
     def _at_size(self, p: np.ndarray, d: float) -> np.ndarray:
         log_sizes = np.log(self.sizes)
@@ -70,6 +78,35 @@ class Calibration:
         if out.ndim >= 2 and out.shape[-1] == out.shape[-2]:
             out[..., np.arange(out.shape[-1]), np.arange(out.shape[-1])] = 0.0
         return out
+
+
+KINDS = ("observational", "interventional")  # a table without / with interventional regimes
+
+
+@dataclass(frozen=True)
+class TableCalibration:
+    """A checkpoint's calibration: one `Calibration` for observational-only tables and one for tables with
+    interventional regimes (the module docstring says why), each fitted on prior draws of its kind."""
+
+    observational: Calibration = Calibration()
+    interventional: Calibration = Calibration()
+
+    def probabilities(self, probs: np.ndarray, interventional: bool, num_nodes: int | None = None) -> np.ndarray:
+        """`Calibration.probabilities` with the maps of the table's kind."""
+        return getattr(self, KINDS[int(interventional)]).probabilities(probs, num_nodes)
+
+
+def calibrated(probs: torch.Tensor, batch: DiscoveryBatch, calibration: TableCalibration | None) -> list[np.ndarray]:
+    """Each graph's [d, d] edge probabilities from a batch's [B, D, D] (padding dropped), mapped through the maps of
+    the graph's kind (with interventional regimes or without) at the graph's own size; the model's own
+    probabilities when `calibration` is None."""
+    out = []
+    for b in range(probs.shape[0]):
+        d = int(batch.node_mask[b].sum())
+        p = probs[b, :d, :d].numpy().astype(float)
+        interventional = bool(batch.regime_mask[b].any())
+        out.append(p if calibration is None else calibration.probabilities(p, interventional))
+    return out
 
 
 def fit_isotonic(probs: np.ndarray, labels: np.ndarray, num_nodes: np.ndarray) -> Calibration:
@@ -114,10 +151,10 @@ def fingerprint(checkpoint: str | Path) -> str:
     return hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
 
 
-def read_calibration(checkpoint: str | Path) -> Calibration | None:
+def read_calibration(checkpoint: str | Path) -> TableCalibration | None:
     """The calibration stored beside `checkpoint`, or None when its json has none (or there is no json), and,
     with a warning saying how to recalibrate, when it was fitted for other weights (the file's sha256 differs)
-    or is the Platt scaling an earlier version wrote."""
+    or is of a kind an earlier version wrote (Platt scaling, or one isotonic map per size for every table)."""
     path = sidecar(checkpoint)
     if not path.is_file():
         return None
@@ -126,12 +163,10 @@ def read_calibration(checkpoint: str | Path) -> Calibration | None:
         return None
     if stored.get("checkpoint_sha256") != fingerprint(checkpoint):
         reason = "was fitted for other weights"
-    elif "knots" not in stored:
-        reason = "is of an older kind (Platt scaling)"
+    elif not all(kind in stored for kind in KINDS):
+        reason = "is of an older kind (one map for observational and interventional tables alike)"
     else:
-        return Calibration(
-            tuple(stored["sizes"]), tuple(map(tuple, stored["knots"])), tuple(map(tuple, stored["values"]))
-        )
+        return TableCalibration(**{kind: Calibration.from_json(stored[kind]) for kind in KINDS})
     log.warning(
         "%s: its calibration %s and is ignored; run `python scripts/calibrate_pfn.py --checkpoint %s`.",
         path,
@@ -141,10 +176,11 @@ def read_calibration(checkpoint: str | Path) -> Calibration | None:
     return None
 
 
-def write_calibration(checkpoint: str | Path, calibration: Calibration, info: Mapping[str, Any]) -> None:
+def write_calibration(checkpoint: str | Path, calibration: TableCalibration, info: Mapping[str, Any]) -> None:
     """Store `calibration` (how it was fitted, and the checkpoint's sha256) under "calibration" in the
     checkpoint's json sidecar, keeping its other keys."""
     path = sidecar(checkpoint)
     meta = json.loads(path.read_text()) if path.is_file() else {}
-    meta["calibration"] = {**asdict(calibration), **info, "checkpoint_sha256": fingerprint(checkpoint)}
+    maps = {kind: asdict(getattr(calibration, kind)) for kind in KINDS}
+    meta["calibration"] = {**maps, **info, "checkpoint_sha256": fingerprint(checkpoint)}
     path.write_text(json.dumps(meta, indent=2) + "\n")

@@ -42,7 +42,7 @@ from torchmetrics.functional.classification import binary_auroc, binary_average_
 from causal_engine import metrics as M
 from causal_engine.discovery.baselines import EDGE_METHODS, GraphData, split_graphs
 from causal_engine.discovery.batch import DiscoveryBatch
-from causal_engine.discovery.calibration import Calibration, read_calibration
+from causal_engine.discovery.calibration import TableCalibration, calibrated, read_calibration
 from causal_engine.discovery.checkpoint import load_pfn, trained_do_range
 from causal_engine.discovery.discover import do_distance, predict, table_batch
 from causal_engine.discovery.external import (
@@ -120,17 +120,6 @@ def _mean_seconds(fn: Callable[[], object], repeats: int) -> float:
     return (time.process_time() - start) / repeats
 
 
-def graph_probabilities(probs: Tensor, node_mask: Tensor, calibration: Calibration | None) -> list[np.ndarray]:
-    """Each graph's [d, d] edge probabilities from a batch's [B, D, D] (padding dropped), mapped through
-    `calibration` at the graph's own size when there is one (as `task=discover` does)."""
-    out = []
-    for b in range(probs.shape[0]):
-        d = int(node_mask[b].sum())
-        p = probs[b, :d, :d].numpy().astype(float)
-        out.append(p if calibration is None else calibration.probabilities(p))
-    return out
-
-
 def run_pfn(checkpoint: Path, batches: list, repeats: int = 5) -> dict[str, float]:
     """The PFN's metrics on `batches`, its seconds per graph to the graph and with the deltas (module docstring).
     Edge probabilities are calibrated, and the graph read from them, as `task=discover` does when the
@@ -141,7 +130,7 @@ def run_pfn(checkpoint: Path, batches: list, repeats: int = 5) -> dict[str, floa
     cache = {}
 
     def graph_probs(batch: DiscoveryBatch) -> list[np.ndarray]:
-        return graph_probabilities(torch.sigmoid(net.context(batch).edge_logits), batch.node_mask, calibration)
+        return calibrated(torch.sigmoid(net.context(batch).edge_logits), batch, calibration)
 
     with torch.inference_mode():
         net(batches[0])  # warm-up
@@ -151,7 +140,7 @@ def run_pfn(checkpoint: Path, batches: list, repeats: int = 5) -> dict[str, floa
             graphs += batch.num_graphs
             out = net(batch)
             cache[id(batch)] = out.delta
-            probs = graph_probabilities(out.edge_probs, batch.node_mask, calibration)
+            probs = calibrated(out.edge_probs, batch, calibration)
             for b, p in enumerate(probs):
                 d = p.shape[0]
                 pred = predicted_edges(torch.from_numpy(p)).numpy()
@@ -267,16 +256,17 @@ def graph_batch(g: GraphData) -> DiscoveryBatch:
     return batch
 
 
-def pfn_method(checkpoint: str | Path, threshold: float = 0.5, calibration: Calibration | None = None) -> EdgeMethod:
+def pfn_method(
+    checkpoint: str | Path, threshold: float = 0.5, calibration: TableCalibration | None = None
+) -> EdgeMethod:
     """The PFN at `checkpoint` with the EDGE_METHODS interface: (edge probabilities, `graphs.predicted_edges` at
     `threshold`), the probabilities mapped through `calibration` when one is given."""
     net = load_pfn(checkpoint)
 
     def method(g: GraphData) -> tuple[np.ndarray, np.ndarray]:
-        probs, _ = predict(net, graph_batch(g))
-        p = probs.numpy().astype(float)
-        if calibration is not None:
-            p = calibration.probabilities(p)
+        batch = graph_batch(g)
+        probs, _ = predict(net, batch)
+        p = calibrated(probs[None], batch, calibration)[0]
         return p, predicted_edges(torch.from_numpy(p), threshold).numpy()
 
     return method

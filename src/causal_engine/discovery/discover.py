@@ -40,7 +40,7 @@ from torchmetrics.functional.classification import binary_auroc, binary_average_
 from causal_engine import metrics as M
 from causal_engine import plots
 from causal_engine.discovery.batch import DiscoveryBatch
-from causal_engine.discovery.calibration import read_calibration
+from causal_engine.discovery.calibration import calibrated, read_calibration
 from causal_engine.discovery.checkpoint import load_pfn, trained_do_range, warn_outside_training
 from causal_engine.discovery.models import PFNNet
 from causal_engine.errors import UserError
@@ -317,9 +317,7 @@ def discover(
 
     batch, labels = table_batch(frame, targets, queries=counterfactual, max_values_per_target=max_values_per_target)
     probs, deltas = predict(net, batch, query_batch)
-    calibration = read_calibration(checkpoint)
-    if calibration is not None:
-        probs = torch.tensor(calibration.probabilities(probs.numpy()), dtype=probs.dtype)
+    probs = torch.tensor(calibrated(probs[None], batch, read_calibration(checkpoint))[0], dtype=probs.dtype)
     pred = predicted_edges(probs, threshold)  # [d, d] bool
 
     out = Path(cfg.paths.output_dir)
