@@ -97,15 +97,17 @@ class TableCalibration:
 
 
 def calibrated(probs: torch.Tensor, batch: DiscoveryBatch, calibration: TableCalibration | None) -> list[np.ndarray]:
-    """Each graph's [d, d] edge probabilities from a batch's [B, D, D] (padding dropped), mapped through the maps of
-    the graph's kind (with interventional regimes or without) at the graph's own size; the model's own
-    probabilities when `calibration` is None."""
+    """Each graph's [d, d] edge probabilities from a batch's [B, D, D] (padding dropped, diagonal 0), mapped
+    through the maps of the graph's kind (with interventional regimes or without) at the graph's own size; the
+    model's own probabilities when `calibration` is None."""
     out = []
     for b in range(probs.shape[0]):
         d = int(batch.node_mask[b].sum())
         p = probs[b, :d, :d].numpy().astype(float)
-        interventional = bool(batch.regime_mask[b].any())
-        out.append(p if calibration is None else calibration.probabilities(p, interventional))
+        if calibration is not None:
+            p = calibration.probabilities(p, interventional=bool(batch.regime_mask[b].any()))
+        np.fill_diagonal(p, 0.0)
+        out.append(p)
     return out
 
 

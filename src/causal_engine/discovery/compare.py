@@ -264,10 +264,9 @@ def pfn_method(
     net = load_pfn(checkpoint)
 
     def method(g: GraphData) -> tuple[np.ndarray, np.ndarray]:
-        batch = graph_batch(g)
-        probs, _ = predict(net, batch)
-        p = calibrated(probs[None], batch, calibration)[0]
-        return p, predicted_edges(torch.from_numpy(p), threshold).numpy()
+        probs, _ = predict(net, graph_batch(g), calibration=calibration)
+        p = probs.numpy().astype(float)
+        return p, predicted_edges(probs, threshold).numpy()
 
     return method
 

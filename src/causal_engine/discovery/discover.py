@@ -40,7 +40,7 @@ from torchmetrics.functional.classification import binary_auroc, binary_average_
 from causal_engine import metrics as M
 from causal_engine import plots
 from causal_engine.discovery.batch import DiscoveryBatch
-from causal_engine.discovery.calibration import calibrated, read_calibration
+from causal_engine.discovery.calibration import TableCalibration, calibrated, read_calibration
 from causal_engine.discovery.checkpoint import load_pfn, trained_do_range, warn_outside_training
 from causal_engine.discovery.models import PFNNet
 from causal_engine.errors import UserError
@@ -236,8 +236,11 @@ def warn_discrete_columns(obs: pd.DataFrame) -> dict[str, int]:
 
 
 @torch.no_grad()
-def predict(net: PFNNet, batch: DiscoveryBatch, query_batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """Edge probabilities [d, d] and deltas in the variables' units [Q, d].
+def predict(
+    net: PFNNet, batch: DiscoveryBatch, query_batch: int = 256, calibration: TableCalibration | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Edge probabilities [d, d] of one table's batch, mapped through `calibration` when one is given (the
+    checkpoint's, `read_calibration`), and deltas in the variables' units [Q, d].
 
     The context (features, trunk, graph) is computed once; only the delta layers run per chunk of
     `query_batch` queries, which bounds their memory ([query_batch, d, D] tokens) on long tables.
@@ -253,8 +256,8 @@ def predict(net: PFNNet, batch: DiscoveryBatch, query_batch: int = 256) -> tuple
         * ctx.std
         for start in range(0, batch.query.shape[1], query_batch)
     ]
-    probs = torch.sigmoid(ctx.edge_logits[0])
-    return probs * (1 - torch.eye(batch.num_nodes)), torch.cat(deltas)
+    probs = torch.sigmoid(ctx.edge_logits)  # [1, d, d]
+    return torch.tensor(calibrated(probs, batch, calibration)[0], dtype=probs.dtype), torch.cat(deltas)
 
 
 def do_distance(batch: DiscoveryBatch) -> torch.Tensor:
@@ -316,8 +319,7 @@ def discover(
     true = load_graph(data.graph_path, columns) if data.get("graph_path") else None
 
     batch, labels = table_batch(frame, targets, queries=counterfactual, max_values_per_target=max_values_per_target)
-    probs, deltas = predict(net, batch, query_batch)
-    probs = torch.tensor(calibrated(probs[None], batch, read_calibration(checkpoint))[0], dtype=probs.dtype)
+    probs, deltas = predict(net, batch, query_batch, read_calibration(checkpoint))
     pred = predicted_edges(probs, threshold)  # [d, d] bool
 
     out = Path(cfg.paths.output_dir)
