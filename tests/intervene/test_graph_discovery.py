@@ -103,23 +103,3 @@ def test_discovery_names_discrete_columns(caplog) -> None:
     with caplog.at_level(logging.WARNING):
         GraphDiscovery(str(shipped), steps=2)(frame)
     assert "flag (2 values)" in caplog.text and "continuous" in caplog.text
-
-
-def test_discovery_starts_from_the_calibrated_probabilities_task_discover_gives() -> None:
-    from causal_engine.discovery.calibration import read_calibration
-    from causal_engine.discovery.checkpoint import load_pfn
-    from causal_engine.discovery.discover import predict, table_batch
-
-    x = get_scm("mediator_nonlin").sample(200, torch.Generator().manual_seed(0)).numpy()
-    frame = pd.DataFrame(x, columns=["a", "b", "c"])
-    shipped = Path(__file__).resolve().parents[2] / "checkpoints" / "pfn.pt"
-    edges = GraphDiscovery(str(shipped), steps=2)(frame)
-    net, batch = load_pfn(shipped), table_batch(frame, None)[0]
-    calibration = read_calibration(shipped)
-    assert calibration is not None  # the shipped checkpoint carries one
-    calibrated, _ = predict(net, batch, calibration=calibration)
-    raw, _ = predict(net, batch)
-    index = {name: k for k, name in enumerate(frame.columns)}
-    src, dst = [index[s] for s in edges.source], [index[t] for t in edges.target]
-    assert np.allclose(edges.pfn_probability, calibrated.numpy()[src, dst])
-    assert not np.allclose(calibrated.numpy(), raw.numpy())

@@ -3,8 +3,10 @@
 `task=query data.graph_path=discover` uses this instead of an edge list:
 
 1. the PFN (`causal_engine.discovery`, loaded weights-only from `checkpoint`) reads the observational rows and
-   gives edge probabilities P [D, D] (row = parent), calibrated as `task=discover` calibrates them (the
-   checkpoint's json); a table wider than the checkpoint's `max_nodes` is refused;
+   gives edge probabilities P [D, D] (row = parent); a table wider than the checkpoint's `max_nodes` is refused.
+   They are the net's own, not the calibrated ones `task=discover` writes: the steps below were built on them,
+   and starting from the calibrated ones gave worse answers on 3 of the 7 tables of `scripts/bench_query.py
+   --graphs` and better on none;
 2. a StructuralMLP with a learnable adjacency, its logits initialised at logit(P), is fitted to the rows with
    an L1 sparsity penalty and the NOTEARS acyclicity term (`causal_engine.graphs.notears`), so the data can
    confirm, drop or re-orient what the PFN proposed while the penalties push towards a sparse DAG;
@@ -30,7 +32,6 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from causal_engine.discovery.calibration import read_calibration
 from causal_engine.discovery.checkpoint import load_pfn, warn_outside_training
 from causal_engine.discovery.discover import predict, table_batch, warn_discrete_columns
 from causal_engine.errors import UserError
@@ -134,7 +135,7 @@ class GraphDiscovery:
         warn_outside_training(self.checkpoint, len(names), key="task.discovery.checkpoint")
         warn_discrete_columns(frame)
         batch, _ = table_batch(frame, None)
-        probs, _ = predict(net, batch, calibration=read_calibration(self.checkpoint))  # [D, D]
+        probs, _ = predict(net, batch)  # [D, D] uncalibrated (module docstring)
         x = torch.tensor(frame.to_numpy(), dtype=torch.float32)  # [N, D]
         refined = refine(x, probs, self.steps, self.lr, self.sparsity_weight, self.acyclicity_weight, seed=seed)
         kept = greedy_dag(refined.numpy(), self.threshold)
