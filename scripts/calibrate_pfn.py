@@ -9,7 +9,8 @@ tables with interventional regimes apart, is fitted on the edge probabilities of
 object (the broad prior, with its observational-only share set to 1 and to 0 for the two kinds; --override
 changes it, e.g. `data.prior={_target_: causal_engine.scm.prior.SeedPrior}`), seed --seed, and its expected
 calibration error is measured before and after on as many held-out prior graphs (seed --seed + 100), pooled, by
-kind and by size. No out-of-prior table is ever used.
+kind and by size, and drawn as a reliability diagram per kind (--out/reliability_prior.png). No out-of-prior
+table is ever used.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from hydra.utils import instantiate  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from scipy.special import expit  # noqa: E402
 
+from causal_engine import plots  # noqa: E402
 from causal_engine.discovery.calibration import (  # noqa: E402
     KINDS,
     TableCalibration,
@@ -38,7 +40,7 @@ from causal_engine.discovery.calibration import (  # noqa: E402
     write_calibration,
 )
 from causal_engine.discovery.checkpoint import load_pfn  # noqa: E402
-from causal_engine.metrics import expected_calibration_error  # noqa: E402
+from causal_engine.metrics import expected_calibration_error, reliability  # noqa: E402
 from causal_engine.train import compose  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,9 +53,10 @@ def main() -> None:
     parser.add_argument("--graphs", type=int, default=256, help="graphs per size, for the fit and for the check")
     parser.add_argument("--override", nargs="*", default=[], help="Hydra overrides of the data=scm_prior config")
     parser.add_argument("--seed", type=int, default=7000)
+    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "calibrate_pfn", help="the reliability diagram")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    cfg = compose(["data=scm_prior", *args.override], REPO / "outputs" / Path(__file__).stem)
+    cfg = compose(["data=scm_prior", *args.override], args.out)
     prior_config = OmegaConf.to_container(cfg.data.prior, resolve=True)
     prior = instantiate(cfg.data.prior, _convert_="all")
     net = load_pfn(args.checkpoint)
@@ -96,10 +99,17 @@ def main() -> None:
         },
     }
     write_calibration(args.checkpoint, calibration, info)
+    curves = {
+        f"{kind}, {stage}": reliability(probs[kinds == kind], labels[kinds == kind])
+        for kind in KINDS
+        for stage, probs in (("raw", before), ("calibrated", after))
+    }
+    figure = plots.reliability_figure(curves, "held-out prior edge probabilities")
+    path = plots.save_figure(figure, args.out / "reliability_prior.png")
     print(
         f"isotonic maps at d = {args.sizes} for {KINDS} tables; held-out prior ECE (both kinds pooled) "
         f"{info['prior_ece_before']} -> {info['prior_ece_after']}; by kind and size (before, after): "
-        f"{info['prior_ece_by_kind_and_size']}"
+        f"{info['prior_ece_by_kind_and_size']}; reliability diagram {path}"
     )
 
 
