@@ -169,3 +169,16 @@ def test_calibrate_script_fits_both_kinds_and_draws_their_reliability(tmp_path: 
     stored = json.loads((tmp_path / "pfn.json").read_text())["calibration"]
     assert set(stored["prior_ece_by_kind_and_size"]) == {"observational", "interventional"}
     assert (tmp_path / "out" / "reliability_prior.png").stat().st_size > 0
+
+
+def test_a_few_confident_pairs_do_not_set_the_top_of_the_map() -> None:
+    rng = np.random.default_rng(2)
+    p = np.sort(rng.random(20_000))
+    labels = (rng.random(20_000) < 0.5 * p).astype(float)  # the true edge rate is p / 2 everywhere ...
+    labels[-30:] = 1.0  # ... but the 30 most confident pairs happen to be edges
+    d = np.full(20_000, 10)
+    loose = fit_isotonic(p, labels, d, min_pairs=1)
+    pooled = fit_isotonic(p, labels, d)  # no value rests on fewer than 200 pairs
+    assert loose.values[0][-1] == 1.0
+    assert pooled.values[0][-1] < 0.75 and np.all(np.diff(pooled.values[0]) > 0)
+    assert len(pooled.knots[0]) < len(loose.knots[0])

@@ -111,23 +111,48 @@ def calibrated(probs: torch.Tensor, batch: DiscoveryBatch, calibration: TableCal
     return out
 
 
-def fit_isotonic(probs: np.ndarray, labels: np.ndarray, num_nodes: np.ndarray) -> Calibration:
+def fit_isotonic(probs: np.ndarray, labels: np.ndarray, num_nodes: np.ndarray, min_pairs: int = 200) -> Calibration:
     """A `Calibration` of 0/1 `labels` from model `probs`, each pair from a graph of `num_nodes` variables (all
     [N]): per size, the isotonic (non-decreasing) least-squares fit of the labels in the order of the
     probabilities (scipy's pool-adjacent-violators), one knot per pooled block at its mean probability, so the
-    map rises strictly between its end knots and a graph's ranking is kept there."""
+    map rises strictly between its end knots and a graph's ranking is kept there.
+
+    A block of fewer than `min_pairs` pairs is pooled with the neighbour whose edge rate is closer (pooling
+    neighbours keeps the map monotone), so no value rests on a handful of pairs: the few most confident pairs
+    of a size would otherwise set the map's top to their own rate, far from what held-out pairs there show."""
     p, y = np.asarray(probs, dtype=float).ravel(), np.asarray(labels, dtype=float).ravel()
     d = np.asarray(num_nodes).ravel()
     sizes, knots, values = [], [], []
     for size in np.unique(d):
         order = np.argsort(p[d == size], kind="stable")
-        ranked = p[d == size][order]  # [n]
-        fit = isotonic_regression(y[d == size][order])
-        starts, ends = fit.blocks[:-1], fit.blocks[1:]
+        ranked, ranked_y = p[d == size][order], y[d == size][order]  # [n] each
+        bounds = _pool_small_blocks(list(isotonic_regression(ranked_y).blocks), ranked_y, min_pairs)
+        starts, ends = bounds[:-1], bounds[1:]
         sizes.append(int(size))
         knots.append(tuple(float(ranked[a:b].mean()) for a, b in zip(starts, ends, strict=True)))
-        values.append(tuple(float(fit.x[a]) for a in starts))
+        values.append(tuple(float(ranked_y[a:b].mean()) for a, b in zip(starts, ends, strict=True)))
     return Calibration(tuple(sizes), tuple(knots), tuple(values))
+
+
+def _pool_small_blocks(bounds: list[int], labels: np.ndarray, min_pairs: int) -> list[int]:
+    """Block edges [0, ..., n] of an isotonic fit of `labels` [n], with every block of fewer than `min_pairs`
+    entries (the smallest first) merged into the neighbour whose mean is closer, until none is left or one
+    block remains."""
+    total = np.concatenate([[0.0], np.cumsum(labels)])
+
+    def mean(k: int) -> float:
+        return (total[bounds[k + 1]] - total[bounds[k]]) / (bounds[k + 1] - bounds[k])
+
+    while len(bounds) > 2:
+        counts = np.diff(bounds)
+        k = int(np.argmin(counts))
+        if counts[k] >= min_pairs:
+            break
+        if k == 0 or (k < len(counts) - 1 and abs(mean(k + 1) - mean(k)) < abs(mean(k - 1) - mean(k))):
+            del bounds[k + 1]  # into the right-hand neighbour
+        else:
+            del bounds[k]  # into the left-hand neighbour
+    return bounds
 
 
 def prior_edge_logits(
