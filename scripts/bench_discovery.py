@@ -217,11 +217,13 @@ def main() -> None:
 
     rows: list[tuple[str, str, dict[str, float]]] = []
     split: list[str] = []
+    curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # the PFN's reliability bins per set
     for name in args.sets:
         batches = datamodule.test_batches[name]
         d = batches[0].num_nodes
         if args.checkpoint.is_file():
             pfn = run_pfn(args.checkpoint, batches)
+            curves[name] = pfn.pop("reliability")
             rows.append(("causal PFN", name, {**pfn, "s_with_deltas": pfn["s_per_graph_with_deltas"]}))
         for method in args.methods:
             if d > max_d.get(method, 10**9):
@@ -267,6 +269,10 @@ def main() -> None:
         ax.set_title(key)
     axes[0].legend(fontsize=7)
     plots.save_figure(fig, args.out / "metrics.png")
+    if curves:
+        plots.save_figure(
+            plots.reliability_figure(curves, "PFN edge probabilities by set"), args.out / "reliability.png"
+        )
     print(table)
 
 

@@ -16,6 +16,7 @@ import torch
 from causal_engine import metrics as M
 from causal_engine import plots
 from causal_engine.discovery.calibration import (
+    TAIL,
     Calibration,
     TableCalibration,
     calibrated,
@@ -71,6 +72,18 @@ def test_identity_calibration_changes_nothing_but_the_diagonal() -> None:
     out = Calibration().probabilities(p)
     assert out[0, 1] == pytest.approx(0.8) and out[1, 0] == pytest.approx(0.1)
     assert out[0, 0] == 0.0 and out[1, 1] == 0.0
+
+
+def test_pairs_beyond_the_end_knots_keep_their_order_and_their_calibration() -> None:
+    cal = Calibration(sizes=(5, 50), knots=((0.2, 0.6), (0.1, 0.8)), values=((0.1, 0.7), (0.05, 0.9)))
+    p = np.array([0.0, 0.01, 0.05, 0.15, 0.3, 0.7, 0.85, 0.95, 0.99, 1.0])
+    for d in (5, 20, 50):
+        out = cal.probabilities(p, np.full(p.shape, d))
+        assert np.all(np.diff(out) > 0)  # strictly rising: no tie among the most and least confident pairs
+        assert out.min() >= 0.0 and out.max() <= 1.0
+    at_5 = cal.probabilities(p, np.full(p.shape, 5))
+    assert at_5[p <= 0.2] == pytest.approx(0.1, abs=1e-3) and at_5[p >= 0.6] == pytest.approx(0.7, abs=1e-3)
+    assert at_5[0] == pytest.approx(0.1 * (1 - TAIL)) and at_5[-1] == pytest.approx(0.7 + 0.3 * TAIL)
 
 
 def test_graph_size_comes_from_the_matrix_mixes_neighbouring_sizes_in_log_d_and_is_clamped() -> None:

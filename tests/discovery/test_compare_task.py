@@ -1,6 +1,6 @@
-"""task=compare logs like every other run: scalars per method and set, and one HParams session per method; it
-reads the PFN's graph from calibrated probabilities, as task=discover does; the delta RMSE it reports splits by
-how far the do-values reach."""
+"""task=compare logs like every other run: scalars per method and set, one HParams session per method and the PFN's
+reliability diagram; it reads the PFN's graph from calibrated probabilities, as task=discover does; the delta RMSE
+it reports splits by how far the do-values reach."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def events(directory: Path) -> EventAccumulator:
     return EventAccumulator(str(directory)).Reload()
 
 
-def test_compare_writes_scalars_and_hparams_for_each_method(run_experiment, checkpoint, tmp_path) -> None:
+def test_compare_writes_scalars_hparams_and_the_reliability_diagram(run_experiment, checkpoint, tmp_path) -> None:
     metrics = run_experiment(
         [
             "task=compare",
@@ -61,6 +61,8 @@ def test_compare_writes_scalars_and_hparams_for_each_method(run_experiment, chec
         assert "_hparams_/session_start_info" in plugins
     empty = events(board / "er_d10" / "empty").Scalars("hp/auroc")[0].value
     assert empty == pytest.approx(metrics["compare/er_d10/empty/auroc"]) == pytest.approx(0.5)
+    assert "compare/er_d10/reliability" in events(board).Tags()["images"]  # the PFN's reliability diagram
+    assert (tmp_path / "run" / "figures" / "reliability_er_d10.png").stat().st_size > 0
 
 
 def test_delta_rmse_splits_by_the_do_distance_into_parts_that_add_up() -> None:

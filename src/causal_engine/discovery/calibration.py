@@ -8,7 +8,7 @@ scaling (Platt, even with size terms) follows the mass of small probabilities an
 along, emptying the graph at 0.5 on large tables. Isotonic regression (Zadrozny & Elkan 2002) per graph size
 follows any monotone shape: fitted by `fit_isotonic` on fresh prior draws of each size, read in between sizes
 by interpolating linearly in log d, it fixes the confidence size by size and keeps each graph's ranking
-(AUROC, top-k; only pairs beyond a map's end knots tie). The confidence also depends on the kind of table: one
+(AUROC, top-k), beyond its end knots too (`TAIL`). The confidence also depends on the kind of table: one
 map for both kinds leaves the net under-confident on observational-only tables and over-confident on tables
 with interventional regimes, so each kind has its own maps (`TableCalibration`). It is fitted on prior draws
 only, never on the out-of-prior tables it is judged on, and stored in the checkpoint's json sidecar
@@ -36,13 +36,26 @@ from causal_engine.discovery.models import PFNNet
 
 log = logging.getLogger(__name__)
 
+# Beyond a map's end knots (pairs more or less confident than any fitted block's mean) the map keeps rising, by at
+# most this share of the room left to 0 or 1 between the end knot and p = 0 or 1: a flat tail would tie every such
+# pair and lose the ranking exactly where the model is surest.
+TAIL = 1e-3
+
+
+def _monotone_map(p: np.ndarray, knots: Sequence[float], values: Sequence[float]) -> np.ndarray:
+    """The piecewise-linear map through (`knots`, `values`) at `p`, with strictly rising tails (`TAIL`)."""
+    low, high = knots[0], knots[-1]
+    below = np.clip((low - p) / max(low, 1e-12), 0.0, 1.0)  # 0 at the low knot, 1 at p = 0
+    above = np.clip((p - high) / max(1.0 - high, 1e-12), 0.0, 1.0)  # 0 at the high knot, 1 at p = 1
+    return np.interp(p, knots, values) - TAIL * (values[0] * below - (1.0 - values[-1]) * above)
+
 
 @dataclass(frozen=True)
 class Calibration:
     """Monotone maps of edge probabilities, one per graph size in `sizes` (increasing): at size `sizes[k]`, a
-    model probability p becomes the piecewise-linear interpolation of (`knots[k]`, `values[k]`) at p (constant
-    beyond the end knots). Between two fitted sizes the two maps' outputs are mixed linearly in log d; beyond
-    the fitted range the nearest size's map applies. The default is the identity."""
+    model probability p becomes the piecewise-linear interpolation of (`knots[k]`, `values[k]`) at p (beyond the
+    end knots, a tail that rises by at most `TAIL`). Between two fitted sizes the two maps' outputs are mixed
+    linearly in log d; beyond the fitted range the nearest size's map applies. The default is the identity."""
 
     sizes: tuple[int, ...] = (2,)
     knots: tuple[tuple[float, ...], ...] = ((0.0, 1.0),)
@@ -58,9 +71,9 @@ class Calibration:
         k = int(np.searchsorted(log_sizes, np.log(d)))
         if k == 0 or k == len(self.sizes):
             k = min(k, len(self.sizes) - 1)
-            return np.interp(p, self.knots[k], self.values[k])
+            return _monotone_map(p, self.knots[k], self.values[k])
         share = (np.log(d) - log_sizes[k - 1]) / (log_sizes[k] - log_sizes[k - 1])
-        low, high = (np.interp(p, self.knots[i], self.values[i]) for i in (k - 1, k))
+        low, high = (_monotone_map(p, self.knots[i], self.values[i]) for i in (k - 1, k))
         return (1 - share) * low + share * high
 
     def probabilities(self, probs: np.ndarray, num_nodes: int | np.ndarray | None = None) -> np.ndarray:

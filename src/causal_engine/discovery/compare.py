@@ -57,6 +57,7 @@ from causal_engine.discovery.loss import delta_mask
 from causal_engine.discovery.module import true_delta_z
 from causal_engine.errors import UserError, require_extra
 from causal_engine.graphs import predicted_edges, structural_intervention_distance
+from causal_engine.plots import log_figure, reliability_figure, save_figure
 from causal_engine.train import instantiate_loggers
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ def edge_scores(results: list[tuple[np.ndarray, np.ndarray, np.ndarray]], method
     for score, pred, true in results:
         d = true.shape[0]
         off = ~np.eye(d, dtype=bool)
-        scores.append(torch.tensor(score[off], dtype=torch.float32))
+        scores.append(torch.tensor(score[off], dtype=torch.float64))  # calibrated tails differ below float32
         preds.append(torch.tensor(pred[off], dtype=torch.float32))
         trues.append(torch.tensor(true[off], dtype=torch.long))
         mask = torch.ones(1, d, dtype=torch.bool)
@@ -120,10 +121,11 @@ def _mean_seconds(fn: Callable[[], object], repeats: int) -> float:
     return (time.process_time() - start) / repeats
 
 
-def run_pfn(checkpoint: Path, batches: list, repeats: int = 5) -> dict[str, float]:
+def run_pfn(checkpoint: Path, batches: list, repeats: int = 5) -> dict[str, Any]:
     """The PFN's metrics on `batches`, its seconds per graph to the graph and with the deltas (module docstring).
     Edge probabilities are calibrated, and the graph read from them, as `task=discover` does when the
-    checkpoint's json holds a calibration for its weights; the row's `ece` is that of the pooled pairs."""
+    checkpoint's json holds a calibration for its weights; the row's `ece` is that of the pooled pairs, and its
+    `reliability` their bins (`metrics.reliability`: confidence, rate, count), the one entry that is not a number."""
     net = load_pfn(checkpoint)
     calibration = read_calibration(checkpoint)
     results, graph_s, full_s, graphs = [], 0.0, 0.0, 0
@@ -146,7 +148,9 @@ def run_pfn(checkpoint: Path, batches: list, repeats: int = 5) -> dict[str, floa
                 pred = predicted_edges(torch.from_numpy(p)).numpy()
                 results.append((p, pred, batch.adjacency[b, :d, :d].numpy()))
     row = edge_scores(results)
-    row["ece"] = M.expected_calibration_error(*pooled_pairs(results))
+    probs, labels = pooled_pairs(results)
+    row["ece"] = M.expected_calibration_error(probs, labels)
+    row["reliability"] = M.reliability(probs, labels)
     row["delta_rmse"] = delta_rmse(batches, lambda batch: cache[id(batch)])
     limit = trained_do_range(checkpoint)
     if limit is not None:  # the deltas within and beyond the do-values the checkpoint was trained on
@@ -194,25 +198,37 @@ def compare(
     for name in sets:
         batches = datamodule.test_batches[name]
         rows = {"pfn": run_pfn(Path(checkpoint), batches)}
+        reliability = rows["pfn"].pop("reliability")
         for method in methods:
             log.info("compare: %s on %s", method, name)
             rows[method] = run_method(method, batches)
         for method, row in rows.items():
             metrics.update({f"compare/{name}/{method}/{key}": value for key, value in row.items()})
-        log_comparison(cfg, checkpoint, name, graphs, rows)
+        log_comparison(cfg, checkpoint, name, graphs, rows, reliability)
     return metrics
 
 
 def log_comparison(
-    cfg: DictConfig, checkpoint: str, set_name: str, graphs: int, rows: Mapping[str, Mapping[str, float]]
+    cfg: DictConfig,
+    checkpoint: str,
+    set_name: str,
+    graphs: int,
+    rows: Mapping[str, Mapping[str, float]],
+    reliability: tuple[np.ndarray, np.ndarray, np.ndarray],
 ) -> None:
-    """Each method's metrics on one set to the config's loggers, like every other run.
+    """Each method's metrics on one set to the config's loggers, like every other run, and the PFN's reliability
+    diagram (`reliability`: its pooled pairs' bins) to `<output_dir>/figures/reliability_<set>.png` and TensorBoard.
 
     Every logger gets the scalars `compare/<set>/<method>/<metric>` (time per graph included). A TensorBoard
     logger also gets one HParams session per method under `<log_dir>/<set>/<method>` (hparams: method, set,
-    graphs, checkpoint; metrics `hp/<metric>`), so the HParams tab lines the methods up side by side.
+    graphs, checkpoint; metrics `hp/<metric>`), so the HParams tab lines the methods up side by side, and the
+    figure as `compare/<set>/reliability`.
     """
-    for logger in instantiate_loggers(cfg):
+    loggers = instantiate_loggers(cfg)
+    fig = reliability_figure({"causal PFN": reliability}, f"{set_name}: PFN edge probabilities (ECE in the scalars)")
+    save_figure(fig, Path(cfg.paths.output_dir) / "figures" / f"reliability_{set_name}.png", close=False)
+    log_figure(loggers, f"compare/{set_name}/reliability", fig)
+    for logger in loggers:
         for method, row in rows.items():
             logger.log_metrics({f"compare/{set_name}/{method}/{k}": v for k, v in row.items()}, step=0)
         logger.save()
@@ -277,7 +293,7 @@ def table_auroc(score: np.ndarray, true: np.ndarray) -> float:
     t = torch.tensor(true[off], dtype=torch.long)
     if t.min() == t.max():
         return float("nan")
-    return float(binary_auroc(torch.tensor(score[off], dtype=torch.float32), t))
+    return float(binary_auroc(torch.tensor(score[off], dtype=torch.float64), t))
 
 
 def score_tables(
