@@ -21,7 +21,7 @@ features included; mean of 5 passes) divided by 8. s_with_deltas: the PFN's full
 predicts the deltas of the batch's queries.
 
 Out-of-prior mode (`--out-of-prior`): tables from generators written outside this project
-(causal_engine.discovery.external: sempler and cdt families, the sempler ones also with interventions),
+(causal_engine.discovery.external: sempler, cdt and gcastle families, the sempler ones also with interventions),
 never used for training, scored for the PFN at --checkpoint, the boosted pairwise baseline at --pairwise and
 the classical baselines, each set raw and with every column standardised first, plus raw vs log vs rank copies
 of every table for the PFN and the boosted baseline, and discretised copies (some columns cut into a few levels,

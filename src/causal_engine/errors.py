@@ -16,7 +16,7 @@ class MissingExtraError(UserError):
 
 
 # The import name of each package of the `baselines` extra (pyproject.toml) whose distribution name differs.
-_DISTRIBUTIONS = {"causallearn": "causal-learn"}
+_DISTRIBUTIONS = {"causallearn": "causal-learn", "castle": "gcastle"}
 
 
 def require_extra(needed_for: str, *packages: str) -> None:

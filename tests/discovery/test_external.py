@@ -1,4 +1,4 @@
-"""External generators (sempler, cdt) as GraphData: shapes, a DAG for truth, interventions on the right nodes."""
+"""External generators (sempler, cdt, gcastle) as GraphData: shapes, a DAG for truth, interventions on the right nodes."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from causal_engine.graphs import topological_order
 
 pytest.importorskip("sempler")
 pytest.importorskip("cdt")
+pytest.importorskip("castle")
 
 
 def is_dag(adjacency: np.ndarray) -> bool:
@@ -83,6 +84,23 @@ def test_the_measured_sachs_table_comes_from_the_package_with_its_consensus_grap
     assert not is_dag(g.adjacency)  # its one feedback loop, plcg -> PIP2 -> PIP3 -> plcg
     with pytest.raises(UserError, match=r"real data set 'dream4' is unknown; available: \['sachs'\]"):
         real_table("dream4")
+
+
+def test_a_gcastle_table_leaves_the_root_logger_and_the_global_random_streams_as_it_found_them() -> None:
+    import logging
+    import random
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    random.seed(1)
+    np.random.seed(1)
+    expected = (random.random(), np.random.rand())
+    random.seed(1)
+    np.random.seed(1)
+    g = external_table("gcastle-gp-add", d=6, rows=40, seed=0)
+    assert (random.random(), np.random.rand()) == expected
+    assert root.handlers == handlers and root.level == level
+    assert g.adjacency.sum() > 0
 
 
 def test_a_family_without_interventions_refuses_them() -> None:

@@ -1,7 +1,7 @@
 """Out-of-prior tables: structural-equation simulators written outside this project, as `GraphData`.
 
 An amortised model is only as good as its prior; these generators test the causal PFN (and the boosted pairwise
-baseline) on data that no training run here ever drew. Two packages from the index (the `baselines` extra):
+baseline) on data that no training run here ever drew. Three packages from the index (the `baselines` extra):
 
 - `sempler` (Gamella et al.): `sempler-linear`, a linear-Gaussian SCM (`LGANM`) on an Erdős–Rényi DAG
   (`generators.dag_avg_deg`) with weights of random sign and magnitude in [0.5, 2] and noise variances in
@@ -12,6 +12,10 @@ baseline) on data that no training run here ever drew. Two packages from the ind
 - `cdt` (CausalDiscoveryToolbox, Kalainathan et al.): `cdt-<mechanism>` for its `AcyclicGraphGenerator`
   mechanisms (`CDT_MECHANISMS`), Gaussian-mixture root causes,
   observational only (the generator has no interventions).
+- `gcastle` (Huawei Noah's Ark, Zhang et al. 2021): `gcastle-<sem>` for the SEMs of its `IIDSimulation`
+  (`GCASTLE_SEMS`): linear with Gaussian, exponential, Gumbel or uniform noise, and its nonlinear mlp, mim
+  (index model), gp, gp-add and quadratic SEMs with Gaussian noise, on an Erdős–Rényi or scale-free DAG (one of
+  the two per table) of average degree 3 with weights of random sign and magnitude in [0.5, 2]; observational only.
 
 Tables come out in the generator's own units (`rescale=False` for cdt), columns in a random order so that no
 method can read the topological order off the column index; `standardise_table` makes the other half of the
@@ -24,6 +28,7 @@ downloaded): `sachs`, the flow-cytometry data of Sachs et al. (2005) as cdt ship
 
 from __future__ import annotations
 
+import logging
 import random
 import warnings
 from collections.abc import Callable
@@ -36,7 +41,17 @@ from causal_engine.errors import UserError, require_extra
 
 # sigmoid_mix is left out: cdt 0.6.0 fails on it with numpy 2 (it assigns an array to a scalar element).
 CDT_MECHANISMS = ("linear", "polynomial", "sigmoid_add", "gp_add", "gp_mix", "nn")
-FAMILIES = ("sempler-linear", "sempler-anm", *(f"cdt-{m}" for m in CDT_MECHANISMS))
+# gCastle's IIDSimulation (method, sem_type) per family name.
+GCASTLE_SEMS = {
+    **{f"linear-{noise}": ("linear", noise) for noise in ("gauss", "exp", "gumbel", "uniform")},
+    **{sem: ("nonlinear", sem) for sem in ("mlp", "mim", "gp", "gp-add", "quadratic")},
+}
+FAMILIES = (
+    "sempler-linear",
+    "sempler-anm",
+    *(f"cdt-{m}" for m in CDT_MECHANISMS),
+    *(f"gcastle-{sem}" for sem in GCASTLE_SEMS),
+)
 INTERVENTIONAL = ("sempler-linear", "sempler-anm")
 REAL = ("sachs",)
 
@@ -148,6 +163,29 @@ def _cdt_table(mechanism: str, d: int, rows: int, rng: np.random.Generator) -> G
     return GraphData(data.to_numpy(dtype=float), [], adjacency.astype(float))
 
 
+def _gcastle_table(sem: str, d: int, rows: int, rng: np.random.Generator) -> GraphData:
+    require_extra("the out-of-prior benchmark's gcastle tables", "castle")
+    # gCastle configures the root logger (at import, and through logging.info when it has no handler) and draws
+    # from numpy's and Python's global streams (its seed argument reseeds both): all four are put back after.
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        from castle.datasets import DAG, IIDSimulation
+
+        root.handlers[:], root.level = handlers, level  # before its "Finished synthetic dataset" INFO lines
+        graph = DAG.erdos_renyi if rng.random() < 0.5 else DAG.scale_free
+        seed = int(rng.integers(2**31))
+        weights = graph(n_nodes=d, n_edges=round(1.5 * d), weight_range=(0.5, 2.0), seed=seed)  # [d, d]
+        method, sem_type = GCASTLE_SEMS[sem]
+        data = IIDSimulation(W=weights, n=rows, method=method, sem_type=sem_type).X  # [rows, d]
+    finally:
+        root.handlers[:], root.level = handlers, level
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    return GraphData(np.asarray(data, dtype=float), [], (weights != 0).astype(float))
+
+
 def real_table(name: str) -> GraphData:
     """A measured data set against its published graph, loaded as a user would load the file.
 
@@ -188,8 +226,10 @@ def external_table(family: str, d: int, rows: int, seed: int, interventions: int
     rng = np.random.default_rng(seed)
     if family.startswith("sempler"):
         g = _sempler_table(family, d, rows, interventions, rng)
-    else:
+    elif family.startswith("cdt"):
         g = _cdt_table(family.removeprefix("cdt-"), d, rows, rng)
+    else:
+        g = _gcastle_table(family.removeprefix("gcastle-"), d, rows, rng)
     return _permuted(g, rng.permutation(d))
 
 
