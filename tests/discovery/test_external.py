@@ -1,4 +1,5 @@
-"""External generators (sempler, cdt, gcastle) as GraphData: shapes, a DAG for truth, interventions on the right nodes."""
+"""External generators (sempler, cdt, gcastle) as GraphData: shapes, a DAG for truth, interventions where they
+exist, and no side effects on the caller's logging or random streams."""
 
 from __future__ import annotations
 
