@@ -618,22 +618,70 @@ def query_features(
     return torch.stack([z_query, targets.float(), z_values], -1) * node_mask[:, None, :, None].float()
 
 
+class QuantileNorm(nn.Module):
+    """Each pair feature mapped to the normal score of its place among the prior's values of that feature:
+    piecewise linear between K quantiles of the prior (`knots`, fitted once on prior draws by `fit`), bounded
+    beyond the end ones, the identity before `fit`.
+
+    Why: the statistics are heavy-tailed and crowd near zero, and a network reading them raw resolves the
+    crowded middle poorly; a tree model, which only sees each feature's order, does not care. Mapped through
+    their prior quantiles the features reach the network evenly spread and bounded, as a tree would split them.
+    The knots are buffers, so a checkpoint carries the map it was trained with.
+    """
+
+    def __init__(self, num_features: int, num_knots: int):
+        super().__init__()
+        if num_knots < 2:
+            raise ValueError(f"model.net.pair_norm_knots must be 0 (off) or at least 2, got {num_knots}")
+        self.register_buffer("knots", torch.zeros(num_features, num_knots))  # [F, K]
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+
+    @torch.no_grad()
+    def fit(self, features: Tensor) -> None:
+        """The knots: K quantiles at levels (k + 1/2) / K of each feature over prior draws `features` [N, F]."""
+        f, k = self.knots.shape
+        rows = features.reshape(-1, f)[:: max(1, features.numel() // (f * 1_000_000))].double()  # <= ~1M rows
+        levels = (torch.arange(k, dtype=torch.float64) + 0.5) / k
+        self.knots.copy_(torch.quantile(rows, levels, dim=0).T)
+        self.fitted.fill_(True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Features [..., F] -> normal scores [..., F] within +-Phi^-1(1 - 1/(2K)); unchanged before `fit`."""
+        if not bool(self.fitted):
+            return x
+        f, k = self.knots.shape
+        flat = x.reshape(-1, f).T.contiguous()  # [F, N]
+        idx = torch.searchsorted(self.knots, flat).clamp_(1, k - 1)  # the knot segment [idx - 1, idx] of each value
+        low, high = self.knots.gather(1, idx - 1), self.knots.gather(1, idx)
+        share = ((flat - low) / (high - low).clamp_min(1e-12)).clamp_(0.0, 1.0)  # repeated knots: a step
+        return torch.special.ndtri((idx - 0.5 + share) / k).T.reshape(x.shape)
+
+
 class NodeEncoder(nn.Module):
     """Batch -> node tokens [B, d, D] and its context features (pairwise [B, d, d, F], location, scale).
 
-    Features carry no gradient (they are statistics of the data); only the projections are learned.
+    Features carry no gradient (they are statistics of the data); only the projections are learned. With
+    `pair_norm_knots` > 0 the pair features go through a `QuantileNorm` first (off-diagonal real pairs; the
+    diagonal keeps its flag, padding stays zero).
     """
 
-    def __init__(self, d_model: int, shrinkage: float = 0.2, feature_space: str = "zscore"):
+    def __init__(self, d_model: int, shrinkage: float = 0.2, feature_space: str = "zscore", pair_norm_knots: int = 0):
         super().__init__()
         if feature_space not in FEATURE_SPACES:
             raise ValueError(f"model.net.feature_space must be one of {FEATURE_SPACES}, got {feature_space!r}")
         self.shrinkage, self.feature_space = shrinkage, feature_space
         self.node_proj = nn.Sequential(nn.Linear(NUM_NODE_FEATURES, d_model), nn.GELU(), nn.Linear(d_model, d_model))
+        self.pair_norm = QuantileNorm(NUM_PAIR_FEATURES, pair_norm_knots) if pair_norm_knots else None
 
     def forward(self, batch: DiscoveryBatch) -> tuple[Tensor, ContextFeatures]:
         with torch.no_grad():
             feats = context_features(batch, self.shrinkage, self.feature_space)
+            if self.pair_norm is not None:
+                node = batch.node_mask.float()
+                off = node[:, :, None] * node[:, None, :] * (1 - torch.eye(batch.num_nodes, device=node.device))
+                pair = self.pair_norm(feats.pair) * off[..., None]  # [B, d, d, F]
+                pair[..., DIAGONAL_FEATURE] = feats.pair[..., DIAGONAL_FEATURE]
+                feats.pair = pair
         return self.node_proj(feats.node), feats
 
 

@@ -43,6 +43,7 @@ from causal_engine.discovery.encoder import (
     BiasedEncoderLayer,
     NodeEncoder,
     PairBias,
+    QuantileNorm,
     blocks,
     query_features,
     scaled_init,
@@ -99,6 +100,7 @@ class PFNNet(nn.Module):
         shrinkage: float = 0.2,
         max_nodes: int = 100,
         feature_space: str = "copula",
+        pair_norm_knots: int = 0,
         **variant: Any,
     ):
         super().__init__()
@@ -112,10 +114,11 @@ class PFNNet(nn.Module):
             shrinkage=shrinkage,
             max_nodes=max_nodes,
             feature_space=feature_space,
+            pair_norm_knots=pair_norm_knots,
             **variant,
         )
         self.d_model, self.n_heads, self.max_nodes = d_model, n_heads, max_nodes
-        self.encoder = NodeEncoder(d_model, shrinkage, feature_space)
+        self.encoder = NodeEncoder(d_model, shrinkage, feature_space, pair_norm_knots)
         self.trunk = nn.ModuleList(BiasedEncoderLayer(d_model, n_heads, dropout) for _ in range(n_layers))
         self.trunk_bias = PairBias(n_layers, n_heads)
         self.trunk_norm = nn.LayerNorm(d_model)
@@ -147,6 +150,12 @@ class PFNNet(nn.Module):
             out[key] = torch.cat([weight, weight.new_zeros(weight.shape[0], missing)], 1)
             seen = NUM_PAIR_FEATURES - missing
         return out, seen
+
+    def add_pair_norm(self, knots: int) -> None:
+        """Give a trained net (one loaded without it) an unfitted `QuantileNorm` of `knots` knots on its pair
+        features, recorded in its net_spec; its first layers must then be fine-tuned to the new inputs."""
+        self.encoder.pair_norm = QuantileNorm(NUM_PAIR_FEATURES, knots)
+        self.init_kwargs["pair_norm_knots"] = knots
 
     def update_schedule(self, step: int) -> None:
         """Called by the LightningModule before every training step (model C anneals its temperature)."""

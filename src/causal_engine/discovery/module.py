@@ -23,7 +23,8 @@ from causal_engine import metrics as M
 from causal_engine import plots
 from causal_engine.discovery.batch import DiscoveryBatch
 from causal_engine.discovery.checkpoint import load_pfn
-from causal_engine.discovery.encoder import standardise
+from causal_engine.discovery.data import Prior, fixed_set
+from causal_engine.discovery.encoder import NodeEncoder, context_features, standardise
 from causal_engine.discovery.loss import PFNLoss, delta_mask
 from causal_engine.discovery.models import PFNNet, PFNOutput
 from causal_engine.graphs import predicted_edges
@@ -69,6 +70,23 @@ class DiscoveryMetrics(nn.Module):
             getattr(self, name).reset()
 
 
+PAIR_NORM_GRAPHS = 256  # prior graphs whose pair features fit an unfitted QuantileNorm (PFNModule.on_fit_start)
+PAIR_NORM_SEED = 20261205
+_PAIR_NORM_SIZES = (5, 10, 20, 30, 50, 100)  # spread over the sizes a checkpoint is trained on
+
+
+def prior_pair_features(encoder: NodeEncoder, prior: Prior, graphs: int, seed: int) -> Tensor:
+    """`encoder`'s context pair features [N, F] (its shrinkage and feature space) of every off-diagonal pair of
+    `graphs` fresh prior graphs, spread over `_PAIR_NORM_SIZES` (observational-only tables and regimes as the
+    prior draws them)."""
+    rows = []
+    for k, d in enumerate(_PAIR_NORM_SIZES):
+        for batch in fixed_set(max(1, graphs // len(_PAIR_NORM_SIZES)), 8, d, prior, seed + k):
+            pair = context_features(batch, encoder.shrinkage, encoder.feature_space).pair  # [B, d, d, F]
+            rows.append(pair[~torch.eye(d, dtype=torch.bool).expand(pair.shape[:3])])
+    return torch.cat(rows)
+
+
 class PFNModule(L.LightningModule):
     """Wires a PFN net (models A-E) to the loss, the optimiser and the metrics.
 
@@ -80,7 +98,11 @@ class PFNModule(L.LightningModule):
         threshold: link probability P(i -> j) + P(j -> i) from which a pair is predicted an edge, in its more
             probable direction (`graphs.predicted_edges`; SHD, F1, cyclicity).
         init_checkpoint: start from a trained PFN (e.g. the shipped `checkpoints/pfn.pt`) to fine-tune it; its
-            architecture and weights replace `net`.
+            architecture and weights replace `net`, except that `net`'s `pair_norm_knots`, when the checkpoint has
+            none, adds the pair-feature normalisation (`encoder.QuantileNorm`) to it.
+
+    A `QuantileNorm` not yet fitted is fitted when training starts, on `PAIR_NORM_GRAPHS` fresh graphs of the
+    datamodule's prior (seeded, so every DDP rank fits the same knots).
     """
 
     def __init__(
@@ -96,7 +118,10 @@ class PFNModule(L.LightningModule):
         if init_checkpoint is not None:
             # load_pfn returns a net in eval mode (for inference); Lightning keeps each module's mode when
             # training starts, so without train() the fine-tune would run with dropout off.
+            knots = net.init_kwargs.get("pair_norm_knots", 0)
             net = load_pfn(init_checkpoint, key="model.init_checkpoint").train()
+            if knots and net.encoder.pair_norm is None:
+                net.add_pair_norm(knots)
         # Only plain values go into hparams: checkpoints must load with torch.load(weights_only=True), which
         # rejects pickled Hydra partials (optimizer, scheduler) and modules.
         self.save_hyperparameters(logger=False, ignore=["net", "loss", "optimizer", "scheduler"])
@@ -119,6 +144,12 @@ class PFNModule(L.LightningModule):
         for name in names:
             if name not in self.test_metrics:
                 self.test_metrics[name] = DiscoveryMetrics(self.hparams.threshold)
+
+    def on_fit_start(self) -> None:
+        norm = self.net.encoder.pair_norm
+        if norm is not None and not bool(norm.fitted):
+            prior = self.trainer.datamodule.prior
+            norm.fit(prior_pair_features(self.net.encoder, prior, PAIR_NORM_GRAPHS, PAIR_NORM_SEED))
 
     def on_train_start(self) -> None:
         register_hp_metrics(self, [f"hp/val_{name}" for name in METRIC_NAMES])
