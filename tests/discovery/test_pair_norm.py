@@ -16,14 +16,7 @@ from causal_engine.discovery.encoder import QuantileNorm
 from causal_engine.discovery.models import ModelA
 from causal_engine.scm.prior import SeedPrior
 
-TINY = [
-    "data.val_graphs=2",
-    "data.val_set.num_nodes=8",
-    "data.prior.num_obs=[50,100]",
-    "data.test_graphs=2",
-    "~data.test_sets",
-    "+data.test_sets={er_d6: {num_nodes: 6}}",
-]
+from .test_presets import TINY
 
 
 def draws(n: int, generator: torch.Generator) -> torch.Tensor:
