@@ -601,10 +601,17 @@ def context_features(batch: DiscoveryBatch, shrinkage: float, feature_space: str
         ],
         -1,
     )  # [B, d, d, 32]
+    return ContextFeatures(node=node_feats, pair=_placed(pair, node).clamp_(-_CLIP, _CLIP), mean=mean, std=std)
+
+
+def _placed(pair: Tensor, node: Tensor) -> Tensor:
+    """Pair features [B, d, d, F] kept on the off-diagonal real pairs only, with the diagonal flag (the one feature
+    on the diagonal) set; padding pairs are zero. In place."""
+    eye = torch.eye(pair.shape[1], device=pair.device)
     pair_mask = node[:, :, None] * node[:, None, :]  # [B, d, d]
     pair *= ((1 - eye) * pair_mask)[..., None]  # off-diagonal real pairs ...
     pair[..., DIAGONAL_FEATURE] = eye * pair_mask  # ... and the flag, which lives on the diagonal
-    return ContextFeatures(node=node_feats, pair=pair.clamp_(-_CLIP, _CLIP), mean=mean, std=std)
+    return pair
 
 
 def query_features(
@@ -635,6 +642,9 @@ class QuantileNorm(nn.Module):
             raise ValueError(f"model.net.pair_norm_knots must be 0 (off) or at least 2, got {num_knots}")
         self.register_buffer("knots", torch.zeros(num_features, num_knots))  # [F, K]
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+        # The normal score of knot k, level (k + 1/2) / K: a constant of K, so not stored in checkpoints.
+        levels = (torch.arange(num_knots, dtype=torch.float64) + 0.5) / num_knots
+        self.register_buffer("scores", torch.special.ndtri(levels).float(), persistent=False)  # [K]
 
     @torch.no_grad()
     def fit(self, features: Tensor) -> None:
@@ -660,8 +670,7 @@ class QuantileNorm(nn.Module):
         idx = (_search(columns, flat) - offset).clamp_(1, k - 1)  # knots below each value: segment [idx - 1, idx]
         low, high = self.knots.gather(1, idx - 1), self.knots.gather(1, idx)
         share = ((flat - low) / (high - low).clamp_min(1e-12)).clamp_(0.0, 1.0)  # repeated knots: a step
-        scores = torch.special.ndtri((torch.arange(k, dtype=x.dtype, device=x.device) + 0.5) / k)  # [K]
-        z_low, z_high = scores[idx - 1], scores[idx]
+        z_low, z_high = self.scores[idx - 1], self.scores[idx]
         return torch.lerp(z_low, z_high, share).T.reshape(x.shape)
 
 
@@ -685,11 +694,7 @@ class NodeEncoder(nn.Module):
         with torch.no_grad():
             feats = context_features(batch, self.shrinkage, self.feature_space)
             if self.pair_norm is not None:
-                node = batch.node_mask.float()
-                off = node[:, :, None] * node[:, None, :] * (1 - torch.eye(batch.num_nodes, device=node.device))
-                pair = self.pair_norm(feats.pair) * off[..., None]  # [B, d, d, F]
-                pair[..., DIAGONAL_FEATURE] = feats.pair[..., DIAGONAL_FEATURE]
-                feats.pair = pair
+                feats.pair = _placed(self.pair_norm(feats.pair), batch.node_mask.float())  # [B, d, d, F]
         return self.node_proj(feats.node), feats
 
 
