@@ -7,9 +7,9 @@ Isotonic regression per graph size (causal_engine.discovery.calibration), for ob
 tables with interventional regimes apart, is fitted on the edge probabilities of --graphs fresh graphs per size in
 --sizes and kind (the default spans the shipped checkpoint's 5-100 variables) from `data=scm_prior`'s prior
 object (the broad prior, with its observational-only share set to 1 and to 0 for the two kinds; --override
-changes it, e.g. `data.prior={_target_: causal_engine.scm.prior.SeedPrior}`), seed --seed, and its expected
-calibration error is measured before and after on as many held-out prior graphs (seed --seed + 100), pooled, by
-kind and by size, and drawn as a reliability diagram per kind (--out/reliability_prior.png). No out-of-prior
+changes it, e.g. `'~data.prior' '+data.prior={_target_: causal_engine.scm.prior.SeedPrior}'`), seed --seed, and
+its expected calibration error is measured before and after on as many held-out prior graphs (seed --seed + 100),
+pooled, by kind and by size, and drawn as a reliability diagram per kind (--out/reliability_prior.png). No out-of-prior
 table is ever used.
 """
 

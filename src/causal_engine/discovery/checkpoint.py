@@ -137,3 +137,9 @@ def export_pfn(source: Path, out: Path, meta: Mapping[str, Any]) -> dict[str, An
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"net_spec": ckpt["net_spec"], "state_dict": state, "meta": stored}, out)
     return stored
+
+
+def save_pfn(net: PFNNet, out: Path, meta: Mapping[str, Any]) -> None:
+    """Write `net` in the export layout (`{net_spec, state_dict, meta}`), e.g. after fitting its pair head."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"net_spec": net.net_spec(), "state_dict": net.state_dict(), "meta": dict(meta)}, out)

@@ -4,6 +4,7 @@ Shared skeleton (`PFNNet`):
     encoder   batch -> node tokens [B, d, D], pair features [B, d, d, F] (+ query features [B, Q, d, 3] per query)
     trunk     `n_layers` biased-attention layers over nodes (bias from the pair features) -> h [B, d, D]
     dag head  edge logit(i -> j) = <P h_i, C h_j> / sqrt(D) + MLP(pair_ij, P h_i + C h_j)   -> [B, d, d]
+              (mixed with a per-pair head's logit once one is fitted: `pair_head`)
     delta     h + embedding of each query's features, flattened to [B*Q, d, D], `n_delta_layers` more
               layers, then a head -> standardised deltas [B, Q, d] (delta / observational std)
 The structure does not depend on the query; the deltas do. The intervened nodes' own deltas are known
@@ -48,6 +49,7 @@ from causal_engine.discovery.encoder import (
     query_features,
     scaled_init,
 )
+from causal_engine.discovery.pair_head import PairHead
 
 # Elements per block of the edge head's hidden layer: larger than the encoder's blocks, because a block of the head
 # is a handful of operations, each doing more work per element, so the per-operation overhead weighs more.
@@ -101,6 +103,7 @@ class PFNNet(nn.Module):
         max_nodes: int = 100,
         feature_space: str = "copula",
         pair_norm_knots: int = 0,
+        pair_head_hidden: int = 0,
         **variant: Any,
     ):
         super().__init__()
@@ -115,6 +118,7 @@ class PFNNet(nn.Module):
             max_nodes=max_nodes,
             feature_space=feature_space,
             pair_norm_knots=pair_norm_knots,
+            pair_head_hidden=pair_head_hidden,
             **variant,
         )
         self.d_model, self.n_heads, self.max_nodes = d_model, n_heads, max_nodes
@@ -131,6 +135,8 @@ class PFNNet(nn.Module):
         self.delta_norm = nn.LayerNorm(d_model)
         self.delta_head = nn.Sequential(nn.Linear(d_model, d_model), nn.GELU(), nn.Linear(d_model, 1))
         scaled_init(self, n_layers + n_delta_layers)
+        # The per-pair second opinion on each edge (`pair_head`), fitted after training by `fit_pair_head`.
+        self.pair_head = PairHead(pair_head_hidden) if pair_head_hidden else None
 
     def net_spec(self) -> dict[str, Any]:
         """Class path and constructor arguments: a checkpoint carries them so the net can be rebuilt alone."""
@@ -156,6 +162,11 @@ class PFNNet(nn.Module):
         features, recorded in its net_spec; its first layers must then be fine-tuned to the new inputs."""
         self.encoder.pair_norm = QuantileNorm(NUM_PAIR_FEATURES, knots)
         self.init_kwargs["pair_norm_knots"] = knots
+
+    def add_pair_head(self, head: PairHead) -> None:
+        """Give a trained net a fitted `PairHead` (`pair_head.fit_pair_head`), recorded in its net_spec."""
+        self.pair_head = head
+        self.init_kwargs["pair_head_hidden"] = head.mlp[0].out_features
 
     def update_schedule(self, step: int) -> None:
         """Called by the LightningModule before every training step (model C anneals its temperature)."""
@@ -189,7 +200,8 @@ class PFNNet(nn.Module):
         for layer, bias in zip(self.trunk, self.trunk_bias(pair), strict=True):
             h = layer(h, bias, node_mask)
         h = self.trunk_norm(h)
-        return h, self.edge_head(h, pair)
+        logits = self.edge_head(h, pair)
+        return h, logits if self.pair_head is None else self.pair_head(pair, logits)
 
     def delta_attention_bias(self, pair: Tensor, edge_logits: Tensor, q: int) -> Tensor:
         """Attention bias of the delta layers, [L, B*Q, H, d, d]."""
