@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -69,6 +70,7 @@ def main() -> None:
             print(f"{name} d={d}: held-out AUROC trunk {auroc['trunk']:.4f}, with head {auroc['with_head']:.4f}")
     net.add_pair_head(head)
     info = {
+        "command": " ".join(["python", "scripts/fit_pair_head.py", *sys.argv[1:]]),
         "hidden": args.hidden,
         "sizes": args.sizes,
         "graphs_per_size": args.graphs,
