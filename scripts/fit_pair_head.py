@@ -56,12 +56,13 @@ def main() -> None:
         net, list(priors.values()), args.hidden, args.sizes, args.graphs, epochs=args.epochs, seed=args.seed
     )
     seconds = time.time() - start
+    net.pair_head = None  # the trunk alone (a refitted checkpoint comes with its earlier head)
     check: dict[str, dict[int, dict[str, float]]] = {}
     for name, prior in priors.items():
         for d in args.sizes:
             pairs, trunk, labels = prior_pairs(net, [prior], [d], max(args.graphs // 4, 8), args.seed + 2000 + d)
             with torch.no_grad():
-                mixed = head(pairs[:, None, None], trunk[:, None, None]).flatten()  # pairs as [N, 1, 1, F]
+                mixed = head.mixed(pairs, trunk)
             auroc = {
                 "trunk": float(binary_auroc(trunk, labels.long())),
                 "with_head": float(binary_auroc(mixed, labels.long())),
@@ -80,6 +81,7 @@ def main() -> None:
         "second_prior": args.second_prior,
         "seconds": round(seconds),
         "mix": [round(float(w), 4) for w in head.mix],
+        "min_nodes": int(head.min_nodes),
         "held_out_prior_auroc": check,
     }
     save_pfn(net, args.checkpoint, {**load_weights(args.checkpoint)["meta"], "pair_head": info})

@@ -41,6 +41,13 @@ def test_a_fitted_head_changes_the_logits_not_the_deltas_and_round_trips_through
         after = net(batch)
     assert not torch.allclose(after.edge_logits, before.edge_logits)
     assert torch.equal(after.delta, before.delta)  # model A's deltas do not read the edge logits
+    assert int(head.min_nodes) == 5  # the smallest size it was fitted on; smaller graphs keep the trunk's logits
+    (small,) = fixed_set(4, 4, 4, prior, seed=2)
+    with torch.no_grad():
+        headless = net.context(small).edge_logits
+        net.pair_head = None
+        assert torch.equal(headless, net.context(small).edge_logits)
+    net.pair_head = head
     save_pfn(net, tmp_path / "pfn.pt", {})
     loaded = load_pfn(tmp_path / "pfn.pt")
     with torch.no_grad():

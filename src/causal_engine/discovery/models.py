@@ -201,7 +201,7 @@ class PFNNet(nn.Module):
             h = layer(h, bias, node_mask)
         h = self.trunk_norm(h)
         logits = self.edge_head(h, pair)
-        return h, logits if self.pair_head is None else self.pair_head(pair, logits)
+        return h, logits if self.pair_head is None else self.pair_head(pair, logits, node_mask)
 
     def delta_attention_bias(self, pair: Tensor, edge_logits: Tensor, q: int) -> Tensor:
         """Attention bias of the delta layers, [L, B*Q, H, d, d]."""

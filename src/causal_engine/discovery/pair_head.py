@@ -28,8 +28,9 @@ HEAD_BLOCK = 1 << 17  # elements of the head's hidden layer per block (`encoder.
 
 
 class PairHead(nn.Module):
-    """logit(i -> j) = a * trunk logit + b * MLP(QuantileNorm(pair_ij)) + c, with (a, b, c) = (1, 0, 0), the
-    trunk alone, until `fit_pair_head` fits the norm, the MLP and the mix."""
+    """logit(i -> j) = a * trunk logit + b * MLP(QuantileNorm(pair_ij)) + c on graphs of at least `min_nodes`
+    variables (the smallest size it was fitted on, below which it is untested); the trunk alone until
+    `fit_pair_head` fits the norm, the MLP, the mix and `min_nodes`."""
 
     def __init__(self, hidden: int):
         super().__init__()
@@ -40,6 +41,7 @@ class PairHead(nn.Module):
             nn.Linear(NUM_PAIR_FEATURES, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 1)
         )
         self.register_buffer("mix", torch.tensor([1.0, 0.0, 0.0]))  # (a, b, c)
+        self.register_buffer("min_nodes", torch.zeros((), dtype=torch.long))
 
     def head_logits(self, pair: Tensor) -> Tensor:
         """Pair features [B, d, d, F] -> the head's own logits [B, d, d], in blocks of rows."""
@@ -49,12 +51,18 @@ class PairHead(nn.Module):
             out[g, i] = self.mlp(self.norm(pair[g, i])).squeeze(-1)
         return out
 
-    def forward(self, pair: Tensor, trunk: Tensor) -> Tensor:
-        """Pair features [B, d, d, F] and the trunk's edge logits [B, d, d] -> edge logits [B, d, d]."""
-        if not bool(self.norm.fitted):
-            return trunk
+    def mixed(self, pair: Tensor, trunk: Tensor) -> Tensor:
+        """a * trunk + b * head + c for pair features [..., F] and trunk logits [...], whatever the graph's size."""
         a, b, c = self.mix
         return a * trunk + b * self.head_logits(pair) + c
+
+    def forward(self, pair: Tensor, trunk: Tensor, node_mask: Tensor) -> Tensor:
+        """Pair features [B, d, d, F], the trunk's edge logits [B, d, d] and the node mask [B, d] -> edge logits
+        [B, d, d]: mixed on graphs of at least `min_nodes` real nodes, the trunk's on smaller ones."""
+        if not bool(self.norm.fitted):
+            return trunk
+        small = node_mask.sum(1) < self.min_nodes  # [B]
+        return torch.where(small[:, None, None], trunk, self.mixed(pair, trunk))
 
 
 def prior_pairs(
@@ -122,6 +130,7 @@ def fit_pair_head(
     with torch.no_grad():
         inputs = torch.stack([trunk, head.mlp(head.norm(mix_pairs)).squeeze(-1)], 1).double()  # [N, 2]
     head.mix.copy_(logistic_mix(inputs, mix_labels.double()))
+    head.min_nodes.fill_(min(sizes))
     return head.eval()
 
 
