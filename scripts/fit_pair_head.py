@@ -7,11 +7,11 @@
 size in --sizes, seed --seed, and the mix on as many others. The graphs come from `data=scm_prior`'s prior (the
 broad prior the checkpoint was trained on; --override changes it) and, given --second-prior (overrides of the
 same config, e.g. `'~data.prior' '+data.prior={_target_: causal_engine.scm.prior.SeedPrior}'`), half of them
-from that one.
-The edge AUROC of the trunk alone and with the head is then measured on a quarter as many held-out graphs of
-each prior (seed --seed + 2000), pooled per size, and stored with the fit's settings under "pair_head" in the
-checkpoint's json. No out-of-prior table is ever used. The checkpoint's weights
-change, so its calibration must be refitted (`scripts/calibrate_pfn.py`; until then it is ignored with a warning).
+from that one. The edge AUROC of the trunk alone and with the head is then measured on a quarter as many held-out
+graphs of each prior (seed --seed + 2000), pooled per size, and stored with the fit's settings (the shipped
+head's command among them) under "pair_head" in the checkpoint's json. No out-of-prior table is ever used. The
+checkpoint's weights change, so its calibration must be refitted (`scripts/calibrate_pfn.py`; until then it is
+ignored with a warning). The head is used on graphs of at least the smallest of --sizes variables.
 """
 
 from __future__ import annotations

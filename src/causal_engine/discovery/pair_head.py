@@ -105,10 +105,9 @@ def fit_pair_head(
     has is ignored).
 
     The norm's knots and the MLP are fitted on `keep` of the pairs of `graphs` graphs per size, shared among
-    `priors` (binary
-    cross-entropy, Adam, `epochs` passes in batches of 4096), the mix (a, b, c) by logistic regression of the
-    labels on (trunk logit, head logit) over as many other prior graphs (seed + 1000): the head would look better
-    than it is on its own training pairs."""
+    `priors` (binary cross-entropy, Adam, `epochs` passes in batches of 4096), the mix (a, b, c) by logistic
+    regression of the labels on (trunk logit, head logit) over as many other prior graphs (seed + 1000): the head
+    would look better than it is on its own training pairs. `min_nodes` is the smallest of `sizes`."""
     torch.manual_seed(seed)
     own, net.pair_head = net.pair_head, None  # the trunk's own logits, also when refitting a net's head
     try:
