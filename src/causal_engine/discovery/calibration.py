@@ -31,8 +31,9 @@ from scipy.optimize import isotonic_regression
 
 from causal_engine.discovery.batch import DiscoveryBatch
 from causal_engine.discovery.checkpoint import sidecar
-from causal_engine.discovery.data import Prior, fixed_set
+from causal_engine.discovery.data import Prior
 from causal_engine.discovery.models import PFNNet
+from causal_engine.discovery.pair_head import prior_pairs
 
 log = logging.getLogger(__name__)
 
@@ -176,13 +177,10 @@ def prior_edge_logits(
     ([N], [N], [N])."""
     logits, labels, num_nodes = [], [], []
     for k, d in enumerate(sizes):
-        for batch in fixed_set(graphs, 8, d, prior, seed + k):
-            with torch.inference_mode():
-                edge = net.context(batch).edge_logits  # [B, d, d]
-            off = ~torch.eye(d, dtype=torch.bool).expand_as(edge)
-            logits.append(edge[off].double().numpy())
-            labels.append(batch.adjacency[off].numpy())
-            num_nodes.append(np.full(labels[-1].shape, d))
+        _, edge, label = prior_pairs(net, [prior], [d], graphs, seed + k)  # [N] each
+        logits.append(edge.double().numpy())
+        labels.append(label.numpy())
+        num_nodes.append(np.full(labels[-1].shape, d))
     return np.concatenate(logits), np.concatenate(labels), np.concatenate(num_nodes)
 
 

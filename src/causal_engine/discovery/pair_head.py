@@ -17,9 +17,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from causal_engine.discovery.batch import DiscoveryBatch
 from causal_engine.discovery.data import Prior, fixed_set
 from causal_engine.discovery.encoder import NUM_PAIR_FEATURES, QuantileNorm, blocks
+from causal_engine.metrics import valid_edge_mask
 
 log = logging.getLogger(__name__)
 
@@ -78,17 +78,12 @@ def prior_pairs(
             for batch in fixed_set(max(1, graphs // len(priors)), 8, d, prior, seed + 100 * p + k):
                 with torch.inference_mode():
                     ctx = net.context(batch)
-                take = _real_pairs(batch) & (torch.rand(ctx.edge_logits.shape, generator=generator) < keep)
+                sampled = torch.rand(ctx.edge_logits.shape, generator=generator) < keep  # [B, d, d]
+                take = valid_edge_mask(batch.node_mask) & sampled
                 pairs.append(ctx.pair[take])
                 logits.append(ctx.edge_logits[take])
                 labels.append(batch.adjacency[take])
     return torch.cat(pairs), torch.cat(logits), torch.cat(labels)
-
-
-def _real_pairs(batch: DiscoveryBatch) -> Tensor:
-    """[B, d, d] bool: ordered pairs of two different real (unpadded) nodes."""
-    m = batch.node_mask
-    return m[:, :, None] & m[:, None, :] & ~torch.eye(m.shape[1], dtype=torch.bool)
 
 
 def fit_pair_head(
