@@ -3,6 +3,10 @@ checkpoints, and its logistic mix a maximum-likelihood fit."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -57,13 +61,13 @@ def test_a_fitted_head_changes_the_logits_not_the_deltas_and_round_trips_through
     assert torch.equal(again.mix, head.mix)
 
 
-def test_the_head_applies_block_by_block_as_in_one_pass() -> None:
+def test_the_head_applies_block_by_block_as_pair_by_pair() -> None:
     head = PairHead(4)
     head.norm.fit(torch.randn(500, head.norm.knots.shape[0]))
     pair = torch.randn(2, 70, 70, head.norm.knots.shape[0])  # more than one block per graph
     with torch.no_grad():
-        whole = head.mlp(head.norm(pair)).squeeze(-1)
-        assert torch.allclose(head.head_logits(pair), whole, atol=1e-6)
+        one_by_one = head.pair_logits(pair.reshape(-1, pair.shape[-1])).view(pair.shape[:3])
+        assert torch.allclose(head.head_logits(pair), one_by_one, atol=1e-6)
 
 
 def test_logistic_mix_recovers_known_coefficients_within_their_standard_errors() -> None:
@@ -76,3 +80,17 @@ def test_logistic_mix_recovers_known_coefficients_within_their_standard_errors()
     p = torch.sigmoid(design @ w)
     se = torch.linalg.inv(design.T @ (design * (p * (1 - p))[:, None])).diagonal().sqrt()  # Fisher information
     assert ((w - truth).abs() < 4 * se).all(), (w, truth, se)
+
+
+def test_fit_script_stores_the_head_and_its_held_out_check_in_the_checkpoint(tmp_path: Path) -> None:
+    ckpt = tmp_path / "pfn.pt"
+    save_pfn(tiny_net(), ckpt, {})
+    repo = Path(__file__).resolve().parents[2]
+    command = [sys.executable, str(repo / "scripts" / "fit_pair_head.py"), "--checkpoint", str(ckpt), "--graphs", "16"]
+    command += ["--sizes", "5", "8", "--hidden", "8", "--epochs", "1", "--override", "data.prior.num_obs=[40,80]"]
+    env = {**os.environ, "PYTHONPATH": str(repo / "src")}
+    subprocess.run(command, check=True, env=env, cwd=tmp_path, capture_output=True, timeout=600)
+    loaded = load_pfn(ckpt)
+    assert loaded.pair_head is not None and bool(loaded.pair_head.norm.fitted)
+    check = json.loads((tmp_path / "pfn.json").read_text())["pair_head"]["held_out_prior_auroc"]["prior"]
+    assert set(check) == {"5", "8"} and all(0.0 <= v["with_head"] <= 1.0 for v in check.values())

@@ -45,7 +45,25 @@ def test_quantile_norm_gives_normal_scores_of_the_prior_keeps_order_and_bounds_t
     assert binary[0] < binary[1]  # a few-valued feature keeps its order
     bound = float(torch.special.ndtri(torch.tensor(1 - 0.5 / 32)))
     far = norm(torch.tensor([[1e6, 1e6, 1e6], [-1e6, -1e6, -1e6]]))
-    assert far[0].tolist() == pytest.approx([bound] * 3) and far[1].tolist() == pytest.approx([-bound] * 3)
+    continuous = [0, 2]  # the binary feature's ends are ties, scored at their mean levels (next test)
+    assert far[0, continuous].tolist() == pytest.approx([bound] * 2)
+    assert far[1, continuous].tolist() == pytest.approx([-bound] * 2)
+
+
+def test_quantile_norm_maps_a_value_many_draws_share_to_its_mid_rank_score_continuously() -> None:
+    """A feature that is exactly 0 in 70 % of the prior (a clamped statistic): its repeated knots are one tie, scored
+    at the tie's mean level, and a value a rounding error away from the tie scores the same (no step)."""
+    generator = torch.Generator().manual_seed(1)
+    clamped = torch.randn(20_000, 1, generator=generator).clamp_min(0.5) - 0.5  # P(0) = P(N(0, 1) < 0.5) = 0.69
+    norm = QuantileNorm(1, 32)
+    norm.fit(clamped)
+    zero_knots = int((norm.knots == 0).sum())
+    assert zero_knots > 1  # the tie the test is about
+    mid_level = zero_knots / 2 / 32  # the mean of the levels (k + 1/2) / 32, k < zero_knots
+    at_tie = norm(torch.tensor([[-1e-7], [0.0], [1e-7]]))[:, 0]
+    assert at_tie.tolist() == pytest.approx([float(torch.special.ndtri(torch.tensor(mid_level)))] * 3, abs=1e-4)
+    share = float((norm(clamped)[:, 0] <= at_tie[1]).float().mean())
+    assert share == pytest.approx(float((clamped == 0).float().mean()))  # the tie sits below every positive draw
 
 
 def test_a_net_with_the_norm_exports_and_loads_with_its_knots(tmp_path: Path) -> None:

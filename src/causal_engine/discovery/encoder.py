@@ -634,6 +634,11 @@ class QuantileNorm(nn.Module):
     crowded middle poorly; a tree model, which only sees each feature's order, does not care. Mapped through
     their prior quantiles the features reach the network evenly spread and bounded, as a tree would split them.
     The knots are buffers, so a checkpoint carries the map it was trained with.
+
+    Repeated knots (a value many prior draws share exactly: a statistic clamped at 0, a flag) are ties: each
+    maps to the normal score of its run's mean level, as a mid-rank would, so the map stays continuous. A step
+    there would send a value 1e-7 above the tie half the normal range away, and float rounding that depends on
+    the rows' order (or the platform) would move edge probabilities.
     """
 
     def __init__(self, num_features: int, num_knots: int):
@@ -642,9 +647,9 @@ class QuantileNorm(nn.Module):
             raise ValueError(f"model.net.pair_norm_knots must be 0 (off) or at least 2, got {num_knots}")
         self.register_buffer("knots", torch.zeros(num_features, num_knots))  # [F, K]
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
-        # The normal score of knot k, level (k + 1/2) / K: a constant of K, so not stored in checkpoints.
+        # The level (k + 1/2) / K of knot k: a constant of K, so not stored in checkpoints.
         levels = (torch.arange(num_knots, dtype=torch.float64) + 0.5) / num_knots
-        self.register_buffer("scores", torch.special.ndtri(levels).float(), persistent=False)  # [K]
+        self.register_buffer("levels", levels, persistent=False)  # [K]
 
     @torch.no_grad()
     def fit(self, features: Tensor) -> None:
@@ -658,9 +663,10 @@ class QuantileNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Features [..., F] -> normal scores [..., F] within +-Phi^-1(1 - 1/(2K)); unchanged before `fit`.
 
-        Knot k maps to the normal score of level (k + 1/2) / K, linearly in between and constant beyond the end
-        knots. The search is `_search`'s branch-free one and the scores a K-entry table: torch.searchsorted and
-        ndtri over every pair and feature would cost more than the trunk on a 50-node graph."""
+        Knot k maps to the normal score of level (k + 1/2) / K (of its run's mean level when repeated), linearly
+        in between and constant beyond the end knots. The search is `_search`'s branch-free one and the scores a
+        [F, K] table: torch.searchsorted and ndtri over every pair and feature would cost more than the trunk on
+        a 50-node graph."""
         if not bool(self.fitted):
             return x
         f, k = self.knots.shape
@@ -669,9 +675,14 @@ class QuantileNorm(nn.Module):
         offset = torch.arange(0, f * (k + 1), k + 1, dtype=torch.int32, device=x.device)[:, None]  # [F, 1]
         idx = (_search(columns, flat) - offset).clamp_(1, k - 1)  # knots below each value: segment [idx - 1, idx]
         low, high = self.knots.gather(1, idx - 1), self.knots.gather(1, idx)
-        share = ((flat - low) / (high - low).clamp_min(1e-12)).clamp_(0.0, 1.0)  # repeated knots: a step
-        z_low, z_high = self.scores[idx - 1], self.scores[idx]
-        return torch.lerp(z_low, z_high, share).T.reshape(x.shape)
+        share = ((flat - low) / (high - low).clamp_min(1e-12)).clamp_(0.0, 1.0)  # within a run both ends agree
+        scores = self.knot_scores()
+        return torch.lerp(scores.gather(1, idx - 1), scores.gather(1, idx), share).T.reshape(x.shape)
+
+    def knot_scores(self) -> Tensor:
+        """The normal score of every knot [F, K]: of its level, or of its run's mean level when it is repeated."""
+        same = (self.knots[:, :, None] == self.knots[:, None, :]).to(self.levels.dtype)  # [F, K, K] tied knots
+        return torch.special.ndtri(same @ self.levels / same.sum(-1)).to(self.knots.dtype)
 
 
 class NodeEncoder(nn.Module):

@@ -51,18 +51,24 @@ class PairHead(nn.Module):
             out[g, i] = self.mlp(self.norm(pair[g, i])).squeeze(-1)
         return out
 
+    def pair_logits(self, pair: Tensor) -> Tensor:
+        """Pair features [N, F] of N pairs (`prior_pairs`) -> the head's own logits [N]."""
+        return self.mlp(self.norm(pair)).squeeze(-1)
+
     def mixed(self, pair: Tensor, trunk: Tensor) -> Tensor:
-        """a * trunk + b * head + c for pair features [..., F] and trunk logits [...], whatever the graph's size."""
+        """a * trunk + b * head + c for the features [N, F] and trunk logits [N] of N pairs, whatever their graphs'
+        sizes (`prior_pairs`): the mix `forward` applies, without its size rule."""
         a, b, c = self.mix
-        return a * trunk + b * self.head_logits(pair) + c
+        return a * trunk + b * self.pair_logits(pair) + c
 
     def forward(self, pair: Tensor, trunk: Tensor, node_mask: Tensor) -> Tensor:
         """Pair features [B, d, d, F], the trunk's edge logits [B, d, d] and the node mask [B, d] -> edge logits
         [B, d, d]: mixed on graphs of at least `min_nodes` real nodes, the trunk's on smaller ones."""
         if not bool(self.norm.fitted):
             return trunk
+        a, b, c = self.mix
         small = node_mask.sum(1) < self.min_nodes  # [B]
-        return torch.where(small[:, None, None], trunk, self.mixed(pair, trunk))
+        return torch.where(small[:, None, None], trunk, a * trunk + b * self.head_logits(pair) + c)
 
 
 def prior_pairs(
@@ -122,7 +128,7 @@ def fit_pair_head(
             loss.backward()
             optimizer.step()
     with torch.no_grad():
-        inputs = torch.stack([trunk, head.mlp(head.norm(mix_pairs)).squeeze(-1)], 1).double()  # [N, 2]
+        inputs = torch.stack([trunk, head.pair_logits(mix_pairs)], 1).double()  # [N, 2]
     head.mix.copy_(logistic_mix(inputs, mix_labels.double()))
     head.min_nodes.fill_(min(sizes))
     return head.eval()
