@@ -1,9 +1,10 @@
-"""Calibrated edge probabilities: the ECE maths, the isotonic fit per size, the maps per kind of table, the json
-sidecar, the reliability figure."""
+"""Calibrated edge probabilities: the ECE maths and its sampling band, the isotonic fit per size, the maps per kind
+of table, the json sidecar, the reliability figure."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -39,6 +40,20 @@ def test_ece_of_hand_bins() -> None:
     # (2 * |0 - 0.1| + 1 * |1 - 0.55| + 2 * |1 - 0.9|) / 5
     assert M.expected_calibration_error(probs, labels, bins=10) == pytest.approx((0.2 + 0.45 + 0.2) / 5)
     assert M.expected_calibration_error(np.array([1.0, 0.0]), np.array([1, 0])) == 0.0
+
+
+def test_calibrated_ece_band_is_the_sampling_error_of_a_calibrated_model() -> None:
+    assert M.calibrated_ece_band(np.array([0.0, 1.0, 1.0])) == (0.0, 0.0)  # certain labels: no sampling error
+    # 100 pairs at 0.5 in one bin: ECE = |k / 100 - 1/2|, k ~ Binomial(100, 1/2), whose mean is C(100, 50) / 2^101
+    exact = math.comb(100, 50) / 2**101
+    sd = math.sqrt(0.25 / 100 - exact**2)  # E[(k/100 - 1/2)^2] = 1/400
+    mean, q95 = M.calibrated_ece_band(np.full(100, 0.5), draws=4000, seed=1)
+    assert abs(mean - exact) < 4 * sd / math.sqrt(4000) and q95 > mean
+    # a model whose edges come 0.2 more often than it says is outside the band of a small table
+    rng = np.random.default_rng(0)
+    probs = rng.uniform(0.05, 0.6, 200)
+    labels = rng.random(200) < probs + 0.2
+    assert M.expected_calibration_error(probs, labels) > M.calibrated_ece_band(probs)[1]
 
 
 def test_isotonic_fit_follows_a_different_monotone_truth_at_each_size_and_keeps_the_ranking() -> None:
