@@ -175,4 +175,5 @@ def calibrated_ece_band(probs: np.ndarray, bins: int = 10, draws: int = 2000, se
         labels = rng.random((min(chunk, draws - start), p.size)) < p  # [chunk, N]
         positives = np.stack([labels[:, which == b].sum(1) for b in range(bins)], 1)  # [chunk, bins] edges
         ece.append(np.abs(positives - confidence).sum(1) / count.sum())  # count-weighted |rate - confidence|
-    return float(np.concatenate(ece).mean()), float(np.quantile(np.concatenate(ece), 0.95))
+    every = np.concatenate(ece)  # [draws]
+    return float(every.mean()), float(np.quantile(every, 0.95))

@@ -55,20 +55,23 @@ class PairHead(nn.Module):
         """Pair features [N, F] of N pairs (`prior_pairs`) -> the head's own logits [N]."""
         return self.mlp(self.norm(pair)).squeeze(-1)
 
-    def mixed(self, pair: Tensor, trunk: Tensor) -> Tensor:
-        """a * trunk + b * head + c for the features [N, F] and trunk logits [N] of N pairs, whatever their graphs'
-        sizes (`prior_pairs`): the mix `forward` applies, without its size rule."""
+    def _mix(self, trunk: Tensor, own: Tensor) -> Tensor:
+        """a * trunk + b * own + c, elementwise."""
         a, b, c = self.mix
-        return a * trunk + b * self.pair_logits(pair) + c
+        return a * trunk + b * own + c
+
+    def mixed(self, pair: Tensor, trunk: Tensor) -> Tensor:
+        """The mixed logits [N] for the features [N, F] and trunk logits [N] of N pairs, whatever their graphs'
+        sizes (`prior_pairs`): the mix `forward` applies, without its size rule."""
+        return self._mix(trunk, self.pair_logits(pair))
 
     def forward(self, pair: Tensor, trunk: Tensor, node_mask: Tensor) -> Tensor:
         """Pair features [B, d, d, F], the trunk's edge logits [B, d, d] and the node mask [B, d] -> edge logits
         [B, d, d]: mixed on graphs of at least `min_nodes` real nodes, the trunk's on smaller ones."""
         if not bool(self.norm.fitted):
             return trunk
-        a, b, c = self.mix
         small = node_mask.sum(1) < self.min_nodes  # [B]
-        return torch.where(small[:, None, None], trunk, a * trunk + b * self.head_logits(pair) + c)
+        return torch.where(small[:, None, None], trunk, self._mix(trunk, self.head_logits(pair)))
 
 
 def prior_pairs(
