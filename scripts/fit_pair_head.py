@@ -37,7 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=REPO / "checkpoints" / "pfn.pt", help="read and rewritten")
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 15, 20, 30, 50])
-    parser.add_argument("--graphs", type=int, default=1024, help="prior graphs per size for the fit (and the mix)")
+    parser.add_argument("--graphs", type=int, default=4096, help="prior graphs per size for the fit (and the mix)")
     parser.add_argument("--hidden", type=int, default=64, help="hidden width of the head's MLP")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--seed", type=int, default=9000)

@@ -100,7 +100,7 @@ def fit_pair_head(
     priors: Sequence[Prior],
     hidden: int = 64,
     sizes: Sequence[int] = (10, 15, 20, 30, 50),
-    graphs: int = 1024,
+    graphs: int = 4096,
     keep: float = 0.2,
     epochs: int = 6,
     seed: int = 0,
