@@ -518,7 +518,7 @@ def _set_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
             raw, std = by_key[(m, s, "raw")], by_key[(m, s, "standardised")]
             cells = [_fmt(raw["auroc"]), _fmt(std["auroc"]), _fmt(raw["auprc"]), _fmt(std["auprc"])]
             cells += [_fmt(raw["shd"], 1), _fmt(std["shd"], 1), _fmt(raw["sid"]), _fmt(raw["ece"])]
-            band = raw.get("ece_if_calibrated", float("nan"))  # cached classical rows carry none
+            band = raw.get("ece_if_calibrated", float("nan"))  # optional: rows without a band (cached, hand-made)
             cells.append("—" if np.isnan(band) else f"{band:.3f} ({raw['ece_if_calibrated_q95']:.3f})")
             cells.append(_fmt(raw["s_per_graph"], 4))
             lines.append(f"| {s} | {m} | " + " | ".join(cells) + " |")

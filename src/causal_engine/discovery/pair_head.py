@@ -44,11 +44,13 @@ class PairHead(nn.Module):
         self.register_buffer("min_nodes", torch.zeros((), dtype=torch.long))
 
     def head_logits(self, pair: Tensor) -> Tensor:
-        """Pair features [B, d, d, F] -> the head's own logits [B, d, d], in blocks of rows."""
+        """Pair features [B, d, d, F] -> the head's own logits [B, d, d]: the norm in one pass (its knot scores
+        are computed once), the MLP in blocks of rows."""
         b, d = pair.shape[:2]
+        normed = self.norm(pair)  # [B, d, d, F]
         out = pair.new_empty(pair.shape[:3])
         for g, i in blocks(b, d, d * self.mlp[0].out_features, HEAD_BLOCK):
-            out[g, i] = self.mlp(self.norm(pair[g, i])).squeeze(-1)
+            out[g, i] = self.mlp(normed[g, i]).squeeze(-1)
         return out
 
     def pair_logits(self, pair: Tensor) -> Tensor:
