@@ -135,11 +135,16 @@ def mmd_rbf(x: Tensor, y: Tensor, bandwidth: float | None = None) -> Tensor:
 # --- discovery (helper "pfn-bench"): calibration of edge probabilities ----------------------------------------
 
 
+def _bin_of(p: np.ndarray, bins: int) -> np.ndarray:
+    """The equal-width bin of each probability in p [N] -> [N] in 0..bins - 1 (1.0 falls in the last bin)."""
+    return np.minimum((p * bins).astype(int), bins - 1)
+
+
 def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Equal-width probability bins: (mean predicted probability, observed edge rate, count) per bin, [bins]
     each; an empty bin has NaN means and count 0."""
     p, y = np.asarray(probs, dtype=float).ravel(), np.asarray(labels, dtype=float).ravel()
-    which = np.minimum((p * bins).astype(int), bins - 1)
+    which = _bin_of(p, bins)
     count = np.bincount(which, minlength=bins).astype(float)
     with np.errstate(invalid="ignore", divide="ignore"):
         confidence = np.bincount(which, p, minlength=bins) / count
@@ -166,7 +171,7 @@ def calibrated_ece_band(probs: np.ndarray, bins: int = 10, draws: int = 2000, se
     small table (a hundred pairs) the sampling error alone is several hundredths; an observed ECE inside this
     band does not show miscalibration."""
     p = np.asarray(probs, dtype=float).ravel()
-    which = np.minimum((p * bins).astype(int), bins - 1)  # [N] each pair's bin, as `reliability` bins it
+    which = _bin_of(p, bins)  # [N]
     count = np.bincount(which, minlength=bins).astype(float)  # [bins]
     confidence = np.bincount(which, p, minlength=bins)  # [bins] summed probabilities
     rng, ece = np.random.default_rng(seed), []
