@@ -66,6 +66,18 @@ def test_quantile_norm_maps_a_value_many_draws_share_to_its_mid_rank_score_conti
     assert share == pytest.approx(float((clamped == 0).float().mean()))  # the tie sits below every positive draw
 
 
+def test_quantile_norm_maps_rows_in_blocks_as_it_maps_each_row_alone() -> None:
+    """Many rows are mapped block by block (`encoder.blocks`): every row, across the blocks' seams and in a last
+    partial block, gets exactly the scores it gets mapped on its own."""
+    generator = torch.Generator().manual_seed(2)
+    norm = QuantileNorm(3, 32)
+    norm.fit(draws(20_000, generator))
+    x = draws(50_000, generator)  # 50,000 rows of 3 features: several blocks of 2^16 elements, the last one partial
+    alone = torch.cat([norm(row[None]) for row in x[::997]])
+    assert torch.equal(norm(x)[::997], alone)
+    assert torch.equal(norm(x.view(50, 1000, 3)).view(-1, 3), norm(x))  # any leading shape
+
+
 def test_a_net_with_the_norm_exports_and_loads_with_its_knots(tmp_path: Path) -> None:
     torch.manual_seed(0)
     net = ModelA(d_model=16, n_heads=2, n_layers=1, n_delta_layers=1, max_nodes=8, pair_norm_knots=8).eval()
