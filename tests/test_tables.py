@@ -29,6 +29,18 @@ def test_parquet_and_tsv_are_read(tmp_path):
     assert load_table(write(tmp_path, "x\ty\n1\t2\n", "d.tsv"))["y"].tolist() == [2.0]
 
 
+def test_a_boolean_column_reads_as_one_and_zero_as_it_does_from_parquet(tmp_path):
+    """pandas writes a boolean column as True/False and R as TRUE/FALSE; the same table as Parquet is typed bool."""
+    frame = load_table(write(tmp_path, "t,y\nTrue,1\nFALSE,2\nfalse,3\n"))
+    assert frame["t"].tolist() == [1.0, 0.0, 0.0] and frame["t"].dtype == np.float64
+    pd.DataFrame({"t": [True, False, False], "y": [1, 2, 3]}).to_parquet(tmp_path / "d.parquet")
+    assert load_table(tmp_path / "d.parquet")["t"].tolist() == [1.0, 0.0, 0.0]
+    with pytest.raises(TableError, match=r"column 't', row 2 .*missing value"):
+        load_table(write(tmp_path, "t,y\nTrue,1\n,2\n"))
+    with pytest.raises(TableError, match=r"column 't', row 2 .*value 'yes' is not True or False"):
+        load_table(write(tmp_path, "t,y\nTrue,1\nyes,2\n"))  # only the two words, never a guess at others
+
+
 def test_column_selection_keeps_order(tmp_path):
     frame = load_table(write(tmp_path, "a,b,c\n1,2,3\n"), columns=["c", "a"])
     assert list(frame.columns) == ["c", "a"]

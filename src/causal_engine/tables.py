@@ -99,14 +99,19 @@ def _numeric(frame: pd.DataFrame, column: str, file: Path, name: str) -> pd.Seri
         bad = values.isna().to_numpy()
     else:
         text = raw.astype(str).str.strip()
-        values = pd.to_numeric(text, errors="coerce").astype("float64")
-        empty = (text == "") | text.str.lower().isin(["nan", "na", "null", "none"])
+        lowered = text.str.lower()
+        empty = (text == "") | lowered.isin(["nan", "na", "null", "none"])
+        boolean = lowered.isin(["true", "false"]).any()  # True/False as pandas and R write a bool column: 1/0
+        if boolean:
+            values, expected = lowered.map({"true": 1.0, "false": 0.0}).astype("float64"), "True or False"
+        else:
+            values, expected = pd.to_numeric(text, errors="coerce").astype("float64"), "a number"
         nonnumeric = values.isna() & ~empty
         if nonnumeric.any():
             row = int(np.flatnonzero(nonnumeric.to_numpy())[0])
             raise TableError(
                 f"{name}: {file}, column '{column}', row {row + 1} (line {row + 2} of the file): "
-                f"value {text.iloc[row]!r} is not a number. Fix or remove that row, or encode the "
+                f"value {text.iloc[row]!r} is not {expected}. Fix or remove that row, or encode the "
                 f"column numerically."
             )
         bad = empty.to_numpy()
