@@ -47,12 +47,12 @@ def test_auto_picks_trees_for_a_table_and_networks_for_videos(compose, tmp_path,
     said = [r.getMessage() for r in caplog.records if "dml.learner=" in r.getMessage()]
     assert said == [
         "dml.learner=auto → tabular learners (outcome: RandomForestRegressor, propensity: RandomForestClassifier; "
-        "choose with dml/tabular=forest|hist_gb|lasso|lightgbm) for a covariate table"
+        "choose with dml/tabular=forest|hist_gb|lasso|lightgbm|stack) for a covariate table"
     ]
     assert out.records[0].convergence == {}  # library learners have no epochs
 
 
-@pytest.mark.parametrize("preset", ["forest", "hist_gb", "lasso", "lightgbm"])
+@pytest.mark.parametrize("preset", ["forest", "hist_gb", "lasso", "lightgbm", "stack"])
 def test_tabular_learners_run_the_fold_loop_without_leaks_and_cover_the_effect(compose, tmp_path, preset):
     path = _table(tmp_path / "obs.csv")
     out = run_crossfit(compose([*table_overrides(path), f"dml/tabular={preset}"]))

@@ -2,7 +2,8 @@
 
 `dml.learner=network` fits the neural nuisances (`dml.nuisance`, Lightning fits that stop on their held-out
 loss); `dml.learner=tabular` fits the scikit-learn-style estimators of `dml.tabular` (random forests,
-histogram gradient boosting, cross-validated lasso / logistic regression, LightGBM: `dml/tabular=<preset>`).
+histogram gradient boosting, cross-validated lasso / logistic regression, LightGBM, a stack of lasso and forest:
+`dml/tabular=<preset>`).
 `auto` picks the tabular learners for a covariate table, where tree ensembles are the well-tried default
 and fit in seconds, and the networks for learned representations (videos), whose embeddings are wide and
 smooth. Both kinds see the same folds, enter the same scores and are stored and resumed the same way.
@@ -43,7 +44,7 @@ def describe_learner(dml: DictConfig, sample: CausalSample) -> str:
     chosen = resolve_learner(dml.learner, sample)
     if chosen == "tabular":
         names = ", ".join(f"{role}: {_name(spec)}" for role, spec in dml.tabular.items())
-        what = f"tabular learners ({names}; choose with dml/tabular=forest|hist_gb|lasso|lightgbm)"
+        what = f"tabular learners ({names}; choose with dml/tabular=forest|hist_gb|lasso|lightgbm|stack)"
     else:
         what = "neural networks (dml.nuisance; TarNet outcome, MLP propensity/regressions)"
     why = {"auto": " for " + ("learned video representations" if sample.is_video else "a covariate table")}
