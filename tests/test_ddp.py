@@ -125,7 +125,7 @@ def test_library_learners_on_jepa_embeddings_run_on_rank_zero_and_reach_every_ra
 ):
     # The JEPA fits under DDP (the process group exists), then rank 0 fits the forests and broadcasts their
     # predictions: both ranks must end with the same out-of-fold arrays and estimate.
-    overrides = [*TINY_JEPA_DML, "dml.learner=tabular", "dml.tabular.outcome.n_estimators=10",
+    overrides = [*TINY_JEPA_DML, "dml.learner=tabular", "dml/tabular=forest", "dml.tabular.outcome.n_estimators=10",
                  "dml.tabular.propensity.n_estimators=10"]  # fmt: skip
     out = _run_ddp(tmp_path, overrides)
     _check_crossfit_outputs(out, compose(overrides))

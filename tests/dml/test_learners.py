@@ -46,7 +46,7 @@ def test_auto_picks_trees_for_a_table_and_networks_for_videos(compose, tmp_path,
         out = run_crossfit(compose(table_overrides(path)))
     said = [r.getMessage() for r in caplog.records if "dml.learner=" in r.getMessage()]
     assert said == [
-        "dml.learner=auto → tabular learners (outcome: RandomForestRegressor, propensity: RandomForestClassifier; "
+        "dml.learner=auto → tabular learners (outcome: StackingRegressor, propensity: StackingClassifier; "
         "choose with dml/tabular=forest|hist_gb|lasso|lightgbm|stack) for a covariate table"
     ]
     assert out.records[0].convergence == {}  # library learners have no epochs

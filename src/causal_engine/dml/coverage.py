@@ -12,7 +12,8 @@
   groups and per group.
 
 Both run `experiment=jepa_dml` with `dml.representation=oracle` (the simulator's visible confounders, named, as
-covariates) and `dml.learner=auto` (random forests for covariates) unless overrides say otherwise; the overlap
+covariates) and `dml.learner=auto` with `dml/tabular=forest` (random forests for covariates: the learners the
+documented studies ran with) unless overrides say otherwise; the overlap
 guard is off, as in the benchmark, so every replicate reports. Coverage rates come with their exact (Clopper–
 Pearson) binomial interval. `scripts/bench_dml_coverage.py` is the command line.
 """
@@ -41,7 +42,10 @@ STUDIES = ("sensitivity", "gate")
 BENCHMARK_GROUP = "brightness"
 GATE_COLUMN = "size"
 GATE_QUANTILES = 3
-BASE = ["experiment=jepa_dml", *QUIET, "dml.max_clipped_share=1.0", "dml.representation=oracle", "dml.learner=auto"]
+BASE = [
+    "experiment=jepa_dml", *QUIET, "dml.max_clipped_share=1.0", "dml.representation=oracle", "dml.learner=auto",
+    "dml/tabular=forest",
+]  # fmt: skip
 
 
 def study_overrides(study: str, strength: float | None) -> list[str]:

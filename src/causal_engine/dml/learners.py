@@ -4,9 +4,10 @@
 loss); `dml.learner=tabular` fits the scikit-learn-style estimators of `dml.tabular` (random forests,
 histogram gradient boosting, cross-validated lasso / logistic regression, LightGBM, a stack of lasso and forest:
 `dml/tabular=<preset>`).
-`auto` picks the tabular learners for a covariate table, where tree ensembles are the well-tried default
-and fit in seconds, and the networks for learned representations (videos), whose embeddings are wide and
-smooth. Both kinds see the same folds, enter the same scores and are stored and resumed the same way.
+`auto` picks the tabular learners for a covariate table (by default the stack: a forest alone fits linear
+confounding with a bias that DML's rate condition does not allow, a lasso alone misses curved effects, and the
+stack takes whichever fits), and the networks for learned representations (videos), whose embeddings are wide
+and smooth. Both kinds see the same folds, enter the same scores and are stored and resumed the same way.
 
 A library fit receives its training rows as a DataFrame indexed by global row number; `Recorded` notes the
 index of every frame its estimator's `fit()` received, so the leak check tests the rows a fit actually got,
@@ -74,6 +75,13 @@ class Recorded:
         if hasattr(self.estimator, "predict_proba"):
             return self.estimator.predict_proba(x)[:, 1]
         return self.estimator.predict(x)
+
+
+def clipped_logit(p: np.ndarray) -> np.ndarray:
+    """log(p / (1 - p)) of probabilities clipped to [1e-6, 1 - 1e-6]: the scale the propensity stack
+    (`dml/tabular=stack`) combines its base learners on, where a forest's pure leaves (p = 0 or 1) stay finite."""
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
 
 
 def build_estimator(spec: DictConfig, seed: int) -> Recorded:

@@ -1,9 +1,10 @@
 """Tabular DML against DoubleML in the same process: matched learners, the same folds, three designs.
 
-Each design draws one table, runs our fold loop (`run_crossfit` with `dml.learner=tabular`) and DoubleML's
-estimator with the same scikit-learn learners (same hyperparameters and `random_state`) on our fold plan
-(`set_sample_splitting`), and reports both estimates, CIs and wall times. With the same learners on the same
-rows the predictions agree, so the estimates may differ only where the scores do (clipping rules).
+Each design draws one table, runs our fold loop (`run_crossfit` with `dml.learner=tabular`, the forest preset
+unless an override picks another) and DoubleML's estimator with the same scikit-learn learners (same
+hyperparameters and `random_state`) on our fold plan (`set_sample_splitting`), and reports both estimates, CIs
+and wall times. With the same learners on the same rows the predictions agree, so the estimates may differ only
+where the scores do (clipping rules).
 
   irm_ate   DoubleML's `make_irm_data` (binary treatment, ATE).
   att_pool  about 200 treated units against 16,000 controls, most of whom look nothing like the treated
@@ -88,8 +89,9 @@ RANDOM_STATE = 0
 def ours(design: Design, overrides: list[str], workdir: Path) -> tuple[dict[str, float], list[Fold], DictConfig]:
     """Our fold loop on the design: its row (estimate, se, CI, seconds), its fold plan and its config."""
     cfg = compose(
-        ["task=crossfit", "callbacks=none", "~logger", "dml.learner=tabular", f"dml.score={design.score}",
-         f"dml.tabular.outcome.random_state={RANDOM_STATE}", f"dml.tabular.propensity.random_state={RANDOM_STATE}",
+        ["task=crossfit", "callbacks=none", "~logger", "dml.learner=tabular", "dml/tabular=forest",
+         f"dml.score={design.score}", f"dml.tabular.outcome.random_state={RANDOM_STATE}",
+         f"dml.tabular.propensity.random_state={RANDOM_STATE}",
          *overrides],
         workdir,
     )  # fmt: skip
