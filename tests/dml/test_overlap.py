@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 
 from causal_engine.dml import crossfit
 from causal_engine.dml.crossfit import run_crossfit, summarize
@@ -48,6 +49,20 @@ def test_att_leaves_a_control_with_propensity_near_zero_at_its_near_zero_weight(
     r = estimate("att", y, d, g0=g0, g1=g0, m=m, trim=0.01)
     assert r.estimate == pytest.approx(np.mean(psi_b) / np.mean(d / p), rel=1e-12)
     assert (r.clipped_share, r.share_below) == (0.0, 0.25)
+
+
+@pytest.mark.parametrize(
+    ("m", "names_att"),
+    [
+        (np.r_[np.full(30, 0.001), np.full(70, 0.5)], True),  # rows only controls occupy: the ATT still answers
+        (np.r_[np.full(30, 0.999), np.full(70, 0.5)], False),  # treated rows without controls: the ATT cannot
+    ],
+)
+def test_the_ate_refusal_says_which_tail_and_offers_the_att_only_where_it_answers(m, names_att):
+    dml = OmegaConf.create({"score": "ate", "trim": 0.01, "max_clipped_share": 0.1})
+    with pytest.raises(UserError, match=r"no overlap: 30.0% .* \((0|30).0% below, .*; (30|0).0% above") as caught:
+        crossfit.check_overlap(dml, m, final=True)
+    assert ("dml.score=att" in str(caught.value)) == names_att
 
 
 def _one_sided(path: Path, n: int = 1500, seed: int = 0) -> Path:

@@ -122,17 +122,21 @@ def check_overlap(dml: DictConfig, m: np.ndarray, *, final: bool) -> None:
     margin = 0.0 if final else 3.0 * np.sqrt(share * (1.0 - share) / len(m))
     if share - margin <= dml.max_clipped_share:
         return
+    below, above = float(np.mean(m < dml.trim)), float(np.mean(m > 1 - dml.trim))
     tails = {
-        "ate": f"outside [{dml.trim}, {1 - dml.trim}]",
+        "ate": f"outside [{dml.trim}, {1 - dml.trim}] ({below:.1%} below, where almost only controls are; "
+        f"{above:.1%} above, where almost only treated rows are)",
         "att": f"above {1 - dml.trim} (controls that look treated; the ATT ignores e(x) near 0)",
     }[dml.score]
     seen = "" if final else f" after {len(m)} held-out rows (the run stopped at the first folds)"
+    # The ATT clips only the upper tail: it answers when the treated rows have comparable controls.
+    att = dml.score == "ate" and above <= dml.max_clipped_share
+    also = ", estimate the effect on the treated (dml.score=att, whose upper tail is within the limit)" if att else ""
     raise DMLInputError(
         f"no overlap: {share:.1%} of the estimated propensities fall {tails}{seen}, above "
         f"dml.max_clipped_share={dml.max_clipped_share} (with dml.trim={dml.trim}); treated and control rows "
-        f"are too different for a reliable {dml.score.upper()}. Restrict the data to comparable units, "
-        f"estimate the effect on the treated (dml.score=att) when only controls lack overlap, or raise "
-        f"dml.max_clipped_share knowingly."
+        f"are too different for a reliable {dml.score.upper()}. Restrict the data to comparable units{also}, or "
+        f"raise dml.max_clipped_share knowingly."
     )
 
 
