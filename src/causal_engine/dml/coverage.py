@@ -166,7 +166,8 @@ def rate(hits: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
     return float(hits.mean()), float(ci.low), float(ci.high)
 
 
-def _rate_cell(hits: np.ndarray) -> str:
+def rate_cell(hits: np.ndarray) -> str:
+    """A coverage cell: share [exact 95 % interval] (hits/n)."""
     share, low, high = rate(hits)
     return f"{share:.3f} [{low:.3f}, {high:.3f}] ({int(np.sum(hits))}/{len(hits)})"
 
@@ -194,8 +195,8 @@ def summarise_sensitivity(records: list[dict[str, Any]]) -> str:
         ci_own = (own[:, 2] <= truth) & (truth <= own[:, 3])
         lines.append(
             f"| {strength:g} | {len(ms)} | {bias.mean():+.3f} ({bias.std(ddof=1) / np.sqrt(len(bias)):.3f}) | "
-            f"{_rate_cell(plain)} | {bench['cf_y']:.3f} | {bench['cf_d']:.3f} | {bench['rho']:+.2f} | "
-            f"{_rate_cell(held)} | {_rate_cell(ci)} | {np.mean(one[:, 3] - one[:, 2]):.3f} | {_rate_cell(ci_own)} |"
+            f"{rate_cell(plain)} | {bench['cf_y']:.3f} | {bench['cf_d']:.3f} | {bench['rho']:+.2f} | "
+            f"{rate_cell(held)} | {rate_cell(ci)} | {np.mean(one[:, 3] - one[:, 2]):.3f} | {rate_cell(ci_own)} |"
         )
     return "\n".join(lines)
 
@@ -214,7 +215,7 @@ def summarise_gate(records: list[dict[str, Any]]) -> str:
     pooled = np.concatenate([hits[g] for g in groups])
     _, low, high = rate(pooled)
     lines = [
-        f"Pooled over {len(groups)} groups × {len(records)} replicates: coverage {_rate_cell(pooled)}; "
+        f"Pooled over {len(groups)} groups × {len(records)} replicates: coverage {rate_cell(pooled)}; "
         f"0.95 is {'inside' if low <= 0.95 <= high else 'outside'} the binomial 95 % interval.",
         "",
         "| group | true GATE (mean) | bias (SE) | mean SE | coverage |",
@@ -224,7 +225,7 @@ def summarise_gate(records: list[dict[str, Any]]) -> str:
         a = np.array(rows[g])  # [replicates, 3]
         lines.append(
             f"| {GATE_COLUMN} {g} | {a[:, 1].mean():.3f} | {a[:, 0].mean():+.3f} "
-            f"({a[:, 0].std(ddof=1) / np.sqrt(len(a)):.3f}) | {a[:, 2].mean():.3f} | {_rate_cell(np.array(hits[g]))} |"
+            f"({a[:, 0].std(ddof=1) / np.sqrt(len(a)):.3f}) | {a[:, 2].mean():.3f} | {rate_cell(np.array(hits[g]))} |"
         )
     return "\n".join(lines)
 
