@@ -8,7 +8,7 @@ Goal: the two estimates within 0.25 of DoubleML's SE of each other, ours at most
 `--learners A B ...` runs the learner study instead (`learner_study`): each preset on --seeds draws of n = --n rows
 of the DoubleML designs (irm_ate, plr_cont by default), bias and coverage per design and learner, resumable:
 
-    nice -n 10 .venv/bin/python scripts/bench_tabular_dml.py --learners forest stack --seeds 30 --n 1000
+    nice -n 10 .venv/bin/python scripts/bench_tabular_dml.py --learners forest stack --seeds 53 --n 1000
 """
 
 from __future__ import annotations

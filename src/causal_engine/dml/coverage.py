@@ -13,9 +13,9 @@
 
 Both run `experiment=jepa_dml` with `dml.representation=oracle` (the simulator's visible confounders, named, as
 covariates) and `dml.learner=auto` with `dml/tabular=forest` (random forests for covariates: the learners the
-documented studies ran with) unless overrides say otherwise; the overlap
-guard is off, as in the benchmark, so every replicate reports. Coverage rates come with their exact (Clopper–
-Pearson) binomial interval. `scripts/bench_dml_coverage.py` is the command line.
+documented studies ran with) unless overrides say otherwise; the overlap guard is off, as in the benchmark, so every
+replicate reports. Coverage rates come with their exact (Clopper–Pearson) binomial interval.
+`scripts/bench_dml_coverage.py` is the command line.
 """
 
 from __future__ import annotations

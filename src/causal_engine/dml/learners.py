@@ -1,13 +1,12 @@
 """Which nuisance learners a run uses (`dml.learner`), and library learners fit on one fold's rows.
 
-`dml.learner=network` fits the neural nuisances (`dml.nuisance`, Lightning fits that stop on their held-out
-loss); `dml.learner=tabular` fits the scikit-learn-style estimators of `dml.tabular` (random forests,
-histogram gradient boosting, cross-validated lasso / logistic regression, LightGBM, a stack of lasso and forest:
-`dml/tabular=<preset>`).
-`auto` picks the tabular learners for a covariate table (by default the stack: a forest alone fits linear
-confounding with a bias that DML's rate condition does not allow, a lasso alone misses curved effects, and the
-stack takes whichever fits), and the networks for learned representations (videos), whose embeddings are wide
-and smooth. Both kinds see the same folds, enter the same scores and are stored and resumed the same way.
+`dml.learner=network` fits the neural nuisances (`dml.nuisance`, Lightning fits that stop on their held-out loss);
+`dml.learner=tabular` fits the scikit-learn-style estimators of `dml.tabular` (a stack of lasso and forest, random
+forests, histogram gradient boosting, cross-validated lasso / logistic regression, LightGBM: `dml/tabular=<preset>`).
+`auto` picks the tabular learners for a covariate table (by default the stack: a forest alone fits linear confounding
+with a bias that DML's rate condition does not allow, a lasso alone misses curved effects, and the stack takes
+whichever fits), and the networks for learned representations (videos), whose embeddings are wide and smooth. Both
+kinds see the same folds, enter the same scores and are stored and resumed the same way.
 
 A library fit receives its training rows as a DataFrame indexed by global row number; `Recorded` notes the
 index of every frame its estimator's `fit()` received, so the leak check tests the rows a fit actually got,
