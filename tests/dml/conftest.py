@@ -11,9 +11,17 @@ import pandas as pd
 from doubleml import DoubleMLData, DoubleMLIRM, DoubleMLPLR
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
+# The default covariate learners (the lasso-and-forest stack) at test size: forests of 20 trees, 3 inner folds.
+SMALL_STACK = [
+    f"dml.tabular.{role}.{key}"
+    for role in ("outcome", "propensity")
+    for key in ("estimators.1.1.n_estimators=20", "cv=3")
+]
 
-def table_overrides(path: Path) -> list[str]:
-    """`task=crossfit` on a table at `path` with columns t, y, x1, x2 (K = 3, no callbacks, CSV logger)."""
+
+def table_overrides(path: Path, small_stack: bool = True) -> list[str]:
+    """`task=crossfit` on a table at `path` with columns t, y, x1, x2 (K = 3, no callbacks, CSV logger), the default
+    learners at test size unless `small_stack` is False (for a run that picks another preset)."""
     return [
         "task=crossfit",
         "data=table",
@@ -24,6 +32,7 @@ def table_overrides(path: Path) -> list[str]:
         "callbacks=none",
         "logger=csv",
         "dml.k_folds=3",
+        *(SMALL_STACK if small_stack else []),
     ]
 
 

@@ -55,7 +55,7 @@ def test_auto_picks_trees_for_a_table_and_networks_for_videos(compose, tmp_path,
 @pytest.mark.parametrize("preset", ["forest", "hist_gb", "lasso", "lightgbm", "stack"])
 def test_tabular_learners_run_the_fold_loop_without_leaks_and_cover_the_effect(compose, tmp_path, preset):
     path = _table(tmp_path / "obs.csv")
-    out = run_crossfit(compose([*table_overrides(path), f"dml/tabular={preset}"]))
+    out = run_crossfit(compose([*table_overrides(path, small_stack=False), f"dml/tabular={preset}"]))
     for rec in out.records:
         assert set(rec.trained_rows) == {"outcome", "propensity"}
         for rows in rec.trained_rows.values():
