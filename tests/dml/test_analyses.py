@@ -147,9 +147,11 @@ def test_bad_sensitivity_config_fails_before_any_work(compose, tmp_path, overrid
         ("dml.blp.covariates=[x9]", "no column"),
     ],
 )
-def test_bad_analysis_columns_are_named(compose, tmp_path, override, message):
+def test_bad_analysis_columns_are_named_before_any_fold_is_fitted(compose, tmp_path, override, message):
+    cfg = compose([*table_overrides(_table(tmp_path / "obs.csv")), "dml.convergence.max_epochs=2", override])
     with pytest.raises(UserError, match=message):
-        run(compose([*table_overrides(_table(tmp_path / "obs.csv")), "dml.convergence.max_epochs=2", override]))
+        run(cfg)
+    assert not list(Path(cfg.paths.output_dir).glob("rep*/fold*")), "a fold was fitted before the check"
 
 
 def test_benchmark_refit_uses_the_same_folds(compose, tmp_path):

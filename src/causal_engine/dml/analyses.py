@@ -80,6 +80,19 @@ def without_features(sample: CausalSample, group: list[str]) -> CausalSample:
     return replace(sample, features=sample.features[:, keep], feature_names=tuple(names[i] for i in keep))
 
 
+def check_analyses(cfg: DictConfig, sample: CausalSample) -> None:
+    """The analyses' columns checked against the data before any fold is fitted (`run_crossfit`'s `check`): a
+    benchmark group that is not a proper subset of the covariates, or a GATE or BLP column the data lacks, stops
+    the run in seconds instead of after the cross-fit."""
+    dml = cfg.dml
+    if dml.sensitivity.benchmark:
+        without_features(sample, [str(c) for c in dml.sensitivity.benchmark])
+    if dml.gate.groups:
+        _columns(cfg, sample, "dml.gate.groups", [str(dml.gate.groups)], text=dml.gate.quantiles is None)
+    if dml.blp.covariates:
+        _columns(cfg, sample, "dml.blp.covariates", [str(c) for c in dml.blp.covariates], text=False)
+
+
 def sensitivity(cfg: DictConfig, out: CrossfitResult) -> dict[str, float]:
     """Bounds, robustness values, the optional benchmark and the contour figure; returns their metrics."""
     dml, conf = cfg.dml, cfg.dml.sensitivity

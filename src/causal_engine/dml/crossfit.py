@@ -12,6 +12,7 @@ ranks and gathered back by row index (`causal_engine.dml.ddp`), and only rank 0 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import numpy as np
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from causal_engine.dml.analyses import analyse
+from causal_engine.dml.analyses import analyse, check_analyses
 from causal_engine.dml.data import CausalSample, DMLInputError, check_sample, load_sample, with_representation
 from causal_engine.dml.ddp import all_gather, barrier, check_identical, rank_and_world
 from causal_engine.dml.fold import FoldRecord, fit_fold, fold_seed
@@ -47,11 +48,14 @@ class CrossfitResult:
     naive_se: float
 
 
-def run_crossfit(cfg: DictConfig, sample: CausalSample | None = None) -> CrossfitResult:
+def run_crossfit(
+    cfg: DictConfig, sample: CausalSample | None = None, check: Callable[[CausalSample], None] | None = None
+) -> CrossfitResult:
     """The cross-fitting loop; returns the estimate with the fold plan and out-of-fold predictions.
 
     `sample` replaces `cfg.data` (benchmarks pass raw pixels or the true confounders as covariates); the
-    configured data goes through `dml.representation` first.
+    configured data goes through `dml.representation` first. `check` sees the sample the folds will read before
+    the first fold is fitted (the task checks its analyses' columns there).
     """
     dml = cfg.dml
     # Folds are saved and resumed only for the configured data (benchmarks pass their own `sample`).
@@ -65,6 +69,8 @@ def run_crossfit(cfg: DictConfig, sample: CausalSample | None = None) -> Crossfi
     # One label-free JEPA for every fold instead of one per fold; a benchmark's pixel or oracle samples keep theirs.
     if dml.pretrain == "once" and (sample.is_video or sample_from_config):
         sample = pretrained_sample(cfg, sample, fingerprint)
+    if check is not None:
+        check(sample)
     plan = stratified_folds(sample.treatment, dml.k_folds, n_rep=dml.n_rep, seed=dml.split_seed)
     n = len(sample)
     predictions, records, elements = [], [], []
@@ -212,7 +218,7 @@ def _figures(cfg: DictConfig, out: CrossfitResult) -> None:
 def crossfit(cfg: DictConfig) -> dict[str, float]:
     """The task: cross-fit, estimate, write figures, add the sensitivity and heterogeneity analyses
     (`causal_engine.dml.analyses`), log to TensorBoard, return the metrics (run.py writes metrics.json)."""
-    out = run_crossfit(cfg)
+    out = run_crossfit(cfg, check=lambda sample: check_analyses(cfg, sample))
     metrics = summarize(out)
     _figures(cfg, out)
     r = out.result
